@@ -1,0 +1,3 @@
+from codeintegrity.cli.main import main
+
+main()
