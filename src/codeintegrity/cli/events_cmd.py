@@ -1,0 +1,205 @@
+"""`codeintegrity events`: list, filter and export the events in the store."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import click
+
+from . import exit_codes
+
+if TYPE_CHECKING:
+    from ..events.model import Event
+
+_RELATIVE = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_CHANNELS = {
+    "security": "Security",
+    "codeintegrity": "Microsoft-Windows-CodeIntegrity/Operational",
+}
+EXPORT_BATCH = 1000
+
+
+def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """ISO 8601 (naive means UTC) or a span back from now: 30s, 15m, 2h, 7d, 1w."""
+    if value is None:
+        return None
+    text = value.strip()
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        span = timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        return datetime.now(UTC) - span
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither ISO 8601 nor a span like 2h") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Store file to read (default: the per-user store, see `events --help`).",
+)
+@click.option("--id", "event_ids", type=int, multiple=True, help="Event ID (repeatable).")
+@click.option("--since", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
+@click.option("--until", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
+@click.option("--path", "path_contains", metavar="TEXT", help="Path contains TEXT.")
+@click.option("--outcome", type=click.Choice(["success", "failure"]))
+@click.option("--channel", type=click.Choice(sorted(_CHANNELS)))
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many events.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "jsonl", "xml", "flat"]),
+    default="table",
+    show_default=True,
+    help="table; json (array of ECS documents); jsonl (ECS lines); xml (<Events> document); "
+    "flat (JSON lines with Sigma field names).",
+)
+@click.option(
+    "--export",
+    "export_uris",
+    multiple=True,
+    metavar="URI",
+    help="Write the selected events to a sink (jsonl:PATH, xml:PATH, sqlite:PATH, "
+    "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, -) instead of listing them; repeatable.",
+)
+def events(
+    store_path: str | None,
+    event_ids: tuple[int, ...],
+    since: datetime | None,
+    until: datetime | None,
+    path_contains: str | None,
+    outcome: str | None,
+    channel: str | None,
+    limit: int | None,
+    fmt: str,
+    export_uris: tuple[str, ...],
+) -> None:
+    """List, filter and export the audit events recorded by `codeintegrity verify`.
+
+    The default store is $CODEINTEGRITY_HOME/events.sqlite3, else
+    $XDG_STATE_HOME/codeintegrity/events.sqlite3 (~/.local/state/codeintegrity/ when unset;
+    %LOCALAPPDATA%\\codeintegrity\\ on Windows). Exit status: 0 done, 4 store or sink error.
+    """
+    from pathlib import Path
+
+    from ..errors import CIError
+    from ..events.paths import default_store_path
+    from ..events.store import EventFilter, EventStore
+
+    path = Path(store_path) if store_path else default_store_path()
+    selection = EventFilter(
+        event_ids=event_ids,
+        since=since,
+        until=until,
+        path_contains=path_contains,
+        outcome=outcome,
+        channel=_CHANNELS[channel] if channel else None,
+        limit=limit,
+    )
+    try:
+        if not path.exists():
+            click.echo(f"codeintegrity: no event store at {path} (nothing recorded yet)", err=True)
+            selected: Iterable[Event] = ()
+            store = None
+        else:
+            store = EventStore(path)
+            selected = store.query(selection)
+        try:
+            if export_uris:
+                _export(selected, export_uris)
+            else:
+                _list(selected, fmt)
+        finally:
+            if store is not None:
+                store.close()
+    except CIError as exc:
+        click.echo(f"codeintegrity: {exc.diagnostics()}", err=True)
+        sys.exit(exit_codes.CONFIG)
+
+
+def _export(selected: Iterable[Event], uris: tuple[str, ...]) -> None:
+    from ..events.sinks import Sink, open_sink
+
+    sinks: list[Sink] = []
+    try:
+        # Open all first: a bad URI fails before anything is written.
+        sinks.extend(open_sink(uri) for uri in uris)
+        counts = dict.fromkeys(uris, 0)
+        batch: list[Event] = []
+
+        def flush() -> None:
+            for sink in sinks:
+                sink.write(batch)
+                counts[sink.uri] += len(batch)
+            batch.clear()
+
+        for event in selected:
+            batch.append(event)
+            if len(batch) >= EXPORT_BATCH:
+                flush()
+        if batch:
+            flush()
+    except OSError as exc:  # SinkWriteError: the export is incomplete, say so
+        from ..errors import SinkError
+
+        raise SinkError(str(exc)) from None
+    finally:
+        for sink in sinks:
+            sink.close()
+    for uri, count in counts.items():
+        click.echo(f"exported {count} events to {uri}", err=True)
+
+
+def _list(selected: Iterable[Event], fmt: str) -> None:
+    from ..events.render_ecs import render_ecs, render_flat, to_ecs
+    from ..events.render_xml import render_xml_document
+
+    out = sys.stdout.buffer
+    if fmt == "table":
+        _table(selected)
+    elif fmt == "json":
+        docs = [to_ecs(e) for e in selected]
+        out.write(json.dumps(docs, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
+    elif fmt == "xml":
+        out.write(render_xml_document(selected))
+    else:
+        render = render_ecs if fmt == "jsonl" else render_flat
+        for event in selected:
+            out.write(render(event) + b"\n")
+    out.flush()
+
+
+def _table(selected: Iterable[Event]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("Record", "Time (UTC)", "Event", "Channel", "Outcome", "Subject"):
+        table.add_column(column, overflow="fold")
+    rows = 0
+    for event in selected:
+        rows += 1
+        channel = "Security" if event.channel == "Security" else "CodeIntegrity"
+        subject = event.path
+        if subject is None:
+            subject = "; ".join(f"{k}={v}" for k, v in event.data if not k.startswith("Subject"))
+        when = event.time_created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        outcome = event.outcome
+        styled = f"[red]{outcome}[/]" if outcome == "failure" else outcome
+        table.add_row(str(event.record_id), when, str(event.event_id), channel, styled, subject)
+    console = Console(highlight=False)
+    if rows:
+        console.print(table)
+    console.print(f"{rows} event(s)")

@@ -1,0 +1,127 @@
+"""`codeintegrity policy`: import WDAC and LOLDrivers data as policies, check policy files."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from . import exit_codes
+
+if TYPE_CHECKING:
+    from ..policy.model import ImportResult
+
+_MODE = click.Choice(["audit", "enforce"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def policy() -> None:
+    """Import, check and inspect policies (TOML; see docs/policy.md)."""
+
+
+@policy.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+def check(path: str) -> None:
+    """Validate a policy file and print its summary. Exit 0, or 4 with the error."""
+    from ..errors import PolicyError
+    from ..policy.load import load_policy
+
+    try:
+        loaded = load_policy(path)
+    except PolicyError as exc:
+        _fail(exc.diagnostics())
+    click.echo(f"{path}: OK")
+    for line in loaded.summary():
+        click.echo(f"  {line}")
+
+
+@policy.command("import-wdac")
+@click.argument("sipolicy", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write here.")
+@click.option("--mode", type=_MODE, help="Override the mode (default: the XML's Audit Mode).")
+def import_wdac_cmd(sipolicy: str, output: str | None, mode: str | None) -> None:
+    """Convert an App Control (WDAC) SiPolicy XML into a policy TOML (stdout or -o).
+
+    What cannot be translated (file name/version rules, signers narrowed by FileAttribRef,
+    options with no offline meaning, ...) is listed on stderr, one line per kind.
+    """
+    from ..errors import PolicyError
+    from ..policy.wdac import import_wdac
+
+    try:
+        result = import_wdac(_read(sipolicy), source=sipolicy)
+    except PolicyError as exc:
+        _fail(exc.diagnostics())
+    _write(result, sipolicy, "import-wdac", output, mode)
+
+
+@policy.command("import-loldrivers")
+@click.argument("catalogue", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write here.")
+@click.option("--mode", type=_MODE, default="enforce", show_default=True)
+@click.option("--include-md5", is_flag=True, help="Also deny MD5 hashes (weak evidence).")
+def import_loldrivers_cmd(catalogue: str, output: str | None, mode: str, include_md5: bool) -> None:
+    """Turn the LOLDrivers catalogue (drivers.csv or drivers.json) into hash deny rules."""
+    from ..errors import PolicyError
+    from ..policy.loldrivers import import_loldrivers
+
+    try:
+        result = import_loldrivers(_read(catalogue), source=catalogue, include_md5=include_md5)
+    except PolicyError as exc:
+        _fail(exc.diagnostics())
+    _write(result, catalogue, "import-loldrivers", output, mode)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        _fail(f"{path}: cannot read: {exc.strerror or exc}")
+
+
+def _write(
+    result: ImportResult, source: str, command: str, output: str | None, mode: str | None
+) -> None:
+    from ..policy.dump import dump_policy
+
+    imported = result.policy if mode is None else replace(result.policy, mode=mode)  # type: ignore[arg-type]
+    comments = [
+        f"Imported from {Path(source).name} by `codeintegrity policy {command}`.",
+        "Found in the input:",
+        *(f"  {line}" for line in result.found_lines()),
+    ]
+    if result.untranslated:
+        skipped = (f"  {count} x {kind}" for kind, count in result.untranslated.items())
+        comments += ["Not translated:", *skipped]
+    text = dump_policy(imported, comments)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"{output}: cannot write: {exc.strerror or exc}")
+    rules = (
+        len(imported.deny_hashes)
+        + len(imported.deny_page_hashes)
+        + len(imported.deny_file_hashes)
+        + len(imported.deny_signers)
+        + len(imported.allow_hashes)
+        + len(imported.allow_signers)
+    )
+    click.echo(
+        f"codeintegrity: imported {rules} rules from {source} in {result.seconds:.2f} s "
+        f"(mode {imported.mode})",
+        err=True,
+    )
+    for line in result.untranslated_lines():
+        click.echo(f"codeintegrity: {line}", err=True)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"codeintegrity: {message}", err=True)
+    sys.exit(exit_codes.CONFIG)

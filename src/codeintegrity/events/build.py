@@ -1,0 +1,408 @@
+"""Build events from verification reports, the way Windows pairs them.
+
+One Security event per distinct event ID of a report (5038, 6281, 6410: a file with three bad
+pages raises one 6281), each accompanied by CodeIntegrity/Operational detail events that carry
+what the Security record cannot: 3089 signature information (one per signature), 3033 / 3063
+requirement failures and 3077 / 3076 policy blocks. All events of one report share one
+Correlation ActivityID; Windows leaves Correlation empty on the Security record, but we set it
+there too so a consumer can join the two channels.
+
+``param1`` is the path exactly as given to the engine: we are not on Windows and do not invent
+``\\Device\\HarddiskVolumeN`` names.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePath
+
+from ..findings import Finding, FindingCode
+from ..report import Check, Report, SignatureResult
+from .model import ContextValue, Event, format_system_time, make_event
+from .schema import (
+    EVENT_AUDITS_DISCARDED,
+    EVENT_IMAGE_HASH,
+    EVENT_LOAD_REQUIREMENTS,
+    EVENT_PAGE_HASH,
+    EVENT_PRIMITIVE_FAILED,
+    REQUIREMENT_SHARED_SECTIONS,
+    SIGNATURE_TYPE_CATALOG,
+    SIGNATURE_TYPE_EMBEDDED,
+    SIGNATURE_TYPE_NONE,
+    SIGNING_LEVEL_AUTHENTICODE,
+    SIGNING_LEVEL_UNSIGNED,
+    STATUS_INVALID_IMAGE_HASH,
+    STATUS_SYSTEM_INTEGRITY_POLICY_VIOLATION,
+    VERIFICATION_ERRORS,
+)
+
+# The SID and logon ID written into Subject fields: there is no Windows logon session here.
+NULL_SID = "S-1-0-0"
+SIGNING_LEVEL_ENTERPRISE = 2  # "requested" level of an App Control policy check
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """Who raises the events: the Computer, Execution and Subject values."""
+
+    computer: str
+    process_id: int
+    process_name: str
+    user_name: str
+
+    @classmethod
+    def current(cls, computer: str | None = None) -> Host:
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):  # no passwd entry / no USER variable
+            user = "-"
+        argv0 = PurePath(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+        return cls(
+            computer=computer or socket.gethostname() or "localhost",
+            process_id=os.getpid(),
+            process_name=argv0 or "codeintegrity",
+            user_name=user,
+        )
+
+    def subject(self) -> dict[str, str]:
+        return {
+            "SubjectUserSid": NULL_SID,
+            "SubjectUserName": self.user_name,
+            "SubjectDomainName": self.computer.split(".")[0].upper(),
+            "SubjectLogonId": "0x0",
+        }
+
+
+def _new_activity_id() -> str:
+    return "{" + str(uuid.uuid4()) + "}"
+
+
+def host_event(
+    host: Host,
+    event_id: int,
+    values: dict[str, str],
+    *,
+    when: datetime,
+    activity_id: str | None = None,
+    context: dict[str, ContextValue] | None = None,
+) -> Event:
+    return make_event(
+        event_id,
+        values,
+        computer=host.computer,
+        time_created=when,
+        activity_id=activity_id,
+        process_id=host.process_id,
+        thread_id=threading.get_native_id(),
+        context=context,
+    )
+
+
+# --- report -> events ----------------------------------------------------------------------
+
+# Finding code -> 3089 VerificationError, most specific first.
+_VERIFICATION_ERROR: dict[FindingCode, int] = {
+    FindingCode.IMAGE_HASH_MISMATCH: 1,
+    FindingCode.SHARED_WRITABLE_SECTION: 2,
+    FindingCode.CHAIN_REVOKED: 4,
+    FindingCode.POLICY_CERT_DISALLOWED: 4,
+    FindingCode.CHAIN_EXPIRED: 5,
+    FindingCode.POLICY_WEAK_DIGEST: 6,
+    FindingCode.CHAIN_UNTRUSTED: 7,
+    FindingCode.PAGE_HASHES_REQUIRED: 10,
+    FindingCode.PAGE_HASH_MISMATCH: 11,
+    FindingCode.PAGE_HASH_TABLE_MALFORMED: 11,
+    FindingCode.SIGNATURE_INVALID: 23,
+    FindingCode.MESSAGE_DIGEST_MISMATCH: 23,
+    FindingCode.POLICY_SIGNER_NOT_ALLOWED: 21,
+    FindingCode.POLICY_DENIED_HASH: 26,
+    FindingCode.POLICY_DENIED_SIGNER: 26,
+}
+_GENERIC_ERROR = 8
+_NOT_SIGNED = 3
+
+
+def verification_error(findings: Iterable[Finding]) -> int:
+    """The 3089 VerificationError for a signature's error findings (0 when there are none)."""
+    errors = [f for f in findings if f.event_id is not None]
+    if not errors:
+        return 0
+    codes = [_VERIFICATION_ERROR.get(f.code) for f in errors]
+    known = [c for c in codes if c is not None]
+    return known[0] if known else _GENERIC_ERROR
+
+
+_CN = re.compile(r"(?:^|,)\s*(?:CN|commonName)=((?:\\.|[^,\\])*)")
+
+
+def common_name(rfc4514: str | None) -> str:
+    """The CN of an RFC 4514 name (Windows shows only the CN in 3089); the whole name if none."""
+    if not rfc4514:
+        return ""
+    match = _CN.search(rfc4514)
+    if match is None:
+        return rfc4514
+    return re.sub(r"\\(.)", r"\1", match.group(1))
+
+
+def _hex_field(value: str | None) -> tuple[str, str]:
+    """(size in bytes, upper-case hex) as CI writes hash fields; empty hash -> ("0", "")."""
+    if not value:
+        return "0", ""
+    return str(len(value) // 2), value.upper()
+
+
+def _signature_info(
+    report: Report, sig: SignatureResult, total: int, signature_type: int
+) -> dict[str, str]:
+    own = [f for f in report.findings if f.signature in (sig.index, None)]
+    error = verification_error(own) if not sig.valid else 0
+    if not sig.valid and error == 0:
+        error = _GENERIC_ERROR
+    hash_size, hash_hex = _hex_field(report.authentihash.get(sig.digest_algorithm))
+    leaf = sig.chain[0] if sig.chain else None
+    issuer = sig.chain[1] if len(sig.chain) > 1 else None
+    pub_size, pub_tbs = _hex_field(leaf.tbs_hash if leaf else None)
+    iss_size, iss_tbs = _hex_field(issuer.tbs_hash if issuer else None)
+    publisher = common_name(sig.signer)
+    issuer_name = common_name(sig.issuer)
+    return {
+        "TotalSignatureCount": str(total),
+        "Signature": str(sig.index),
+        "CacheState": "0",
+        "Hash Size": hash_size,
+        "Hash": hash_hex,
+        "PageHash": "true" if sig.page_hashes in (Check.VALID, Check.INVALID) else "false",
+        "SignatureType": str(signature_type),
+        "ValidatedSigningLevel": str(
+            SIGNING_LEVEL_AUTHENTICODE if sig.valid else SIGNING_LEVEL_UNSIGNED
+        ),
+        "VerificationError": str(error),
+        "Flags": "0",
+        "PolicyBits": "0",
+        "NotValidBefore": format_system_time(leaf.not_before) if leaf else "",
+        "NotValidAfter": format_system_time(leaf.not_after) if leaf else "",
+        "PublisherNameLength": str(len(publisher)),
+        "PublisherName": publisher,
+        "IssuerNameLength": str(len(issuer_name)),
+        "IssuerName": issuer_name,
+        "PublisherTBSHashSize": pub_size,
+        "PublisherTBSHash": pub_tbs,
+        "IssuerTBSHashSize": iss_size,
+        "IssuerTBSHash": iss_tbs,
+    }
+
+
+def _unsigned_info(report: Report) -> dict[str, str]:
+    hash_size, hash_hex = _hex_field(report.authentihash.get("sha256"))
+    return {
+        "TotalSignatureCount": "0",
+        "Signature": "0",
+        "CacheState": "0",
+        "Hash Size": hash_size,
+        "Hash": hash_hex,
+        "PageHash": "false",
+        "SignatureType": str(SIGNATURE_TYPE_NONE),
+        "ValidatedSigningLevel": str(SIGNING_LEVEL_UNSIGNED),
+        "VerificationError": str(_NOT_SIGNED),
+        "Flags": "0",
+        "PolicyBits": "0",
+        "PublisherNameLength": "0",
+        "IssuerNameLength": "0",
+        "PublisherTBSHashSize": "0",
+        "IssuerTBSHashSize": "0",
+    }
+
+
+def _primary_signature(report: Report) -> SignatureResult | None:
+    if report.signatures:
+        return report.signatures[0]
+    return report.catalog.signature if report.catalog else None
+
+
+def ecs_context(report: Report) -> dict[str, ContextValue]:
+    """ECS fields of the file a report is about (file.*, rule.*), shared by all its events."""
+    ctx: dict[str, ContextValue] = {
+        "file.path": report.path,
+        "file.name": PurePath(report.path.replace("\\", "/")).name,
+    }
+    for algorithm, digest in sorted(report.flat_hash.items()):
+        ctx[f"file.hash.{algorithm}"] = digest.lower()
+    for algorithm, digest in sorted(report.authentihash.items()):
+        ctx[f"codeintegrity.authentihash.{algorithm}"] = digest.lower()
+    ctx["codeintegrity.status"] = str(report.status)
+    sig = _primary_signature(report)
+    ctx["file.code_signature.exists"] = sig is not None
+    if sig is not None:
+        own = [f for f in report.findings if f.signature in (sig.index, None)]
+        error = 0 if sig.valid else (verification_error(own) or _GENERIC_ERROR)
+        ctx["file.code_signature.valid"] = sig.valid and report.ok
+        ctx["file.code_signature.trusted"] = sig.trusted
+        ctx["file.code_signature.status"] = VERIFICATION_ERRORS.get(error, str(error))
+        ctx["file.code_signature.digest_algorithm"] = sig.digest_algorithm
+        if sig.signer:
+            ctx["file.code_signature.subject_name"] = common_name(sig.signer)
+        if sig.timestamp is not None:
+            ctx["file.code_signature.timestamp"] = sig.timestamp.astimezone(UTC).isoformat()
+    if report.decision is not None and not report.decision.allowed:
+        ctx["rule.name"] = report.decision.policy_name
+        ctx["rule.id"] = report.decision.policy_id
+    return ctx
+
+
+def _file_and_process(report: Report, host: Host, spaced: bool) -> dict[str, str]:
+    file_key, process_key = (
+        ("File Name", "Process Name")
+        if spaced
+        else (
+            "FileNameBuffer",
+            "ProcessNameBuffer",
+        )
+    )
+    return {
+        "FileNameLength": str(len(report.path)),
+        file_key: report.path,
+        "ProcessNameLength": str(len(host.process_name)),
+        process_key: host.process_name,
+    }
+
+
+def _policy_block(report: Report, host: Host) -> dict[str, str]:
+    decision = report.decision
+    assert decision is not None
+    sha1_size, sha1 = _hex_field(report.authentihash.get("sha1"))
+    sha256_size, sha256 = _hex_field(report.authentihash.get("sha256"))
+    flat1_size, flat1 = _hex_field(report.flat_hash.get("sha1"))
+    flat256_size, flat256 = _hex_field(report.flat_hash.get("sha256"))
+    kernel = report.image is not None and report.image.is_kernel_driver
+    guid = decision.policy_id if re.fullmatch(r"\{?[0-9a-fA-F-]{36}\}?", decision.policy_id) else ""
+    sig = _primary_signature(report)
+    return {
+        **_file_and_process(report, host, spaced=True),
+        "Requested Signing Level": str(SIGNING_LEVEL_ENTERPRISE),
+        "Validated Signing Level": str(
+            SIGNING_LEVEL_AUTHENTICODE if sig is not None and sig.valid else SIGNING_LEVEL_UNSIGNED
+        ),
+        "Status": f"{STATUS_SYSTEM_INTEGRITY_POLICY_VIOLATION:#x}",
+        "SHA1 Hash Size": sha1_size,
+        "SHA1 Hash": sha1,
+        "SHA256 Hash Size": sha256_size,
+        "SHA256 Hash": sha256,
+        "SHA1 Flat Hash Size": flat1_size,
+        "SHA1 Flat Hash": flat1,
+        "SHA256 Flat Hash Size": flat256_size,
+        "SHA256 Flat Hash": flat256,
+        "USN": "0",
+        # 0 = kernel (signing scenario 131), 1 = user mode (12), as in real records.
+        "SI Signing Scenario": "0" if kernel else "1",
+        "PolicyNameLength": str(len(decision.policy_name)),
+        "PolicyName": decision.policy_name,
+        "PolicyIDLength": str(len(decision.policy_id)),
+        "PolicyID": decision.policy_id,
+        "PolicyHashSize": "0",
+        "OriginalFileNameLength": "0",
+        "InternalNameLength": "0",
+        "FileDescriptionLength": "0",
+        "ProductNameLength": "0",
+        "PolicyGUID": guid,
+        "UserWriteable": "false",
+        "PackageFamilyNameLength": "0",
+    }
+
+
+def events_for_report(
+    report: Report, *, host: Host | None = None, when: datetime | None = None
+) -> list[Event]:
+    """All events one report raises, CI details first (as Windows logs them), then Security.
+
+    A valid file raises nothing. A policy denial adds 3077 (enforce) or 3076 (audit).
+    """
+    event_ids = report.event_ids
+    if not event_ids:
+        return []
+    host = host or Host.current()
+    when = when or datetime.now(UTC)
+    activity = _new_activity_id()
+    context = ecs_context(report)
+
+    def add(event_id: int, values: dict[str, str]) -> None:
+        events.append(
+            host_event(host, event_id, values, when=when, activity_id=activity, context=context)
+        )
+
+    events: list[Event] = []
+    if report.signatures:
+        total = len(report.signatures)
+        for sig in report.signatures:
+            add(3089, _signature_info(report, sig, total, SIGNATURE_TYPE_EMBEDDED))
+    elif report.catalog is not None:
+        add(3089, _signature_info(report, report.catalog.signature, 1, SIGNATURE_TYPE_CATALOG))
+    else:
+        add(3089, _unsigned_info(report))
+
+    own_ids = {f.event_id for f in report.findings if f.event_id is not None}
+    if own_ids & {EVENT_IMAGE_HASH, EVENT_PAGE_HASH}:
+        add(
+            3033,
+            {
+                **_file_and_process(report, host, spaced=False),
+                "RequestedPolicy": str(SIGNING_LEVEL_AUTHENTICODE),
+                "ValidatedPolicy": str(SIGNING_LEVEL_UNSIGNED),
+                "Status": str(STATUS_INVALID_IMAGE_HASH),  # decimal, as real 3033 records
+            },
+        )
+    if EVENT_LOAD_REQUIREMENTS in own_ids:
+        add(
+            3063,
+            {
+                **_file_and_process(report, host, spaced=False),
+                "RequirementType": str(REQUIREMENT_SHARED_SECTIONS),
+                "Status": f"{STATUS_INVALID_IMAGE_HASH:#x}",
+            },
+        )
+    decision = report.decision
+    if decision is not None and not decision.allowed:
+        add(3077 if decision.mode == "enforce" else 3076, _policy_block(report, host))
+    for event_id in event_ids:
+        add(event_id, {"param1": report.path})
+    return events
+
+
+# --- events that do not come from a report --------------------------------------------------
+
+
+def audits_discarded_event(count: int, *, host: Host | None = None) -> Event:
+    """4612: ``count`` events were lost before this sink accepted events again."""
+    host = host or Host.current()
+    return host_event(
+        host, EVENT_AUDITS_DISCARDED, {"AuditsDiscarded": str(count)}, when=datetime.now(UTC)
+    )
+
+
+def event_for_primitive_failure(
+    provider: str,
+    algorithm: str,
+    reason: str,
+    return_code: int,
+    *,
+    host: Host | None = None,
+) -> Event:
+    """5057: a cryptographic primitive raised or failed during verification."""
+    host = host or Host.current()
+    values = {
+        **host.subject(),
+        "ProviderName": provider,
+        "AlgorithmName": algorithm,
+        "Reason": reason,
+        "ReturnCode": f"{return_code & 0xFFFFFFFF:#x}",
+    }
+    return host_event(host, EVENT_PRIMITIVE_FAILED, values, when=datetime.now(UTC))

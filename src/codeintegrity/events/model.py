@@ -1,0 +1,215 @@
+"""The event value: one Windows event record (System block + named EventData), renderer-neutral.
+
+Every EventData value is held as the text Windows shows in the XML view (``0x0`` for HexInt32,
+``false`` for Boolean, ``2021-09-02T18:23:41.0000000Z`` for FILETIME), so each renderer writes
+what a Windows consumer would read. Event kinds (provider, task, keywords, field names) come from
+:mod:`.schema`; an Event only carries what varies per record.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from ..errors import SinkError
+from .schema import KINDS, MESSAGE_VALUE_MAPS, EventKind
+
+ContextValue = str | int | bool
+
+# XML 1.0 cannot carry these code points at all; lone surrogates come from undecodable
+# file names (surrogateescape). Both are written as \xNN so no character is silently lost.
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _escape_unsafe(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the original byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean_text(text: str) -> str:
+    """Make ``text`` representable in XML 1.0 and UTF-8 without dropping anything."""
+    if text.isprintable() or _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(_escape_unsafe, text)
+
+
+def format_system_time(when: datetime) -> str:
+    """TimeCreated/SystemTime as Windows writes it: UTC, 7 fractional digits, ``Z``."""
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond:06d}0Z"
+
+
+def parse_system_time(text: str) -> datetime:
+    """Inverse of :func:`format_system_time` (accepts 0-9 fractional digits)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z", text)
+    if match is None:
+        raise ValueError(f"not a SystemTime: {text!r}")
+    base = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    micro = int((match.group(2) or "0").ljust(9, "0")[:6])
+    return base.replace(microsecond=micro)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event record. ``record_id`` is assigned when the event enters a pipeline or store."""
+
+    event_id: int
+    time_created: datetime  # timezone-aware, UTC
+    computer: str
+    data: tuple[tuple[str, str], ...]  # (Data Name, value text) in manifest order
+    record_id: int | None = None
+    activity_id: str | None = None  # "{...}" GUID shared by a Security event and its CI details
+    process_id: int = 0
+    thread_id: int = 0
+    user_id: str | None = None  # Security@UserID (a SID); None renders <Security />
+    # What the Windows record cannot hold but ECS consumers want (file.hash.*, code signature).
+    context: tuple[tuple[str, ContextValue], ...] = ()
+
+    @property
+    def kind(self) -> EventKind:
+        return KINDS[self.event_id]
+
+    @property
+    def channel(self) -> str:
+        return self.kind.channel
+
+    @property
+    def provider(self) -> str:
+        return self.kind.provider
+
+    @property
+    def outcome(self) -> str:
+        return self.kind.outcome
+
+    def value(self, name: str) -> str | None:
+        for key, value in self.data:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def path(self) -> str | None:
+        """The file the event is about, whichever field holds it."""
+        for name in ("param1", "File Name", "FileNameBuffer"):
+            found = self.value(name)
+            if found is not None:
+                return found
+        # 3089 carries no file name in its schema; the report's path rides in the context.
+        context_path = self.context_value("file.path")
+        return context_path if isinstance(context_path, str) else None
+
+    def context_value(self, name: str) -> ContextValue | None:
+        for key, value in self.context:
+            if key == name:
+                return value
+        return None
+
+    def message(self) -> str:
+        """The rendered message (the manifest template with %n filled in)."""
+        values = [value for _, value in self.data]
+        maps = MESSAGE_VALUE_MAPS.get(self.event_id, {})
+
+        def insert(match: re.Match[str]) -> str:
+            index = int(match.group(1))
+            if not 1 <= index <= len(values):
+                return match.group()
+            text = values[index - 1]
+            value_map = maps.get(index)
+            if value_map is not None and text.isdigit():
+                return value_map.get(int(text), text)
+            return text
+
+        return re.sub(r"%(\d+)", insert, self.kind.message)
+
+    def with_record_id(self, record_id: int) -> Event:
+        return replace(self, record_id=record_id)
+
+    def to_dict(self) -> dict[str, object]:
+        """A compact JSON-ready form (the store body); :meth:`from_dict` reverses it."""
+        out: dict[str, object] = {
+            "id": self.event_id,
+            "t": format_system_time(self.time_created),
+            "c": self.computer,
+            "d": [list(item) for item in self.data],
+            "p": self.process_id,
+            "th": self.thread_id,
+        }
+        if self.record_id is not None:
+            out["r"] = self.record_id
+        if self.activity_id is not None:
+            out["a"] = self.activity_id
+        if self.user_id is not None:
+            out["u"] = self.user_id
+        if self.context:
+            out["x"] = [list(item) for item in self.context]
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Event:
+        """Rebuild an event from :meth:`to_dict` output; a bad value raises SinkError."""
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError("not an object")
+            event_id = int(raw["id"])
+            kind = KINDS.get(event_id)
+            if kind is None:
+                raise ValueError(f"unknown event ID {event_id}")
+            data = tuple((str(k), str(v)) for k, v in raw["d"])
+            if tuple(name for name, _ in data) != kind.fields:
+                raise ValueError(f"EventData fields do not match event {event_id}")
+            context = tuple((str(k), v) for k, v in raw.get("x", ()))
+            if not all(isinstance(v, str | int | bool) for _, v in context):
+                raise ValueError("context values must be text, numbers or booleans")
+            record = raw.get("r")
+            return cls(
+                event_id=event_id,
+                time_created=parse_system_time(str(raw["t"])),
+                computer=str(raw["c"]),
+                data=data,
+                record_id=int(record) if record is not None else None,
+                activity_id=str(raw["a"]) if raw.get("a") is not None else None,
+                process_id=int(raw.get("p", 0)),
+                thread_id=int(raw.get("th", 0)),
+                user_id=str(raw["u"]) if raw.get("u") is not None else None,
+                context=context,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SinkError(f"stored event is not valid: {exc}") from None
+
+
+def make_event(
+    event_id: int,
+    values: dict[str, str],
+    *,
+    computer: str,
+    time_created: datetime | None = None,
+    activity_id: str | None = None,
+    process_id: int = 0,
+    thread_id: int = 0,
+    user_id: str | None = None,
+    context: dict[str, ContextValue] | None = None,
+) -> Event:
+    """Build an event, checking the field names against the kind and cleaning every text."""
+    kind = KINDS[event_id]
+    unknown = set(values) - set(kind.fields)
+    if unknown:
+        raise ValueError(f"event {event_id} has no field(s) {sorted(unknown)}")
+    data = tuple((name, clean_text(values.get(name, ""))) for name in kind.fields)
+    ctx = tuple(
+        (key, clean_text(value) if isinstance(value, str) else value)
+        for key, value in (context or {}).items()
+    )
+    return Event(
+        event_id=event_id,
+        time_created=time_created or datetime.now(UTC),
+        computer=clean_text(computer),
+        data=data,
+        activity_id=activity_id,
+        process_id=process_id,
+        thread_id=thread_id,
+        user_id=user_id,
+        context=ctx,
+    )

@@ -1,0 +1,373 @@
+"""Every digest the engine needs, in one pass over the image bytes.
+
+Forms (authenticode.md 1.3, 1.4, 2.4, 2.6):
+- image: the linear form Windows uses, [0, CheckSum) + [CheckSum+4, certdir) + [certdir+8, end)
+  where end is the certificate table start (clamped to EOF), else EOF; with no certificate table
+  and end % 8 != 0 it is zero-padded to a multiple of 8 (``image``), ``image_unpadded`` without.
+- efi_spec: the UEFI/edk2 section-sorted form (headers, sections by PointerToRawData, extra data).
+- pages: one digest per page-hash table entry; the page's bytes minus the excluded header fields,
+  zero-padded by the raw span: H(data || zeros(page_size - span)).
+- first_page: WDAC "Hash Page", the header page only, padded the same way to 4096.
+- flat: every byte of the file.
+
+The file is walked in chunks (memoryview slices, no copies). Each digest stream is a "feed" that
+takes the part of a chunk it covers. hashlib releases the GIL for updates of 2 KiB or more, so when
+several feeds are needed they are split into two bins: the caller's thread runs one, a worker the
+other, chunk by chunk (each feed's updates stay in file order); both read the same chunk while it
+is hot in cache. One feed runs inline with no thread at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import repeat
+from operator import lt, sub
+from typing import Any
+
+from ..errors import ConfigError, MalformedImage
+from ..limits import DEFAULT_LIMITS, Limits
+from .layout import PEImage
+from .pagehash import PageHashTable
+
+SUPPORTED_ALGORITHMS = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})
+CHUNK_SIZE = 2 << 20  # fits in L2/L3 while both threads read it
+PARALLEL_MIN_SIZE = 1 << 20  # below this, thread hand-offs cost more than they save
+FIRST_PAGE_SIZE = 4096
+_ZEROS = bytes(8192)  # the largest page size
+
+# Relative cost per byte, to balance the two bins (SHA-NI makes SHA-1/SHA-256 cheap).
+_COST = {"md5": 1.3, "sha1": 0.7, "sha256": 1.0, "sha384": 1.6, "sha512": 1.6}
+
+Range = tuple[int, int]
+Release = Callable[[int, int], None]  # (offset, length) of a chunk every feed is done with
+_Hasher = Any  # hashlib's hash object type is private
+
+
+@dataclass(frozen=True, slots=True)
+class HashRequest:
+    """Which digests to compute; algorithm names are hashlib names."""
+
+    image: frozenset[str]
+    page_tables: tuple[PageHashTable, ...] = ()
+    efi_spec_form: frozenset[str] = frozenset()
+    first_page: frozenset[str] = frozenset()
+    flat: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class HashResult:
+    image: Mapping[str, bytes]
+    image_unpadded: Mapping[str, bytes]
+    efi_spec: Mapping[str, bytes] = field(default_factory=dict)
+    pages: tuple[tuple[bytes, ...], ...] = ()  # one tuple per request.page_tables entry
+    first_page: Mapping[str, bytes] = field(default_factory=dict)
+    flat: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def _constructor(name: str) -> Callable[..., _Hasher]:
+    if name not in SUPPORTED_ALGORITHMS:
+        raise ConfigError(f"unsupported digest algorithm {name!r}")
+    ctor: Callable[..., _Hasher] = getattr(hashlib, name)
+    return ctor
+
+
+def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+def _subtract(start: int, end: int, holes: Sequence[Range]) -> list[Range]:
+    """[start, end) minus sorted ``holes``, as sorted non-empty ranges."""
+    out: list[Range] = []
+    pos = start
+    for a, b in holes:
+        if b <= pos or a >= end:
+            continue
+        if a > pos:
+            out.append((pos, a))
+        pos = max(pos, b)
+    if end > pos:
+        out.append((pos, end))
+    return out
+
+
+def linear_ranges(image: PEImage) -> list[Range]:
+    """The byte ranges of the linear (Windows) image hash, in order."""
+    return _subtract(0, image.hash_end, image.excluded_ranges)
+
+
+def efi_spec_ranges(image: PEImage) -> list[Range]:
+    """The documented (Authenticode_PE.docx / edk2) section-sorted form. May revisit bytes."""
+    size = image.size
+    ranges = _subtract(0, min(image.size_of_headers, size), image.excluded_ranges)
+    hashed = image.size_of_headers
+    for section in sorted((s for s in image.sections if s.raw_size), key=lambda s: s.raw_offset):
+        a, b = min(section.raw_offset, size), min(section.raw_end, size)
+        if b > a:
+            ranges.append((a, b))
+        hashed += section.raw_size
+    if size > hashed:
+        # Steps 14-15: the extra data starts at SUM_OF_BYTES_HASHED, whatever the layout.
+        cert_size = image.cert_table_size if image.has_cert_table else 0
+        extra_end = min(size - cert_size, size)
+        if extra_end > hashed:
+            ranges.append((hashed, extra_end))
+    return ranges
+
+
+def _is_monotonic(ranges: Sequence[Range]) -> bool:
+    return all(ranges[i][1] <= ranges[i + 1][0] for i in range(len(ranges) - 1))
+
+
+def _padded_digest(
+    ctor: Callable[..., _Hasher],
+    view: memoryview,
+    off: int,
+    span: int,
+    page: int,
+    holes: Sequence[Range],
+) -> bytes:
+    """H(bytes [off, off+span) minus ``holes`` || zeros(page - span))."""
+    h = ctor()
+    for a, b in _subtract(off, off + span, holes):
+        h.update(view[a:b])
+    h.update(_ZEROS[: page - span])
+    return bytes(h.digest())
+
+
+class _RangeFeed:
+    """One hasher fed the parts of a sorted, non-overlapping range list chunk by chunk."""
+
+    __slots__ = ("hasher", "ranges", "next", "cost")
+
+    def __init__(self, algorithm: str, ranges: list[Range]) -> None:
+        self.hasher = _constructor(algorithm)()
+        self.ranges = ranges
+        self.next = 0
+        self.cost = _COST[algorithm] * sum(b - a for a, b in ranges)
+
+    def feed(self, view: memoryview, lo: int, hi: int) -> None:
+        ranges, i, update = self.ranges, self.next, self.hasher.update
+        while i < len(ranges):
+            a, b = ranges[i]
+            if a >= hi:
+                break
+            s, e = max(a, lo), min(b, hi)
+            if e > s:
+                update(view[s:e])
+            if b > hi:
+                break
+            i += 1
+        self.next = i
+
+
+class _PageFeed:
+    """Digests of the page-hash table entries whose offsets fall in each chunk.
+
+    The per-page Python work is one list comprehension per chunk: spans are computed up front
+    with C-level ``map``, and only pages that are short or hold an excluded header field take
+    the slow path. All page work stays on one thread: two threads that both hash 4 KiB pieces
+    hand the GIL back and forth on every page (measured: slower than one thread).
+    """
+
+    __slots__ = ("ctor", "offsets", "keys", "page", "holes", "out", "next", "in_order", "cost")
+
+    def __init__(self, table: PageHashTable, image: PEImage) -> None:
+        self.ctor = _constructor(table.algorithm)
+        page, end = image.page_size, image.hash_end
+        starts, bounds = table.offsets, (*table.offsets[1:], table.end)
+        # span = min(page, next offset - offset, hashed end - offset), never below 0.
+        keys = list(
+            map(
+                max,
+                repeat(0),
+                map(min, repeat(page), map(sub, bounds, starts), map(sub, repeat(end), starts)),
+            )
+        )
+        self.holes = image.excluded_ranges
+        first_hole, holes_end = self.holes[0][0], self.holes[-1][1]
+        for i, off in enumerate(starts):
+            if off >= holes_end:
+                break
+            if off + keys[i] > first_hole:
+                keys[i] = -(page + 1 + keys[i])  # a header page: encode its span below -page
+        self.keys = keys
+        self.offsets = starts
+        self.page = page
+        self.out: list[bytes] = [b""] * len(starts)
+        self.next = 0
+        # A hand-made table may be out of order; then every page is hashed at the end.
+        self.in_order = all(map(lt, starts, starts[1:]))
+        # Measured: per-page call overhead adds about a fifth to the hashing itself.
+        self.cost = _COST[table.algorithm] * page * 1.25 * len(starts)
+
+    def feed(self, view: memoryview, lo: int, hi: int) -> None:
+        i = self.next
+        if self.in_order:
+            j = bisect_left(self.offsets, hi, i)
+        else:
+            j = len(self.offsets) if hi > len(view) else i
+        if j <= i:
+            return
+        ctor, page, slow = self.ctor, self.page, self._slow
+        self.out[i:j] = [
+            ctor(view[off : off + page]).digest() if key == page else slow(view, off, key)
+            for off, key in zip(self.offsets[i:j], self.keys[i:j], strict=True)
+        ]
+        self.next = j
+
+    def _slow(self, view: memoryview, off: int, key: int) -> bytes:
+        page = self.page
+        if key < 0:  # the page holds the CheckSum or the certificate directory entry
+            return _padded_digest(self.ctor, view, off, -key - page - 1, page, self.holes)
+        # A short page (end of a section or of the file) is zero-padded by its raw span. A span
+        # of 0 only comes from a hand-made table (the parser rejects offsets past the hashed
+        # end): such a page hashes as a page of zeros.
+        return _padded_digest(self.ctor, view, off, key, page, ())
+
+
+_Feed = _RangeFeed | _PageFeed
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _worker() -> ThreadPoolExecutor:
+    """One process-wide pool: threads are started once, not per file."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ci-hash")
+        return _executor
+
+
+def _feed_bin(feeds: Sequence[_Feed], view: memoryview, lo: int, hi: int) -> None:
+    for feed in feeds:
+        feed.feed(view, lo, hi)
+
+
+def _bins(feeds: list[_Feed]) -> list[list[_Feed]]:
+    """Split the feeds into at most two bins of similar cost (largest first)."""
+    if len(feeds) < 2:
+        return [feeds]
+    bins: list[list[_Feed]] = [[], []]
+    loads = [0.0, 0.0]
+    for feed in sorted(feeds, key=lambda f: f.cost, reverse=True):
+        k = 0 if loads[0] <= loads[1] else 1
+        bins[k].append(feed)
+        loads[k] += feed.cost
+    return bins
+
+
+def _run(view: memoryview, feeds: list[_Feed], chunk: int, release: Release | None) -> None:
+    size = len(view)
+    bins = _bins(feeds)
+    parallel = len(bins) > 1 and size >= PARALLEL_MIN_SIZE
+    pool = _worker() if parallel else None
+    for lo in range(0, size, chunk):
+        if pool is None:
+            _feed_bin(feeds, view, lo, lo + chunk)
+        else:
+            pending = pool.submit(_feed_bin, bins[1], view, lo, lo + chunk)
+            _feed_bin(bins[0], view, lo, lo + chunk)
+            pending.result()
+        if release is not None:
+            release(lo, min(chunk, size - lo))
+    # Table entries at or past EOF (hand-made tables only) start in no chunk.
+    _feed_bin([f for f in feeds if isinstance(f, _PageFeed)], view, size, 1 << 62)
+
+
+def first_page_digest(view: memoryview, image: PEImage, algorithm: str) -> bytes:
+    """WDAC "Hash Page": [0, min(SizeOfHeaders, 4096)) minus the excluded fields, padded."""
+    span = min(image.size_of_headers, FIRST_PAGE_SIZE, len(view))
+    return _padded_digest(
+        _constructor(algorithm), view, 0, span, FIRST_PAGE_SIZE, image.excluded_ranges
+    )
+
+
+def compute_hashes(
+    data: bytes | bytearray | memoryview,
+    image: PEImage,
+    request: HashRequest,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    release: Release | None = None,
+) -> HashResult:
+    """Compute every requested digest of ``data`` (the bytes ``image`` was parsed from).
+
+    ``release(offset, length)`` is called for each chunk once every digest has consumed it; a
+    caller that mapped the file can drop those pages from its resident set (see
+    :func:`mmap_releaser`), so memory stays flat whatever the file size.
+    """
+    view = _byte_view(data)
+    if len(view) != image.size:
+        raise MalformedImage(
+            None, "image", f"buffer of {len(view)} bytes, but the image parsed has {image.size}"
+        )
+    if len(view) > limits.max_file_size:
+        raise MalformedImage(None, "file size", f"exceeds the limit of {limits.max_file_size}")
+    if chunk_size < 8192 or chunk_size % 8192:
+        raise ConfigError(f"chunk size {chunk_size} is not a positive multiple of 8 KiB")
+
+    linear = linear_ranges(image)
+    image_feeds = {alg: _RangeFeed(alg, linear) for alg in sorted(request.image)}
+    flat_feeds = {alg: _RangeFeed(alg, [(0, len(view))]) for alg in sorted(request.flat)}
+    efi = efi_spec_ranges(image) if request.efi_spec_form else []
+    efi_in_pass = _is_monotonic(efi)
+    efi_feeds = {alg: _RangeFeed(alg, efi) for alg in sorted(request.efi_spec_form)}
+    page_outs: list[list[bytes]] = []
+    feeds: list[_Feed] = [*image_feeds.values(), *flat_feeds.values()]
+    for table in request.page_tables:
+        feed = _PageFeed(table, image)
+        page_outs.append(feed.out)
+        feeds.append(feed)
+    if efi_in_pass:
+        feeds += efi_feeds.values()
+    _run(view, feeds, chunk_size, release)
+    if not efi_in_pass:
+        # Overlapping or unsorted sections: the spec form revisits bytes; EFI images are small.
+        for feed in efi_feeds.values():
+            _feed_bin([feed], view, 0, 1 << 62)
+
+    pad = (8 - image.hash_end % 8) % 8 if not image.has_cert_table else 0
+    padded: dict[str, bytes] = {}
+    unpadded: dict[str, bytes] = {}
+    for alg, feed in image_feeds.items():
+        unpadded[alg] = feed.hasher.digest()
+        if pad:
+            tail = feed.hasher.copy()
+            tail.update(_ZEROS[:pad])
+            padded[alg] = tail.digest()
+        else:
+            padded[alg] = unpadded[alg]
+    return HashResult(
+        image=padded,
+        image_unpadded=unpadded,
+        efi_spec={alg: feed.hasher.digest() for alg, feed in efi_feeds.items()},
+        pages=tuple(tuple(out) for out in page_outs),
+        first_page={alg: first_page_digest(view, image, alg) for alg in sorted(request.first_page)},
+        flat={alg: feed.hasher.digest() for alg, feed in flat_feeds.items()},
+    )
+
+
+def mmap_releaser(mapping: mmap.mmap) -> Release | None:
+    """A ``release`` hook that drops hashed chunks of a read-only shared mapping from the
+    resident set (MADV_DONTNEED; the page cache keeps them). None where madvise is missing.
+    Never use it on an ACCESS_COPY mapping: it would discard private changes."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None or not hasattr(mapping, "madvise"):
+        return None
+
+    def release(offset: int, length: int) -> None:
+        mapping.madvise(advice, offset, length)
+
+    return release

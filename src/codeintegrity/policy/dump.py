@@ -1,0 +1,106 @@
+"""Write a :class:`Policy` as TOML that :func:`codeintegrity.policy.load.parse_policy` reads back.
+
+tomllib only reads, so this is a small writer for exactly the policy schema: one rule per line
+(diffable, greppable), strings escaped per TOML's basic-string rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .model import HashRule, Policy, SignerRule
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string: quotes, backslashes and every control character escaped."""
+    out = []
+    for char in value:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def dump_policy(policy: Policy, comments: Iterable[str] = ()) -> str:
+    """The policy as TOML text; ``comments`` become ``#`` lines at the top."""
+    lines = [f"# {line}".rstrip() for comment in comments for line in comment.splitlines()]
+    if lines:
+        lines.append("")
+    lines += [
+        f"name = {toml_string(policy.name)}",
+        f"id = {toml_string(policy.id)}",
+        f"mode = {toml_string(policy.mode)}",
+        f"drivers_must_be_signed = {'true' if policy.drivers_must_be_signed else 'false'}",
+        f"require_page_hashes = {toml_string(policy.require_page_hashes)}",
+    ]
+    if policy.min_digest is not None:
+        lines.append(f"min_digest = {toml_string(policy.min_digest)}")
+    if policy.allow_signers or policy.allow_hashes:
+        lines += ["", "[allow]"]
+        lines += _array("signers", (_signer(rule) for rule in policy.allow_signers))
+        lines += _array("hashes", (_hash(rule) for rule in policy.allow_hashes))
+    deny = (
+        policy.deny_hashes,
+        policy.deny_page_hashes,
+        policy.deny_file_hashes,
+        policy.deny_signers,
+    )
+    if any(deny):
+        lines += ["", "[deny]"]
+        lines += _array("hashes", (_hash(rule) for rule in policy.deny_hashes))
+        lines += _array("page_hashes", (_hash(rule) for rule in policy.deny_page_hashes))
+        lines += _array("file_hashes", (_hash(rule) for rule in policy.deny_file_hashes))
+        lines += _array("signers", (_signer(rule) for rule in policy.deny_signers))
+    if not policy.revocation.empty:
+        lines += ["", "[revocation]"]
+        lines += _array("crls", (toml_string(str(path)) for path in policy.revocation.crls))
+        lines += _array(
+            "disallowed", (toml_string(value) for value in sorted(policy.revocation.disallowed))
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _array(key: str, items: Iterable[str]) -> list[str]:
+    rendered = [f"  {item}," for item in items]
+    if not rendered:
+        return []
+    return [f"{key} = [", *rendered, "]"]
+
+
+def _hash(rule: HashRule) -> str:
+    if not rule.name and rule.scope == "all":
+        return toml_string(rule.value)
+    parts = [f"hash = {toml_string(rule.value)}"]
+    if rule.name:
+        parts.append(f"name = {toml_string(rule.name)}")
+    if rule.scope != "all":
+        parts.append(f"scope = {toml_string(rule.scope)}")
+    return "{ " + ", ".join(parts) + " }"
+
+
+def _signer(rule: SignerRule) -> str:
+    parts = []
+    if rule.tbs is not None:
+        parts.append(f"tbs = {toml_string(rule.tbs)}")
+    if rule.publisher is not None:
+        parts.append(f"publisher = {toml_string(rule.publisher)}")
+    if rule.eku is not None:
+        parts.append(f"eku = {toml_string(rule.eku)}")
+    if rule.name:
+        parts.append(f"name = {toml_string(rule.name)}")
+    if rule.scope != "all":
+        parts.append(f"scope = {toml_string(rule.scope)}")
+    return "{ " + ", ".join(parts) + " }"

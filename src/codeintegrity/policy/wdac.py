@@ -1,0 +1,377 @@
+"""Import an App Control for Business (WDAC) SiPolicy XML into our policy model.
+
+Translated: Deny/Allow ``Hash`` file rules (Authenticode hashes; "Hash Page" ones are WDAC
+first-page hashes), Signers with ``CertRoot Type="TBS"`` (+ ``CertPublisher``, ``CertEKU``),
+allowed and denied signers of signing scenarios 131 (kernel) and 12 (user mode, only when
+``Enabled:UMCI`` is set: without it WDAC enforces kernel mode only), ``Allow FileName="*"``
+(no allowlist for that scenario), ``Enabled:Audit Mode`` and the PolicyInfo name and id.
+
+Not translated, counted by kind: file name / version / path rules, signers narrowed by
+``FileAttribRef`` or ``CertOemID`` (dropping the narrowing would deny a whole CA), well-known
+roots, rule options with no offline meaning, rules no scenario references. Skipping a deny rule
+can only make the result allow more, never deny a file WDAC would allow.
+
+SECURITY: the XML is untrusted. A DOCTYPE or ENTITY declaration is rejected before parsing by a
+plain text check (no DTD means no entity expansion and no external entities; SiPolicy files
+never have one), so xml.etree is safe here without defusedxml.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import PolicyError
+from .model import HashRule, ImportResult, Policy, SignerRule, hex_algorithm
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
+_DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_PAGE_NAME = re.compile(r"\bHash\s+Page\b", re.IGNORECASE)
+SCENARIO_SCOPES = {"131": "kernel", "12": "user"}
+# Options that change nothing for an offline verdict; reported once each, as "ignored".
+_NO_OFFLINE_MEANING = {
+    "Enabled:Unsigned System Integrity Policy",
+    "Enabled:Advanced Boot Options Menu",
+    "Enabled:Boot Menu Protection",
+    "Enabled:Update Policy No Reboot",
+    "Disabled:Script Enforcement",
+    "Enabled:Inherit Default Policy",
+    "Enabled:Boot Audit On Failure",
+    "Enabled:Invalidate EAs on Reboot",
+    "Disabled:Flight Signing",
+    "Allowed:Debug Policy Augmented",
+}
+
+
+@dataclass
+class _Scenario:
+    scope: str
+    allowed: list[tuple[str, bool]] = field(default_factory=list)  # (signer id, has exceptions)
+    denied: list[str] = field(default_factory=list)
+    file_rules: list[str] = field(default_factory=list)
+
+
+def import_wdac(data: bytes | str, source: str = "<SiPolicy>") -> ImportResult:
+    """Translate SiPolicy XML into a :class:`Policy`; raises PolicyError for unusable input."""
+    import xml.etree.ElementTree as ET  # noqa: S405 - DTDs are rejected before parsing
+
+    started = time.perf_counter()
+    text = _decode(data, source)
+    match = _DTD.search(text)
+    if match:
+        line = text.count("\n", 0, match.start()) + 1
+        raise PolicyError(
+            f"{source}:{line}: DOCTYPE/ENTITY declarations are not allowed in a SiPolicy"
+        )
+    try:
+        root = ET.fromstring(text)  # noqa: S314 - no DTD possible, checked above
+    except ET.ParseError as exc:
+        line = exc.position[0] if exc.position else None
+        where = f"{source}:{line}" if line else source
+        raise PolicyError(f"{where}: XML syntax error: {str(exc).split(':')[0]}") from None
+    if _local(root.tag) != "SiPolicy":
+        raise PolicyError(f"{source}: not a SiPolicy (root element <{_local(root.tag)}>)")
+    result = _Importer(root, source).run()
+    return ImportResult(
+        result.policy, result.found, result.untranslated, time.perf_counter() - started
+    )
+
+
+def _decode(data: bytes | str, source: str) -> str:
+    if isinstance(data, str):
+        return data.lstrip("\ufeff")
+    try:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            text = data.decode("utf-16")
+        else:
+            text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{source}: not UTF-8/UTF-16 text (byte {exc.start})") from None
+    # The text is parsed as str: the declaration's encoding has been honoured already.
+    return re.sub(r"^(<\?xml[^>]*?)\s+encoding=(\"[^\"]*\"|'[^']*')", r"\1", text, count=1)
+
+
+def _local(tag: object) -> str:
+    return str(tag).rsplit("}", 1)[-1]
+
+
+def _children(element: Element | None, name: str) -> list[Element]:
+    if element is None:
+        return []
+    return [child for child in element if _local(child.tag) == name]
+
+
+def _child(element: Element | None, name: str) -> Element | None:
+    found = _children(element, name)
+    return found[0] if found else None
+
+
+def decode_eku(value: str) -> str | None:
+    """WDAC EKU value (``01`` + length + DER OID content, hex) -> dotted OID, or None."""
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    if len(raw) < 3 or raw[1] != len(raw) - 2:
+        return None
+    body = raw[2:]
+    arcs = [min(body[0] // 40, 2), body[0] - 40 * min(body[0] // 40, 2)]
+    number = 0
+    for byte in body[1:]:
+        number = (number << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(number)
+            number = 0
+    if body[-1] & 0x80:
+        return None
+    return ".".join(str(arc) for arc in arcs)
+
+
+class _Importer:
+    def __init__(self, root: Element, source: str) -> None:
+        self.root = root
+        self.source = source
+        self.found: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.inert: set[str] = set()  # rule/signer ids of scenarios that are not enforced
+
+    def skip(self, kind: str, count: int = 1) -> None:
+        self.skipped[kind] += count
+
+    def run(self) -> ImportResult:
+        root = self.root
+        options = [
+            (opt.text or "").strip()
+            for rule in _children(_child(root, "Rules"), "Rule")
+            for opt in _children(rule, "Option")
+        ]
+        audit = "Enabled:Audit Mode" in options
+        umci = "Enabled:UMCI" in options
+        for option in options:
+            if option in {"Enabled:Audit Mode", "Enabled:UMCI"}:
+                continue
+            note = "no offline meaning" if option in _NO_OFFLINE_MEANING else "not supported"
+            self.skip(f"rule option '{option}' ({note})")
+        if root.get("PolicyType") == "Supplemental Policy":
+            self.skip("supplemental policy: imported on its own, not merged with its base")
+
+        ekus = {
+            eku.get("ID", ""): decode_eku(eku.get("Value", ""))
+            for eku in _children(_child(root, "EKUs"), "EKU")
+        }
+        rules_element = _child(root, "FileRules")
+        rules_list = list(rules_element) if rules_element is not None else []
+        file_rules = {rule.get("ID", ""): rule for rule in rules_list}
+        signers = {s.get("ID", ""): s for s in _children(_child(root, "Signers"), "Signer")}
+        self._count_inputs(file_rules, signers)
+
+        scenarios = self._scenarios(umci)
+        rule_scopes: dict[str, set[str]] = {}
+        allow_scopes: dict[str, set[str]] = {}
+        deny_scopes: dict[str, set[str]] = {}
+        allow_all: set[str] = set()
+        for scenario in scenarios:
+            for rule_id in scenario.file_rules:
+                rule = file_rules.get(rule_id)
+                if rule is not None and _local(rule.tag) == "Allow" and rule.get("FileName") == "*":
+                    allow_all.add(scenario.scope)
+                rule_scopes.setdefault(rule_id, set()).add(scenario.scope)
+            for signer_id, has_exceptions in scenario.allowed:
+                if has_exceptions:
+                    self.skip("AllowedSigner exception list (ExceptDenyRule)")
+                allow_scopes.setdefault(signer_id, set()).add(scenario.scope)
+            for signer_id in scenario.denied:
+                deny_scopes.setdefault(signer_id, set()).add(scenario.scope)
+
+        fields: dict[str, Any] = self._file_rules(file_rules, rule_scopes, allow_all)
+        fields["deny_signers"] = self._signers(signers, deny_scopes, ekus, "denied")
+        allowed = self._signers(signers, allow_scopes, ekus, "allowed")
+        kept = tuple(r for r in allowed if r.scope == "all" or r.scope not in allow_all)
+        if len(kept) < len(allowed):
+            self.skip('allowed signer made moot by an allow-all (FileName="*") rule')
+        fields["allow_signers"] = kept
+        referenced = allow_scopes.keys() | deny_scopes.keys() | self.inert
+        for signer_id in signers:
+            if signer_id not in referenced:
+                self.skip("signer not referenced by any signing scenario")
+        name, policy_id = self._identity()
+        policy = Policy(
+            name=name,
+            id=policy_id,
+            mode="audit" if audit else "enforce",
+            source=self.source,
+            **fields,
+        )
+        return ImportResult(policy, dict(self.found), dict(self.skipped))
+
+    def _count_inputs(self, file_rules: dict[str, Element], signers: dict[str, Element]) -> None:
+        for rule in file_rules.values():
+            kind = _local(rule.tag)
+            if kind == "FileAttrib":
+                self.found["file attributes (FileAttrib)"] += 1
+            elif rule.get("Hash") is not None:
+                self.found[f"{kind.lower()} hash rules"] += 1
+            else:
+                self.found[f"{kind.lower()} rules by file name/path"] += 1
+        self.found["signers"] = len(signers)
+
+    def _scenarios(self, umci: bool) -> list[_Scenario]:
+        out: list[_Scenario] = []
+        for element in _children(_child(self.root, "SigningScenarios"), "SigningScenario"):
+            value = element.get("Value", "")
+            scope = SCENARIO_SCOPES.get(value)
+            if scope is None:
+                self.skip(f"signing scenario Value={value!r} (only 131 and 12 are known)")
+                continue
+            if scope == "user" and not umci:
+                self.skip("user-mode scenario 12 without Enabled:UMCI (WDAC does not enforce it)")
+                self.inert.update(
+                    ref.get("RuleID", "") for ref in element.iter() if ref.get("RuleID")
+                )
+                self.inert.update(
+                    s.get("SignerId", "") for s in element.iter() if s.get("SignerId")
+                )
+                continue
+            scenario = _Scenario(scope)
+            for group in ("TestSigners", "TestSigningSigners"):
+                test_signers = _child(element, group)
+                if test_signers is not None and len(test_signers):
+                    self.skip(f"{group} (test-signing mode only)")
+            signers = _child(element, "ProductSigners")
+            for allowed in _children(_child(signers, "AllowedSigners"), "AllowedSigner"):
+                has_exceptions = bool(_children(allowed, "ExceptDenyRule"))
+                scenario.allowed.append((allowed.get("SignerId", ""), has_exceptions))
+            for denied in _children(_child(signers, "DeniedSigners"), "DeniedSigner"):
+                scenario.denied.append(denied.get("SignerId", ""))
+            for ref in _children(_child(signers, "FileRulesRef"), "FileRuleRef"):
+                scenario.file_rules.append(ref.get("RuleID", ""))
+            out.append(scenario)
+        return out
+
+    def _file_rules(
+        self,
+        file_rules: dict[str, Element],
+        rule_scopes: dict[str, set[str]],
+        allow_all: set[str],
+    ) -> dict[str, Any]:
+        lists: dict[str, list[HashRule]] = {
+            "deny_hashes": [],
+            "deny_page_hashes": [],
+            "allow_hashes": [],
+        }
+        for rule_id, rule in file_rules.items():
+            kind = _local(rule.tag)
+            scopes = rule_scopes.get(rule_id)
+            if kind == "FileAttrib":
+                continue  # only meaningful through a signer's FileAttribRef (counted there)
+            if not scopes:
+                if rule_id not in self.inert:
+                    self.skip(f"{kind} file rule not referenced by any signing scenario")
+                continue
+            if kind == "Allow" and rule.get("FileName") == "*":
+                continue  # allow-all: expressed as "no allowlist" for that scope
+            value = rule.get("Hash")
+            if kind not in {"Allow", "Deny"} or value is None:
+                self.skip(f"{kind} rule by file name/version/path (not a hash)")
+                continue
+            restricted = [a for a in ("AppIDs", "FilePath", "PackageFamilyName") if rule.get(a)]
+            if restricted:
+                self.skip(f"{kind} hash rule narrowed by {restricted[0]}")
+                continue
+            lowered = value.strip().lower()
+            if hex_algorithm(lowered) is None:
+                self.skip(f"{kind} hash rule with an invalid hash value")
+                continue
+            scope = _scope(scopes)
+            page = bool(_PAGE_NAME.search(rule.get("FriendlyName", ""))) or rule_id.endswith(
+                "_PAGE"
+            )
+            if kind == "Allow" and (scope in allow_all or "all" in allow_all):
+                continue  # moot next to an allow-all rule in the same scenario
+            if kind == "Allow" and page:
+                self.skip("Allow first-page hash rule (allowlists match Authenticode hashes)")
+                continue
+            target = (
+                "allow_hashes"
+                if kind == "Allow"
+                else ("deny_page_hashes" if page else "deny_hashes")
+            )
+            name = rule.get("FriendlyName") or rule_id
+            lists[target].append(HashRule(lowered, name, cast(Any, scope)))
+        return {key: tuple(value) for key, value in lists.items()}
+
+    def _signers(
+        self,
+        signers: dict[str, Element],
+        scopes_by_id: dict[str, set[str]],
+        ekus: dict[str, str | None],
+        role: str,
+    ) -> tuple[SignerRule, ...]:
+        out: list[SignerRule] = []
+        for signer_id, scopes in scopes_by_id.items():
+            signer = signers.get(signer_id)
+            if signer is None:
+                self.skip(f"{role} signer reference to a missing Signer")
+                continue
+            rule = self._signer(signer, ekus, role)
+            if rule is not None:
+                out.append(
+                    SignerRule(rule.tbs, rule.publisher, rule.eku, rule.name, _scope(scopes))
+                )
+        return tuple(out)
+
+    def _signer(self, signer: Element, ekus: dict[str, str | None], role: str) -> SignerRule | None:
+        if _children(signer, "FileAttribRef"):
+            self.skip(f"{role} signer narrowed to file names/versions (FileAttribRef)")
+            return None
+        if _children(signer, "CertOemID"):
+            self.skip(f"{role} signer narrowed by CertOemID")
+            return None
+        if _children(signer, "CertIssuer"):
+            self.skip(f"{role} signer narrowed by CertIssuer")
+            return None
+        root = _child(signer, "CertRoot")
+        if root is None or root.get("Type", "").upper() != "TBS":
+            kind = root.get("Type", "?") if root is not None else "missing"
+            self.skip(f"{role} signer with CertRoot Type={kind} (only TBS is supported)")
+            return None
+        tbs = root.get("Value", "").strip().lower()
+        if hex_algorithm(tbs) is None:
+            self.skip(f"{role} signer with an invalid CertRoot TBS value")
+            return None
+        publisher_element = _child(signer, "CertPublisher")
+        publisher = publisher_element.get("Value") if publisher_element is not None else None
+        eku_refs = [e.get("ID", "") for e in _children(signer, "CertEKU")]
+        eku = None
+        if eku_refs:
+            if len(eku_refs) > 1:
+                self.skip(f"{role} signer with several CertEKU (only the first is used)")
+            eku = ekus.get(eku_refs[0])
+            if eku is None:
+                self.skip(f"{role} signer whose CertEKU cannot be decoded")
+                return None
+        name = signer.get("Name") or signer.get("ID", "")
+        return SignerRule(tbs=tbs, publisher=publisher or None, eku=eku, name=name)
+
+    def _identity(self) -> tuple[str, str]:
+        info: dict[str, str] = {}
+        for setting in _children(_child(self.root, "Settings"), "Setting"):
+            if setting.get("Provider") == "PolicyInfo":
+                string = _child(_child(setting, "Value"), "String")
+                if string is not None and string.text:
+                    info[setting.get("ValueName", "")] = string.text.strip()
+        policy_id = _child(self.root, "PolicyID")
+        version = _child(self.root, "VersionEx")
+        name = info.get("Name") or "imported WDAC policy"
+        ident = info.get("Id") or (policy_id.text if policy_id is not None else None)
+        ident = ident or (version.text if version is not None else None) or ""
+        return name, ident.strip()
+
+
+def _scope(scopes: set[str]) -> str:
+    return "all" if {"kernel", "user"} <= scopes else next(iter(sorted(scopes)))

@@ -1,0 +1,465 @@
+"""The verification engine: bytes in, :class:`Report` out.
+
+``verify_bytes`` is pure apart from the trust store and catalog index it is handed;
+``verify_path`` is the I/O edge that maps a file read-only and calls it. Every check adds
+findings; nothing stops at the first problem, and a signature that cannot be parsed makes the
+file ``malformed``, never ``unsigned``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from .errors import MalformedError, NotAPEFile
+from .findings import Finding, FindingCode, Severity
+from .options import VerifyOptions
+from .report import (
+    CatalogMatch,
+    Check,
+    Report,
+    SignatureResult,
+    Status,
+    decide_status,
+)
+
+__all__ = ["VerifyOptions", "verify_bytes", "verify_path", "Report", "Status"]
+
+_C = FindingCode
+
+
+def verify_path(path: str | os.PathLike[str], options: VerifyOptions | None = None) -> Report:
+    """Map ``path`` read-only and judge it. Raises ``OSError`` when it cannot be read."""
+    name = os.fspath(path)
+    with open(name, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return verify_bytes(b"", options, path=name)
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                return verify_bytes(view, options, path=name)
+            finally:
+                view.release()
+
+
+def verify_bytes(
+    data: bytes | bytearray | memoryview,
+    options: VerifyOptions | None = None,
+    *,
+    path: str = "<memory>",
+) -> Report:
+    """Judge one PE image held in memory."""
+    opts = options or VerifyOptions()
+    from .pe.layout import parse_pe
+
+    try:
+        image = parse_pe(data, opts.limits)
+    except NotAPEFile as exc:
+        return _not_a_pe(data, opts, path, exc)
+    except MalformedError as exc:
+        finding = Finding(_C.IMAGE_MALFORMED, exc.diagnostics(), offset=exc.offset)
+        return Report(path=path, status=Status.MALFORMED, findings=(finding,), error=str(exc))
+    return _Run(data, image, opts, path).run()
+
+
+def _not_a_pe(
+    data: bytes | bytearray | memoryview, opts: VerifyOptions, path: str, exc: NotAPEFile
+) -> Report:
+    """A file that is not a PE: only a catalog can vouch for it (by its flat hash)."""
+    if opts.catalogs is not None:
+        import hashlib
+
+        flat = {alg: hashlib.new(alg, data).digest() for alg in opts.catalogs.algorithms()}
+        match, findings = _catalog_lookup(flat, opts)
+        if match is not None:
+            status = decide_status(malformed=False, signed=True, findings=findings)
+            return Report(
+                path=path,
+                status=status,
+                findings=tuple(findings),
+                flat_hash={k: v.hex() for k, v in flat.items()},
+                catalog=match,
+            )
+    finding = Finding(_C.IMAGE_MALFORMED, str(exc))
+    return Report(path=path, status=Status.MALFORMED, findings=(finding,), error=str(exc))
+
+
+@dataclass
+class _Sig:
+    """A parsed signature travelling through the checks (engine-internal)."""
+
+    parsed: object  # authenticode.signeddata.Signature
+    page_table: object | None = None  # pe.pagehash.PageHashTable
+    page_index: int | None = None  # index of its table in the hash request
+
+
+class _Run:
+    """One verification: collects findings while walking the layers once."""
+
+    def __init__(
+        self, data: bytes | bytearray | memoryview, image: object, opts: VerifyOptions, path: str
+    ) -> None:
+        self.data = data
+        self.image = image
+        self.opts = opts
+        self.path = path
+        self.findings: list[Finding] = []
+        self.malformed = False
+
+    def run(self) -> Report:
+        from .pe.certtable import parse_cert_table
+        from .pe.hashing import HashRequest, compute_hashes
+
+        image = self.image
+        limits = self.opts.limits
+        table = parse_cert_table(self.data, image, limits)
+        self._add_table_findings(table.findings)
+        if table.malformed:
+            self.malformed = True
+        sigs = self._parse_signatures(table.entries)
+        signed_embedded = table.present and (bool(table.entries) or self.malformed)
+
+        tables = tuple(s.page_table for s in sigs if s.page_table is not None)
+        digests = {s.parsed.digest_algorithm for s in sigs}  # type: ignore[attr-defined]
+        digests |= set(self.opts.extra_digests)
+        if self.opts.catalogs is not None:
+            digests |= set(self.opts.catalogs.algorithms())
+        digests &= _SUPPORTED
+        efi = frozenset(digests) if image.is_efi and sigs else frozenset()  # type: ignore[attr-defined]
+        request = HashRequest(
+            image=frozenset(digests),
+            page_tables=tables,
+            efi_spec_form=efi,
+            first_page=frozenset(self.opts.first_page_digests),
+            flat=frozenset(self.opts.flat_digests),
+        )
+        hashes = compute_hashes(self.data, image, request, limits)
+        if efi:
+            self._check_efi_form(hashes)
+
+        results = [self._check_signature(s, hashes) for s in sigs]
+        catalog = None
+        if self.opts.catalogs is not None:
+            catalog = self._check_catalog(hashes)
+        self._check_load_requirements(results, catalog)
+
+        signed = signed_embedded or (catalog is not None)
+        status = decide_status(malformed=self.malformed, signed=signed, findings=self.findings)
+        return Report(
+            path=self.path,
+            status=status,
+            findings=tuple(self.findings),
+            signatures=tuple(results),
+            image=image.info(),  # type: ignore[attr-defined]
+            authentihash={k: v.hex() for k, v in sorted(hashes.image.items())},
+            authentihash_unpadded={k: v.hex() for k, v in sorted(hashes.image_unpadded.items())},
+            first_page_hash={k: v.hex() for k, v in sorted(hashes.first_page.items())},
+            flat_hash={k: v.hex() for k, v in sorted(hashes.flat.items())},
+            catalog=catalog,
+        )
+
+    # -- certificate table and signature parsing -------------------------------------------
+
+    def _add_table_findings(self, findings: Iterable[Finding]) -> None:
+        for f in findings:
+            if f.code is _C.CERT_TABLE_PADDING and self.opts.cert_padding_check:
+                f = replace(f, code=_C.CERT_TABLE_PADDING_REJECTED)
+            self.findings.append(f)
+
+    def _parse_signatures(self, entries: Iterable[object]) -> list[_Sig]:
+        from .authenticode.signeddata import parse_signatures
+        from .pe.pagehash import parse_page_hash_table
+
+        out: list[_Sig] = []
+        for entry in entries:
+            try:
+                parsed = parse_signatures(
+                    entry.data,  # type: ignore[attr-defined]
+                    entry.index,  # type: ignore[attr-defined]
+                    self.opts.limits,
+                    first_index=len(out),
+                )
+            except MalformedError as exc:
+                self.malformed = True
+                self.findings.append(
+                    Finding(
+                        _C.SIGNATURE_MALFORMED,
+                        f"certificate entry {entry.index}: {exc.diagnostics()}",  # type: ignore[attr-defined]
+                        offset=entry.offset,  # type: ignore[attr-defined]
+                    )
+                )
+                continue
+            for sig in parsed:
+                holder = _Sig(sig)
+                self.findings.extend(sig.findings)
+                if sig.page_hash_raw is not None and sig.page_hash_algorithm is not None:
+                    table, problems = parse_page_hash_table(
+                        sig.page_hash_raw,
+                        sig.page_hash_algorithm,
+                        self.image,
+                        self.opts.limits,
+                        sig.index,
+                    )
+                    self.findings.extend(problems)
+                    holder.page_table = table
+                out.append(holder)
+        index = 0
+        for holder in out:
+            if holder.page_table is not None:
+                holder.page_index = index
+                index += 1
+        return out
+
+    # -- per-signature checks -------------------------------------------------------------
+
+    def _check_signature(self, holder: _Sig, hashes: object) -> SignatureResult:
+        from .authenticode.signer import verify_signer
+        from .pe.pagehash import compare_page_hashes
+
+        sig = holder.parsed
+        index: int = sig.index  # type: ignore[attr-defined]
+        alg: str = sig.digest_algorithm  # type: ignore[attr-defined]
+        computed = hashes.image.get(alg)  # type: ignore[attr-defined]
+        if computed is None:
+            image_check = Check.NOT_CHECKED
+        elif computed == sig.signed_digest:  # type: ignore[attr-defined]
+            image_check = Check.VALID
+        else:
+            image_check = Check.INVALID
+            self.findings.append(
+                Finding(
+                    _C.IMAGE_HASH_MISMATCH,
+                    f"{alg} image hash {computed.hex()} != signed {sig.signed_digest.hex()}",  # type: ignore[attr-defined]
+                    signature=index,
+                )
+            )
+
+        page_check = self._check_pages(holder, hashes, compare_page_hashes)
+        verdict = verify_signer(sig, self._trust(), at=self.opts.at)
+        self.findings.extend(verdict.findings)
+        if self.opts.revocation is not None and verdict.chain_certs:
+            from .revocation import check_chain
+
+            self.findings.extend(
+                check_chain(
+                    self.opts.revocation,
+                    verdict.chain_certs,
+                    timestamp=verdict.timestamp,
+                    lifetime_signing=verdict.lifetime_signing,
+                    signature=index,
+                )
+            )
+        valid = not any(
+            f.signature == index and f.severity is Severity.ERROR for f in self.findings
+        )
+        signer = verdict.signer
+        return SignatureResult(
+            index=index,
+            parent=sig.parent,  # type: ignore[attr-defined]
+            entry=sig.entry,  # type: ignore[attr-defined]
+            digest_algorithm=alg,
+            image_hash=image_check,
+            page_hashes=page_check,
+            page_hash_algorithm=sig.page_hash_algorithm,  # type: ignore[attr-defined]
+            signature_valid=verdict.signature_valid,
+            trusted=verdict.trusted,
+            signer=signer.subject if signer else None,
+            issuer=signer.issuer if signer else None,
+            timestamp=verdict.timestamp,
+            timestamp_kind=verdict.timestamp_kind,
+            chain=verdict.chain,
+            signed_digest=sig.signed_digest,  # type: ignore[attr-defined]
+            valid=valid,
+        )
+
+    def _check_pages(self, holder: _Sig, hashes: object, compare: object) -> Check:
+        sig = holder.parsed
+        index: int = sig.index  # type: ignore[attr-defined]
+        if sig.page_hash_raw is None:  # type: ignore[attr-defined]
+            self._missing_page_hashes(index)
+            return Check.ABSENT
+        if holder.page_table is None or holder.page_index is None:
+            return Check.INVALID  # the table itself is malformed (already a finding)
+        computed = hashes.pages[holder.page_index]  # type: ignore[attr-defined]
+        problems = compare(holder.page_table, computed, index)  # type: ignore[operator]
+        self.findings.extend(problems)
+        return Check.INVALID if problems else Check.VALID
+
+    def _missing_page_hashes(self, index: int) -> None:
+        image = self.image
+        critical = image.is_kernel_driver or image.force_integrity  # type: ignore[attr-defined]
+        required = self.opts.require_page_hashes
+        if required == "all" or (required == "drivers" and critical):
+            self.findings.append(
+                Finding(_C.PAGE_HASHES_REQUIRED, "signed without page hashes", signature=index)
+            )
+        elif critical:
+            kind = "kernel driver" if image.is_kernel_driver else "FORCE_INTEGRITY image"  # type: ignore[attr-defined]
+            self.findings.append(
+                Finding(
+                    _C.PAGE_HASHES_ABSENT_INTEGRITY,
+                    f"{kind} signed without page hashes",
+                    signature=index,
+                )
+            )
+
+    def _check_efi_form(self, hashes: object) -> None:
+        for alg, spec in sorted(hashes.efi_spec.items()):  # type: ignore[attr-defined]
+            linear = hashes.image.get(alg)  # type: ignore[attr-defined]
+            if linear is not None and linear != spec:
+                self.findings.append(
+                    Finding(
+                        _C.EFI_HASH_FORM_MISMATCH,
+                        f"{alg}: linear {linear.hex()} (Windows) != section-sorted "
+                        f"{spec.hex()} (UEFI firmware); data outside the sections is hashed "
+                        "differently",
+                    )
+                )
+
+    # -- catalogs ---------------------------------------------------------------------------
+
+    def _check_catalog(self, hashes: object) -> CatalogMatch | None:
+        digests = dict(hashes.image)  # type: ignore[attr-defined]
+        # Unsigned files are looked up with both padded and unpadded digests (deny lists and
+        # catalogs in the wild use both).
+        candidates = [digests, dict(hashes.image_unpadded)]  # type: ignore[attr-defined]
+        for candidate in candidates:
+            match, findings = _catalog_lookup(candidate, self.opts, self._page_checker())
+            if match is not None or findings:
+                self.findings.extend(findings)
+                return match
+        return None
+
+    def _page_checker(self) -> _PageChecker:
+        return _PageChecker(self.data, self.image, self.opts)
+
+    # -- load requirements ---------------------------------------------------------------
+
+    def _check_load_requirements(
+        self, results: list[SignatureResult], catalog: CatalogMatch | None
+    ) -> None:
+        image = self.image
+        for section in image.shared_writable_sections:  # type: ignore[attr-defined]
+            self.findings.append(
+                Finding(
+                    _C.SHARED_WRITABLE_SECTION,
+                    f"section {section.name!r} is SHARED and WRITE "
+                    f"(characteristics {section.characteristics:#010x})",
+                    section=section.name,
+                    offset=section.raw_offset,
+                )
+            )
+        validly_signed = any(r.valid for r in results) or (
+            catalog is not None and catalog.signature.valid
+        )
+        if validly_signed:
+            return
+        if image.is_kernel_driver and self.opts.drivers_must_be_signed:  # type: ignore[attr-defined]
+            state = "has no valid signature" if results else "is not signed"
+            self.findings.append(Finding(_C.UNSIGNED_DRIVER, f"kernel-mode driver {state}"))
+        elif image.force_integrity:  # type: ignore[attr-defined]
+            state = "has no valid signature" if results else "is not signed"
+            self.findings.append(
+                Finding(_C.UNSIGNED_FORCE_INTEGRITY, f"FORCE_INTEGRITY (0x0080) image {state}")
+            )
+
+    def _trust(self) -> object:
+        if self.opts.trust is not None:
+            return self.opts.trust
+        from .authenticode.trust import TrustStore
+
+        return TrustStore.default()
+
+
+_SUPPORTED = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})
+
+
+class _PageChecker:
+    """Checks a catalog member's page hashes against this image (a second, page-only pass)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview, image: object, opts: VerifyOptions):
+        self.data, self.image, self.opts = data, image, opts
+
+    def __call__(self, raw: bytes, algorithm: str) -> list[Finding]:
+        from .pe.hashing import HashRequest, compute_hashes
+        from .pe.pagehash import compare_page_hashes, parse_page_hash_table
+
+        table, problems = parse_page_hash_table(raw, algorithm, self.image, self.opts.limits, -1)
+        if table is None:
+            return [replace(p, signature=None) for p in problems]
+        request = HashRequest(image=frozenset(), page_tables=(table,))
+        computed = compute_hashes(self.data, self.image, request, self.opts.limits).pages[0]
+        found = problems + compare_page_hashes(table, computed, -1)
+        return [replace(f, signature=None, detail=f"catalog member: {f.detail}") for f in found]
+
+
+def _catalog_lookup(
+    digests: dict[str, bytes], opts: VerifyOptions, page_checker: _PageChecker | None = None
+) -> tuple[CatalogMatch | None, list[Finding]]:
+    """Find a catalog listing one of ``digests`` whose own signature is valid."""
+    index = opts.catalogs
+    if index is None or not digests:
+        return None, []
+    members = index.lookup(digests)
+    if not members:
+        return None, []
+    trust = opts.trust
+    if trust is None:
+        from .authenticode.trust import TrustStore
+
+        trust = TrustStore.default()
+    findings: list[Finding] = []
+    for member in members:
+        verdict = index.verify_catalog(member.catalog_path, trust, opts.at)
+        sig_errors = [f for f in verdict.findings if f.severity is Severity.ERROR]
+        page_findings: list[Finding] = []
+        page_check = Check.ABSENT
+        if member.page_hash_raw is not None and page_checker is not None:
+            page_findings = page_checker(member.page_hash_raw, member.page_hash_algorithm)
+            page_check = Check.INVALID if page_findings else Check.VALID
+        valid = verdict.signature_valid and verdict.trusted and not sig_errors
+        signer = verdict.signer
+        result = SignatureResult(
+            index=-1,
+            parent=None,
+            entry=-1,
+            digest_algorithm=member.digest_algorithm,
+            image_hash=Check.VALID,
+            page_hashes=page_check,
+            page_hash_algorithm=member.page_hash_algorithm,
+            signature_valid=verdict.signature_valid,
+            trusted=verdict.trusted,
+            signer=signer.subject if signer else None,
+            issuer=signer.issuer if signer else None,
+            timestamp=verdict.timestamp,
+            timestamp_kind=verdict.timestamp_kind,
+            chain=verdict.chain,
+            signed_digest=member.digest,
+            valid=valid and not page_findings,
+        )
+        match = CatalogMatch(
+            path=member.catalog_path,
+            member_tag=member.tag.hex() if isinstance(member.tag, bytes) else str(member.tag),
+            digest_algorithm=member.digest_algorithm,
+            signature=result,
+        )
+        if valid:
+            info = Finding(
+                _C.CATALOG_SIGNED,
+                f"listed in {member.catalog_path} ({member.digest_algorithm}), "
+                f"catalog signed by {result.signer}",
+            )
+            return match, [info, *page_findings]
+        reasons = "; ".join(f.detail for f in verdict.findings) or "untrusted"
+        findings.append(
+            Finding(
+                _C.CATALOG_SIGNATURE_INVALID,
+                f"listed in {member.catalog_path}, but the catalog's signature is not valid: "
+                f"{reasons}",
+            )
+        )
+    # Every listing catalog failed: report it as a catalog-signed file with a bad catalog.
+    return match, findings

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from codeintegrity.cli import exit_codes
+from codeintegrity.cli.events_cmd import events
+from codeintegrity.cli.selftest_cmd import selftest
+from codeintegrity.events.build import events_for_report
+from codeintegrity.events.store import EventStore
+
+from ..events.reports import HOST, shared_writable_report, tampered_report
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "events.sqlite3"
+    with EventStore(path) as db:
+        old = NOW - timedelta(days=3)
+        db.append(events_for_report(tampered_report("/srv/old/bad.exe"), host=HOST, when=old))
+        db.append(events_for_report(shared_writable_report("/srv/new/shared.dll"), host=HOST))
+    return path
+
+
+def run(*args: str):
+    return CliRunner().invoke(events, list(args))
+
+
+def test_table_lists_every_event(store: Path):
+    result = run("--store", str(store))
+    assert result.exit_code == 0, result.output
+    assert "7 event(s)" in result.output
+    assert "/srv/old/bad.exe" in result.output and "6410" in result.output
+
+
+def test_filters_and_jsonl(store: Path):
+    result = run(
+        "--store", str(store), "--format", "jsonl", "--channel", "security", "--since", "1d"
+    )
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["winlog"]["event_id"] for d in docs] == ["6410"]
+    result = run("--store", str(store), "--format", "jsonl", "--id", "5038", "--id", "6281")
+    assert [json.loads(x)["winlog"]["event_id"] for x in result.stdout.splitlines()] == [
+        "5038",
+        "6281",
+    ]
+    until = (NOW - timedelta(days=1)).isoformat()
+    result = run("--store", str(store), "--format", "jsonl", "--until", until, "--path", "old/")
+    assert len(result.stdout.splitlines()) == 4
+    result = run("--store", str(store), "--format", "jsonl", "--outcome", "success")
+    assert [json.loads(x)["winlog"]["event_id"] for x in result.stdout.splitlines()] == [
+        "3089",
+        "3089",
+    ]
+    result = run("--store", str(store), "--format", "jsonl", "--limit", "1")
+    assert len(result.stdout.splitlines()) == 1
+
+
+def test_json_and_xml_formats(store: Path):
+    docs = json.loads(run("--store", str(store), "--format", "json").stdout)
+    assert [d["winlog"]["record_id"] for d in docs] == list(range(1, 8))
+    root = ET.fromstring(run("--store", str(store), "--format", "xml").stdout)
+    assert len(root) == 7
+    assert root[0].tag.endswith("Event")
+
+
+def test_export_range_to_sinks(store: Path, tmp_path: Path):
+    out = tmp_path / "out.xml"
+    copy = tmp_path / "copy.sqlite3"
+    result = run("--store", str(store), "--id", "5038", "--id", "6410", "--export", f"xml:{out}",
+                 "--export", f"sqlite:{copy}")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"exported 2 events to xml:{out}" in result.stderr
+    assert result.stdout == ""
+    assert len(out.read_text().splitlines()) == 2
+    with EventStore(copy) as db:
+        assert [e.path for e in db.query()] == ["/srv/old/bad.exe", "/srv/new/shared.dll"]
+
+
+def test_bad_export_uri_and_bad_store_exit_4(store: Path, tmp_path: Path):
+    result = run("--store", str(store), "--export", "nope://x")
+    assert result.exit_code == exit_codes.CONFIG
+    assert (
+        result.stderr.startswith("codeintegrity: unknown sink") and result.stderr.count("\n") == 1
+    )
+    bogus = tmp_path / "bogus.sqlite3"
+    bogus.write_bytes(b"\x00garbage" * 200)
+    result = run("--store", str(bogus))
+    assert result.exit_code == exit_codes.CONFIG
+    assert "cannot" in result.stderr
+
+
+def test_bad_time_is_a_usage_error(store: Path):
+    result = run("--store", str(store), "--since", "yesterday-ish")
+    assert result.exit_code == exit_codes.USAGE
+
+
+def test_missing_store_is_empty_not_created(tmp_path: Path):
+    path = tmp_path / "none.sqlite3"
+    result = run("--store", str(path), "--format", "jsonl")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert not path.exists()
+
+
+def test_selftest_command_records_5056(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("CODEINTEGRITY_HOME", str(tmp_path))
+    result = CliRunner().invoke(selftest, [])
+    assert result.exit_code == 0, result.output
+    assert "self-test passed: return code 0x0" in result.output
+    assert "ECDSA P-384 SHA-384: ok" in result.output
+    with EventStore(tmp_path / "events.sqlite3") as db:
+        (event,) = db.query()
+    assert event.event_id == 5056 and event.value("ReturnCode") == "0x0"
+    result = CliRunner().invoke(selftest, ["--no-store", "--json"])
+    assert json.loads(result.stdout)["ok"] is True
+    with EventStore(tmp_path / "events.sqlite3") as db:
+        assert db.count() == 1
+
+
+def test_selftest_failure_exits_5(tmp_path: Path, monkeypatch):
+    from codeintegrity.events import selftest as module
+
+    real = module.run_selftest
+    monkeypatch.setattr(module, "run_selftest", lambda: real((("SHA-1", lambda: "bad"),)))
+    result = CliRunner().invoke(selftest, ["--store", str(tmp_path / "s.sqlite3")])
+    assert result.exit_code == exit_codes.SELFTEST_FAILED
+    assert "self-test FAILED: return code 0x1" in result.output
+    with EventStore(tmp_path / "s.sqlite3") as db:
+        (event,) = db.query()
+    assert event.value("ReturnCode") == "0x1"

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from codeintegrity.events.build import (
+    common_name,
+    event_for_primitive_failure,
+    events_for_report,
+    verification_error,
+)
+from codeintegrity.events.model import Event, clean_text
+from codeintegrity.events.schema import KINDS
+from codeintegrity.findings import Finding, FindingCode
+
+from .reports import (
+    AUTHENTIHASH,
+    FLAT,
+    HOST,
+    LEAF,
+    ROOT,
+    denied_report,
+    shared_writable_report,
+    tampered_report,
+    unsigned_driver_report,
+    valid_report,
+)
+
+
+def ids(events: list[Event]) -> list[int]:
+    return [e.event_id for e in events]
+
+
+def test_valid_file_raises_nothing():
+    assert events_for_report(valid_report(), host=HOST) == []
+
+
+def test_three_bad_pages_raise_one_6281_and_one_5038():
+    events = events_for_report(tampered_report(bad_pages=3), host=HOST)
+    security = [e.event_id for e in events if e.channel == "Security"]
+    assert security == [5038, 6281]
+    # CI details first (signature info, signing-level failure), then the Security events.
+    assert ids(events) == [3089, 3033, 5038, 6281]
+
+
+def test_all_events_of_a_report_share_one_activity_id_and_differ_between_reports():
+    first = events_for_report(tampered_report(), host=HOST)
+    second = events_for_report(tampered_report(), host=HOST)
+    activities = {e.activity_id for e in first}
+    assert len(activities) == 1
+    (activity,) = activities
+    assert re.fullmatch(r"\{[0-9a-f-]{36}\}", activity)
+    assert activity != second[0].activity_id
+
+
+def test_param1_is_the_path_as_given():
+    path = r"C:\Program Files\Vendor\bad & <odd>.dll"
+    events = events_for_report(tampered_report(path=path), host=HOST)
+    assert [e.value("param1") for e in events if e.channel == "Security"] == [path, path]
+    assert events[1].value("FileNameBuffer") == path
+    assert events[1].value("FileNameLength") == str(len(path))
+
+
+def test_signature_information_3089_carries_signer_issuer_tbs_hashes_and_error():
+    (info,) = [e for e in events_for_report(tampered_report(), host=HOST) if e.event_id == 3089]
+    assert tuple(name for name, _ in info.data) == KINDS[3089].fields
+    assert info.value("TotalSignatureCount") == "1"
+    assert info.value("Signature") == "0"
+    assert info.value("Hash") == AUTHENTIHASH["sha256"].upper()
+    assert info.value("Hash Size") == "32"
+    assert info.value("PageHash") == "true"
+    assert info.value("SignatureType") == "1"
+    assert info.value("VerificationError") == "1"  # invalid hash
+    assert info.value("PublisherName") == "Throwaway Test Publisher"
+    assert info.value("PublisherNameLength") == str(len("Throwaway Test Publisher"))
+    assert info.value("IssuerName") == "Throwaway Test Code Signing Root CA"
+    assert info.value("PublisherTBSHash") == LEAF.tbs_hash.upper()
+    assert info.value("IssuerTBSHash") == ROOT.tbs_hash.upper()
+    assert info.value("PublisherTBSHashSize") == "32"
+    assert info.value("NotValidBefore") == "2025-01-01T00:00:00.0000000Z"
+
+
+def test_shared_writable_raises_6410_with_a_3063_requirement_failure():
+    events = events_for_report(shared_writable_report(), host=HOST)
+    assert ids(events) == [3089, 3063, 6410]
+    requirement = events[1]
+    assert requirement.value("RequirementType") == "1"
+    assert "security requirements for Shared Sections" in requirement.message()
+    assert events[0].value("VerificationError") == "0"  # the signature itself is fine
+    assert events[0].value("PageHash") == "false"
+
+
+def test_unsigned_driver_gets_a_single_3089_with_zero_signatures():
+    events = events_for_report(unsigned_driver_report(), host=HOST)
+    assert ids(events) == [3089, 3033, 5038]
+    assert events[0].value("TotalSignatureCount") == "0"
+    assert events[0].value("VerificationError") == "3"  # not signed
+    assert events[0].value("SignatureType") == "0"
+
+
+@pytest.mark.parametrize(("mode", "ci_event"), [("enforce", 3077), ("audit", 3076)])
+def test_policy_denial_adds_3077_or_3076_with_policy_and_hashes(mode: str, ci_event: int):
+    events = events_for_report(denied_report(mode), host=HOST)
+    assert ids(events) == [3089, ci_event, 5038]
+    block = events[1]
+    assert tuple(name for name, _ in block.data) == KINDS[3077].fields
+    assert block.value("PolicyName") == "Microsoft Windows Driver Policy - Enforced"
+    assert block.value("PolicyID") == "{aa120602-611b-4455-b8d8-c13a815b4323}"
+    assert block.value("PolicyGUID") == "{aa120602-611b-4455-b8d8-c13a815b4323}"
+    assert block.value("SHA256 Hash") == AUTHENTIHASH["sha256"].upper()
+    assert block.value("SHA1 Hash") == AUTHENTIHASH["sha1"].upper()
+    assert block.value("SHA256 Flat Hash") == FLAT["sha256"].upper()
+    assert block.value("Status") == "0xc0e90002"
+    assert block.value("SI Signing Scenario") == "0"  # kernel driver
+    assert "(Policy ID:{aa120602-611b-4455-b8d8-c13a815b4323})" in block.message()
+    allowed = "image was allowed to load" in block.message()
+    assert allowed == (mode == "audit")
+    # No signing-level failure: the signature is fine, only the policy said no.
+    assert 3033 not in ids(events)
+    assert events[0].value("VerificationError") == "0"
+
+
+def test_security_event_system_values():
+    event = events_for_report(tampered_report(), host=HOST)[-1]
+    kind = event.kind
+    assert (kind.provider, kind.provider_guid, kind.channel) == (
+        "Microsoft-Windows-Security-Auditing",
+        "{54849625-5478-4994-A5BA-3E3B0328C30D}",
+        "Security",
+    )
+    assert (kind.task, kind.level, kind.opcode, kind.version) == (12290, 0, 0, 0)
+    assert kind.keywords == 0x8010000000000000
+    assert event.computer == "TESTHOST"
+    assert event.process_id == 4242
+    assert event.outcome == "failure"
+    assert event.message().startswith(
+        "Code Integrity determined that the page hashes of an image file are not valid."
+    )
+    assert event.message().endswith("File Name:\t/data/bad_flip_text.exe\t")
+
+
+def test_undecodable_and_control_characters_are_escaped_not_lost():
+    raw = b"/data/\xff\xfebad\x01.exe".decode("utf-8", "surrogateescape")
+    event = events_for_report(tampered_report(path=raw), host=HOST)[-1]
+    assert event.value("param1") == "/data/\\xff\\xfebad\\x01.exe"
+    assert clean_text("plain") == "plain"
+    assert clean_text("tab\tand\nnewline") == "tab\tand\nnewline"
+
+
+def test_event_round_trips_through_its_dict_form():
+    for event in events_for_report(denied_report("enforce"), host=HOST):
+        again = Event.from_dict(event.with_record_id(7).to_dict())
+        assert again == event.with_record_id(7)
+
+
+def test_primitive_failure_5057():
+    event = event_for_primitive_failure("cryptography", "RSA", "verify raised", -1, host=HOST)
+    assert event.event_id == 5057
+    assert event.value("ProviderName") == "cryptography"
+    assert event.value("AlgorithmName") == "RSA"
+    assert event.value("Reason") == "verify raised"
+    assert event.value("ReturnCode") == "0xffffffff"
+    assert event.value("SubjectUserName") == "alice"
+    assert event.outcome == "failure"
+    assert "Algorithm Name:\tRSA" in event.message()
+
+
+def test_verification_error_prefers_known_codes_and_common_name_parses_rfc4514():
+    findings = [
+        Finding(FindingCode.DIGEST_ALGORITHM_MISMATCH, "x"),
+        Finding(FindingCode.CHAIN_REVOKED, "y"),
+    ]
+    assert verification_error(findings) == 4
+    assert verification_error([Finding(FindingCode.DIGEST_ALGORITHM_MISMATCH, "x")]) == 8
+    assert verification_error([]) == 0
+    assert common_name(r"O=Acme\, Inc.,CN=Acme\, Inc. Signer") == "Acme, Inc. Signer"
+    assert common_name("O=NoCN") == "O=NoCN"
+
+
+def test_event_times_are_utc_and_shared_within_a_report():
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    events = events_for_report(tampered_report(), host=HOST, when=when)
+    assert {e.time_created for e in events} == {when}

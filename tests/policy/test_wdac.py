@@ -1,0 +1,219 @@
+"""Import of App Control (WDAC) SiPolicy XML: Microsoft's real driver blocklist and small cases."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from codeintegrity.errors import PolicyError
+from codeintegrity.findings import FindingCode
+from codeintegrity.policy.dump import dump_policy
+from codeintegrity.policy.evaluate import evaluate
+from codeintegrity.policy.load import parse_policy
+from codeintegrity.policy.wdac import decode_eku, import_wdac
+from codeintegrity.report import Status
+
+from ..conftest import DATA
+from .helpers import report, signature
+
+BLOCKLIST = DATA / "policy" / "microsoft-driver-blocklist-SiPolicy.xml"
+
+
+@pytest.fixture(scope="module")
+def xml_text() -> str:
+    return BLOCKLIST.read_text(encoding="utf-8-sig")
+
+
+@pytest.fixture(scope="module")
+def imported():
+    return import_wdac(BLOCKLIST.read_bytes(), source=BLOCKLIST.name)
+
+
+def test_blocklist_hash_rule_counts_match_an_independent_count(xml_text, imported):
+    deny_hashes = re.findall(r'<Deny\b[^>]*\bHash="([0-9A-Fa-f]+)"', xml_text)
+    page = re.findall(r'<Deny\b[^>]*FriendlyName="[^"]*Hash Page[^"]*"[^>]*\bHash="', xml_text)
+    # events.md 6.2: 1704 hash rules (853 SHA-1, 851 SHA-256) in VersionEx 10.0.27825.0.
+    assert (len(deny_hashes), sum(len(h) == 40 for h in deny_hashes)) == (1704, 853)
+    policy = imported.policy
+    assert imported.found["deny hash rules"] == len(deny_hashes)
+    assert len(policy.deny_hashes) + len(policy.deny_page_hashes) == len(deny_hashes)
+    assert len(policy.deny_page_hashes) == len(page) == 582
+    assert sorted(r.value for r in (*policy.deny_hashes, *policy.deny_page_hashes)) == sorted(
+        h.lower() for h in deny_hashes
+    )
+    assert {r.scope for r in policy.deny_hashes} == {"kernel"}
+    assert imported.untranslated["Deny rule by file name/version/path (not a hash)"] == len(
+        re.findall(r"<Deny\b[^>]*\bFileName=", xml_text)
+    )
+
+
+def test_blocklist_signer_counts_match_an_independent_count(xml_text, imported):
+    blocks = re.findall(r'<Signer ID="([^"]+)"[^>]*>(.*?)</Signer>', xml_text, re.DOTALL)
+    denied = set(re.findall(r'<DeniedSigner SignerId="([^"]+)"', xml_text))
+    assert len(blocks) == imported.found["signers"] == 217
+    usable = {
+        re.search(r'CertRoot Type="TBS" Value="([0-9A-F]+)"', body).group(1).lower()
+        for signer_id, body in blocks
+        if signer_id in denied and "FileAttribRef" not in body and "CertOemID" not in body
+    }
+    assert {rule.tbs for rule in imported.policy.deny_signers} == usable
+    narrowed = sum(1 for sid, body in blocks if sid in denied and "FileAttribRef" in body)
+    key = "denied signer narrowed to file names/versions (FileAttribRef)"
+    assert imported.untranslated[key] == narrowed
+    with_publisher = [r for r in imported.policy.deny_signers if r.publisher]
+    assert with_publisher and all(r.scope == "kernel" for r in imported.policy.deny_signers)
+
+
+def test_blocklist_identity_and_mode(imported):
+    policy = imported.policy
+    assert policy.name == "Microsoft Windows Driver Policy - Enforced"
+    assert policy.id == "10.0.27825.0"
+    assert policy.mode == "enforce"
+    assert imported.seconds < 2.0
+
+
+def test_file_with_a_blocklisted_authentihash_is_denied(imported):
+    asrdrv10 = "c767a5895119154467ac3fce8e82c20e6538a4e54f6c109001c61f8abd58f9f8"
+    unrelated = (signature(chain=()),)
+    denied = evaluate(
+        report(signatures=unrelated, authentihash={"sha256": asrdrv10}), imported.policy
+    )
+    assert not denied.allowed
+    assert [f.code for f in denied.reasons] == [FindingCode.POLICY_DENIED_HASH]
+    assert "AsrDrv10.sys Hash Sha256" in denied.reasons[0].detail
+    clean = evaluate(
+        report(signatures=unrelated, authentihash={"sha256": "12" * 32}), imported.policy
+    )
+    assert clean.allowed
+
+
+def test_blocklist_round_trips_through_toml(imported):
+    text = dump_policy(imported.policy, imported.untranslated_lines())
+    started = time.perf_counter()
+    again = parse_policy(text, source=imported.policy.source)
+    assert time.perf_counter() - started < 2.0
+    assert again == imported.policy
+
+
+MINIMAL = """<?xml version="1.0" encoding="utf-8"?>
+<SiPolicy xmlns="urn:schemas-microsoft-com:sipolicy" PolicyType="Base Policy">
+  <VersionEx>10.0.0.0</VersionEx>
+  <Rules>
+    <Rule><Option>Enabled:UMCI</Option></Rule>
+    <Rule><Option>Enabled:Audit Mode</Option></Rule>
+    <Rule><Option>Required:WHQL</Option></Rule>
+  </Rules>
+  <EKUs><EKU ID="ID_EKU_WHQL" Value="010A2B0601040182370A0305" /></EKUs>
+  <FileRules>
+    <Allow ID="ID_ALLOW_HASH" FriendlyName="tool.exe Hash Sha256" Hash="{allow}" />
+    <Deny ID="ID_DENY_X" FriendlyName="x.sys Hash Sha1" Hash="{deny}" />
+    <Deny ID="ID_DENY_X_PAGE" FriendlyName="x.sys Hash Page Sha1" Hash="{page}" />
+    <Deny ID="ID_DENY_APP" FriendlyName="a.dll Hash Sha1" Hash="{deny}" AppIDs="REGSVR32.EXE" />
+    <Deny ID="ID_DENY_NAME" FriendlyName="n" FileName="n.sys" MaximumFileVersion="1.0.0.0" />
+    <Deny ID="ID_DENY_ORPHAN" FriendlyName="o" Hash="{deny}" />
+  </FileRules>
+  <Signers>
+    <Signer ID="ID_SIGNER_WHQL" Name="Microsoft Windows Third Party Component CA 2014">
+      <CertRoot Type="TBS" Value="{tbs}" /><CertEKU ID="ID_EKU_WHQL" />
+    </Signer>
+    <Signer ID="ID_SIGNER_BAD" Name="Bad CA"><CertRoot Type="TBS" Value="{tbs}" />
+      <CertPublisher Value="Bad Corp" /></Signer>
+    <Signer ID="ID_SIGNER_WK" Name="wk"><CertRoot Type="Wellknown" Value="06" /></Signer>
+  </Signers>
+  <SigningScenarios>
+    <SigningScenario Value="131" ID="K"><ProductSigners>
+      <AllowedSigners><AllowedSigner SignerId="ID_SIGNER_WHQL" /></AllowedSigners>
+      <DeniedSigners><DeniedSigner SignerId="ID_SIGNER_BAD" /></DeniedSigners>
+      <FileRulesRef><FileRuleRef RuleID="ID_DENY_X" /><FileRuleRef RuleID="ID_DENY_X_PAGE" />
+        <FileRuleRef RuleID="ID_DENY_APP" /><FileRuleRef RuleID="ID_DENY_NAME" /></FileRulesRef>
+    </ProductSigners></SigningScenario>
+    <SigningScenario Value="12" ID="U"><ProductSigners>
+      <AllowedSigners><AllowedSigner SignerId="ID_SIGNER_WK" /></AllowedSigners>
+      <DeniedSigners><DeniedSigner SignerId="ID_SIGNER_BAD" /></DeniedSigners>
+      <FileRulesRef><FileRuleRef RuleID="ID_DENY_X" />
+        <FileRuleRef RuleID="ID_ALLOW_HASH" /></FileRulesRef>
+    </ProductSigners></SigningScenario>
+  </SigningScenarios>
+  <PolicyID>{{A1B2C3D4-0000-0000-0000-000000000000}}</PolicyID>
+</SiPolicy>
+""".format(allow="AB" * 32, deny="CD" * 20, page="EF" * 20, tbs="01" * 32)
+
+
+def test_minimal_policy_translation():
+    result = import_wdac(MINIMAL, source="mini.xml")
+    policy = result.policy
+    assert policy.mode == "audit"
+    assert policy.id == "{A1B2C3D4-0000-0000-0000-000000000000}"
+    assert [(r.value, r.scope) for r in policy.deny_hashes] == [("cd" * 20, "all")]
+    assert [(r.value, r.scope) for r in policy.deny_page_hashes] == [("ef" * 20, "kernel")]
+    assert [(r.value, r.scope) for r in policy.allow_hashes] == [("ab" * 32, "user")]
+    (allowed,) = policy.allow_signers
+    assert (allowed.tbs, allowed.eku, allowed.scope) == (
+        "01" * 32,
+        "1.3.6.1.4.1.311.10.3.5",
+        "kernel",
+    )
+    (denied,) = policy.deny_signers
+    assert (denied.publisher, denied.scope) == ("Bad Corp", "all")
+    skipped = result.untranslated
+    assert skipped["rule option 'Required:WHQL' (not supported)"] == 1
+    assert skipped["Deny hash rule narrowed by AppIDs"] == 1
+    assert skipped["Deny rule by file name/version/path (not a hash)"] == 1
+    assert skipped["Deny file rule not referenced by any signing scenario"] == 1
+    assert skipped["allowed signer with CertRoot Type=Wellknown (only TBS is supported)"] == 1
+    assert parse_policy(dump_policy(policy), source=policy.source) == policy
+
+
+def test_user_scenario_is_skipped_without_umci():
+    result = import_wdac(MINIMAL.replace("Enabled:UMCI", "Enabled:Boot Menu Protection"))
+    assert {r.scope for r in result.policy.deny_hashes} == {"kernel"}
+    assert result.policy.allow_hashes == ()
+    assert "user-mode scenario 12 without Enabled:UMCI (WDAC does not enforce it)" in (
+        result.untranslated
+    )
+
+
+def test_utf16_input_is_accepted():
+    data = MINIMAL.replace('encoding="utf-8"', 'encoding="utf-16"').encode("utf-16")
+    assert len(import_wdac(data).policy.deny_hashes) == 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '<?xml version="1.0"?>\n<!DOCTYPE lol [<!ENTITY a "aaaaaaaa">]>\n<SiPolicy>&a;</SiPolicy>',
+        '<?xml version="1.0"?>\n<!doctype SiPolicy SYSTEM "file:///etc/passwd">\n<SiPolicy/>',
+        '<SiPolicy>\n<!ENTITY x "y">\n</SiPolicy>',
+    ],
+)
+def test_dtd_and_entities_are_rejected_before_parsing(payload):
+    with pytest.raises(PolicyError, match=r"^evil\.xml:\d+: DOCTYPE/ENTITY declarations"):
+        import_wdac(payload.encode(), source="evil.xml")
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        (b"<SiPolicy><Rules></SiPolicy>", r"^bad\.xml:1: XML syntax error"),
+        (b"<Other/>", r"^bad\.xml: not a SiPolicy \(root element <Other>\)"),
+        (b"\xff\xfe\x00\xd8", r"^bad\.xml: not UTF-8/UTF-16"),
+        (b"<SiPolicy>\xff</SiPolicy>", r"^bad\.xml: not UTF-8/UTF-16"),
+    ],
+)
+def test_bad_xml_gives_one_line_policy_errors(data, pattern):
+    with pytest.raises(PolicyError, match=pattern) as info:
+        import_wdac(data, source="bad.xml")
+    assert "\n" not in str(info.value)
+
+
+def test_decode_eku():
+    assert decode_eku("010A2B0601040182370A0306") == "1.3.6.1.4.1.311.10.3.6"
+    assert decode_eku("010A2B0601040182373D0401") == "1.3.6.1.4.1.311.61.4.1"
+    assert decode_eku("0108") is None and decode_eku("zz") is None
+
+
+def test_invalid_report_denied_even_without_matching_rules(imported):
+    bad = report(status=Status.INVALID, signatures=(signature(valid=False),))
+    assert not evaluate(bad, imported.policy).allowed
