@@ -53,9 +53,11 @@ class CertInfo:
     tbs_hash: str  # hex, with the hash of the certificate's own signature algorithm
     not_before: datetime
     not_after: datetime
+    ekus: tuple[str, ...] = ()  # dotted OIDs of the extended key usage extension, if any
 
     def to_dict(self) -> dict[str, object]:
         return {
+            "ekus": list(self.ekus),
             "subject": self.subject,
             "issuer": self.issuer,
             "serial": self.serial,

@@ -93,8 +93,8 @@ def test_directory_is_walked(tmp_path):
     "args",
     [
         ["--at", "yesterday"],
-        ["--trust", "/nonexistent/anchors.pem"],
         ["--no-such-option"],
+        ["--require-page-hashes-for", "some"],
     ],
 )
 def test_usage_errors(args, tmp_path):
@@ -103,12 +103,14 @@ def test_usage_errors(args, tmp_path):
     assert "Traceback" not in result.stderr and result.stderr.strip()
 
 
-def test_garbage_trust_file(tmp_path):
+@pytest.mark.parametrize("option", ["--trust", "--policy"])
+def test_garbage_configuration_files(option, tmp_path):
     bad = tmp_path / "bad.pem"
-    bad.write_text("this is not a certificate\n")
-    result = run("--trust", str(bad), str(FIXTURES / "t64_sha256.exe"), tmp_path=tmp_path)
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "bad.pem" in result.stderr
+    bad.write_text("this is not a certificate = [\n")
+    for target in (bad, tmp_path / "missing.pem"):
+        result = run(option, str(target), str(FIXTURES / "t64_sha256.exe"), tmp_path=tmp_path)
+        assert result.returncode == 4, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and target.name in result.stderr
 
 
 def test_malformed_and_truncated_files(tmp_path):

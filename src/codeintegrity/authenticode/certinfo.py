@@ -37,7 +37,19 @@ def cert_info(cert: Any) -> CertInfo:
         tbs_hash=tbs_hash(cert),
         not_before=_utc(validity["not_before"].native),
         not_after=_utc(validity["not_after"].native),
+        ekus=_ekus(cert),
     )
+
+
+def _ekus(cert: Any) -> tuple[str, ...]:
+    """Dotted EKU OIDs; an unparseable extension reads as none (the chain check reports it)."""
+    try:
+        value = cert.extended_key_usage_value
+    except ValueError:
+        return ()
+    if value is None:
+        return ()
+    return tuple(item.dotted for item in value)
 
 
 def tbs_hash(cert: Any) -> str:

@@ -29,20 +29,27 @@ _CACHE_SIZE = 4096
 
 
 class TrustStore:
-    """A set of trust anchors, matched by their whole certificate."""
+    """A set of trust anchors, matched by their whole certificate.
+
+    Anchors are kept as DER and indexed by subject name; a certificate is parsed only when a
+    chain reaches its name. Loading Microsoft's 555 roots therefore costs milliseconds, and
+    pyhanko is handed the few anchors that can end a given chain, not all of them.
+    """
 
     _default: TrustStore | None = None
     _default_lock = threading.Lock()
 
-    def __init__(self, certificates: Iterable[Any] = (), name: str = "custom") -> None:
-        unique: dict[bytes, Any] = {}
-        for cert in certificates:
-            unique.setdefault(hashlib.sha256(cert.dump()).digest(), cert)
-        self._certs: dict[bytes, Any] = unique
+    def __init__(self, ders: Iterable[bytes] = (), name: str = "custom") -> None:
+        unique: dict[bytes, bytes] = {}
+        for der in ders:
+            unique.setdefault(hashlib.sha256(der).digest(), der)
+        self._ders = unique
         self.name = name
         # Identity for caches: equal anchor sets share cached chain results.
         self.key: bytes = hashlib.sha256(b"".join(sorted(unique))).digest()
-        self._manager: Any = None
+        self._by_subject: dict[bytes, list[bytes]] | None = None
+        self._parsed: dict[bytes, Any] = {}
+        self._managers: dict[frozenset[bytes], Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -59,12 +66,17 @@ class TrustStore:
     @classmethod
     def from_paths(cls, paths: Iterable[str | Path]) -> TrustStore:
         """Anchors from PEM bundles or DER files; a file without certificates is an error."""
-        certs: list[Any] = []
+        ders: list[bytes] = []
         names: list[str] = []
         for path in paths:
-            certs.extend(_load_file(Path(path)))
+            ders.extend(_load_file(Path(path)))
             names.append(Path(path).name)
-        return cls(certs, name=",".join(names) or "empty")
+        return cls(ders, name=",".join(names) or "empty")
+
+    @classmethod
+    def from_certificates(cls, certificates: Iterable[Any], name: str = "custom") -> TrustStore:
+        """Anchors from asn1crypto certificates."""
+        return cls((c.dump() for c in certificates), name=name)
 
     @classmethod
     def empty(cls) -> TrustStore:
@@ -73,60 +85,132 @@ class TrustStore:
     def __or__(self, other: TrustStore) -> TrustStore:
         if not isinstance(other, TrustStore):
             return NotImplemented
-        certs = [*self._certs.values(), *other._certs.values()]
-        return TrustStore(certs, name=f"{self.name}|{other.name}")
+        return TrustStore(
+            [*self._ders.values(), *other._ders.values()], f"{self.name}|{other.name}"
+        )
 
     def __len__(self) -> int:
-        return len(self._certs)
+        return len(self._ders)
 
     def __contains__(self, cert: object) -> bool:
         dump = getattr(cert, "dump", None)
-        return dump is not None and hashlib.sha256(dump()).digest() in self._certs
+        return dump is not None and hashlib.sha256(dump()).digest() in self._ders
 
     def __repr__(self) -> str:
         return f"TrustStore({self.name!r}, {len(self)} anchors)"
 
     @property
     def certificates(self) -> tuple[Any, ...]:
-        return tuple(self._certs.values())
+        """Every anchor, parsed (slow for large stores; chain building uses ``with_subject``)."""
+        return tuple(self._cert(key) for key in self._ders)
 
-    def trust_manager(self) -> Any:
-        """pyhanko trust manager over exactly these anchors (built once per store)."""
+    def with_subject(self, name_der: bytes) -> list[Any]:
+        """Anchors whose subject Name is exactly ``name_der`` (the DER of an issuer field)."""
         with self._lock:
-            if self._manager is None:
+            if self._by_subject is None:
+                index: dict[bytes, list[bytes]] = {}
+                for key, der in self._ders.items():
+                    subject = _subject_der(der)
+                    if subject is not None:
+                        index.setdefault(subject, []).append(key)
+                self._by_subject = index
+            keys = self._by_subject.get(name_der, [])
+        return [self._cert(key) for key in keys]
+
+    def _cert(self, key: bytes) -> Any:
+        cert = self._parsed.get(key)
+        if cert is None:
+            from asn1crypto import x509
+
+            cert = self._parsed[key] = x509.Certificate.load(self._ders[key])
+        return cert
+
+    def trust_manager(self, anchors: Iterable[Any] | None = None) -> Any:
+        """pyhanko trust manager over ``anchors`` (a subset of this store; default: all)."""
+        chosen = list(self.certificates if anchors is None else anchors)
+        key = frozenset(hashlib.sha256(c.dump()).digest() for c in chosen)
+        with self._lock:
+            manager = self._managers.get(key)
+            if manager is None:
                 from pyhanko_certvalidator.registry import SimpleTrustManager
 
-                self._manager = SimpleTrustManager.build(trust_roots=list(self._certs.values()))
-            return self._manager
+                manager = self._managers[key] = SimpleTrustManager.build(trust_roots=chosen)
+            return manager
 
 
-def _load_file(path: Path) -> list[Any]:
-    from asn1crypto import pem, x509
+def _load_file(path: Path) -> list[bytes]:
+    """DER of every certificate in a PEM bundle or a DER file; each one must parse."""
+    import binascii
+
+    from asn1crypto import x509
 
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise TrustStoreError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    certs: list[Any] = []
+    ders: list[bytes] = []
     try:
-        if pem.detect(data):
-            for kind, _headers, der in pem.unarmor(data, multiple=True):
-                if kind in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
-                    certs.append(_load_cert(der, x509))
+        if b"-----BEGIN" in data:
+            ders.extend(binascii.a2b_base64(b.group(1)) for b in _PEM_BLOCK.finditer(data))
         elif data:
-            certs.append(_load_cert(data, x509))
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            ders.append(data)
+        for der in ders:
+            if _subject_der(der) is None:
+                _ = x509.Certificate.load(der, strict=True).subject  # raises with the reason
+                raise ValueError("not an X.509 certificate")
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, binascii.Error) as exc:
         reason = " ".join(str(exc).split())[:120]
         raise TrustStoreError(f"{path}: not a PEM/DER certificate ({reason})") from None
-    if not certs:
+    if not ders:
         raise TrustStoreError(f"{path}: holds no certificate")
-    return certs
+    return ders
 
 
-def _load_cert(der: bytes, x509: Any) -> Any:
-    cert = x509.Certificate.load(der, strict=True)
-    _ = (cert.subject.hashable, cert.public_key.dump(), cert["tbs_certificate"]["validity"].native)
-    return cert
+_PEM_BLOCK = __import__("re").compile(
+    rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END"
+)
+
+
+def _subject_der(der: bytes) -> bytes | None:
+    """The DER of tbsCertificate.subject, found by walking the first TLVs (no full parse).
+
+    Certificate ::= SEQ { tbs SEQ { [0] version OPTIONAL, serial, sigAlg, issuer, validity,
+    subject, ... } ... }. Returns None when the bytes do not have that shape.
+    """
+    try:
+        pos, _ = _tlv_header(der, 0, 0x30)
+        pos, _ = _tlv_header(der, pos, 0x30)
+        if der[pos] == 0xA0:  # explicit version
+            pos = _skip(der, pos)
+        for _field in range(4):  # serial, signature algorithm, issuer, validity
+            pos = _skip(der, pos)
+        end = _skip(der, pos)
+        if der[pos] != 0x30 or end > len(der):
+            return None
+        return der[pos:end]
+    except IndexError:
+        return None
+
+
+def _tlv_header(der: bytes, pos: int, tag: int) -> tuple[int, int]:
+    """Position of the contents of the TLV at ``pos`` (which must carry ``tag``) and its length."""
+    if der[pos] != tag:
+        raise IndexError("unexpected tag")
+    length = der[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4:
+            raise IndexError("unsupported length")
+        length = int.from_bytes(der[pos : pos + count], "big")
+        pos += count
+    return pos, length
+
+
+def _skip(der: bytes, pos: int) -> int:
+    """Position just after the TLV at ``pos``."""
+    start, length = _tlv_header(der, pos, der[pos])
+    return start + length
 
 
 # --- path validation --------------------------------------------------------------------
@@ -254,9 +338,10 @@ def _validate_uncached(
     )
 
     no_check = RevocationCheckingRule.NO_CHECK
+    anchors = _candidate_anchors(leaf, others, store)
     try:
         context = ValidationContext(
-            trust_manager=store.trust_manager(),
+            trust_manager=store.trust_manager(anchors),
             other_certs=list(others),
             moment=moment,
             allow_fetching=False,
@@ -294,21 +379,30 @@ def _validate_uncached(
     return ChainResult(True, None, "", certs)
 
 
+def _candidate_anchors(leaf: Any, others: tuple[Any, ...], store: TrustStore) -> list[Any] | None:
+    """Anchors that can end this chain: those named as the issuer of (or equal to) a
+    certificate the signature carries. None (meaning: all anchors) when no name matches byte
+    for byte, since names may be equal under RFC 5280 comparison yet encoded differently."""
+    found: dict[bytes, Any] = {}
+    try:
+        for cert in (leaf, *others):
+            for name in (cert.issuer.dump(), cert.subject.dump()):
+                for anchor in store.with_subject(name):
+                    found[anchor.dump()] = anchor
+    except (ValueError, TypeError, KeyError):
+        return None
+    return list(found.values()) or None
+
+
 def _best_effort(leaf: Any, others: tuple[Any, ...], store: TrustStore) -> tuple[Any, ...]:
     """Leaf-first chain by issuer name, for reports and revocation when validation failed."""
-    pool = [*others, *store.certificates]
     chain = [leaf]
     current = leaf
     try:
         while len(chain) < _MAX_CHAIN and current.issuer.hashable != current.subject.hashable:
-            issuer = next(
-                (
-                    c
-                    for c in pool
-                    if c.subject.hashable == current.issuer.hashable and c not in chain
-                ),
-                None,
-            )
+            wanted = current.issuer.dump()
+            pool = [c for c in others if c.subject.dump() == wanted] or store.with_subject(wanted)
+            issuer = next((c for c in pool if c not in chain), None)
             if issuer is None:
                 break
             chain.append(issuer)

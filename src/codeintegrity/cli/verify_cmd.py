@@ -120,8 +120,9 @@ def verify(
 
     PATHS may be files or directories (walked for PE files). Without PATHS the bundled demo
     sample, a small Microsoft-signed DLL, is verified. Exit status: 0 every file valid, 1 any
-    file not valid (with --policy: any denial in enforce mode), 2 usage or configuration error,
-    3 a path unreadable (the other files are still judged), 5 self-test failed.
+    file not valid (with --policy: any denial in enforce mode), 2 usage error, 3 a path
+    unreadable (the other files are still judged), 4 a trust, policy, catalog or sink argument
+    that does not load, 5 self-test failed.
     """
     from ..errors import CIError
 
@@ -140,7 +141,8 @@ def verify(
         )
         pipeline = _open_events(event_uris, no_store, store_path)
     except CIError as exc:
-        _fail(exc.diagnostics(), exit_codes.USAGE)
+        # Files named by options that do not load (anchors, policy, catalogs, sinks).
+        _fail(exc.diagnostics(), exit_codes.CONFIG)
     status = _run(paths, options, policy, pipeline, as_json)
     sys.exit(status)
 

@@ -27,7 +27,7 @@ from pathlib import PurePath
 
 from ..findings import Finding, FindingCode
 from ..report import Check, Report, SignatureResult
-from .model import ContextValue, Event, format_system_time, make_event
+from .model import ContextItems, ContextValue, Event, format_system_time, freeze_context, make_event
 from .schema import (
     EVENT_AUDITS_DISCARDED,
     EVENT_IMAGE_HASH,
@@ -93,7 +93,7 @@ def host_event(
     *,
     when: datetime,
     activity_id: str | None = None,
-    context: dict[str, ContextValue] | None = None,
+    context: dict[str, ContextValue] | ContextItems | None = None,
 ) -> Event:
     return make_event(
         event_id,
@@ -332,7 +332,7 @@ def events_for_report(
     host = host or Host.current()
     when = when or datetime.now(UTC)
     activity = _new_activity_id()
-    context = ecs_context(report)
+    context = freeze_context(ecs_context(report))  # cleaned once, shared by every event
 
     def add(event_id: int, values: dict[str, str]) -> None:
         events.append(

@@ -2,10 +2,11 @@
 
 Verification never waits on a sink for long: :meth:`EventPipeline.emit_report` spends at most
 ``max_block`` seconds waiting for queue space, and none at all for a sink whose last write
-failed or whose queue stayed full until its writer makes progress again. An event that does not fit, or whose batch a sink rejects, is counted as discarded
-for that sink, and the next time that sink accepts a write it first receives a 4612 event whose
-``AuditsDiscarded`` says how many it lost (the same rule the Windows audit queue follows). What
-is still unreported at the end is in :meth:`PipelineSummary.lines`.
+failed or whose queue stayed full until its writer makes progress again. An event that does
+not fit, or whose batch a sink rejects, is counted as discarded for that sink, and the next
+time that sink accepts a write it first receives a 4612 event whose ``AuditsDiscarded`` says
+how many it lost (the same rule the Windows audit queue follows). What is still unreported at
+the end is in :meth:`PipelineSummary.lines`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Microsoft-Windows-CodeIntegrity/Operational records (3033, 3077, 3089).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 # --- Security log, subcategory "Audit System Integrity" ------------------------------------
 SECURITY_PROVIDER = "Microsoft-Windows-Security-Auditing"
@@ -58,6 +59,10 @@ class EventKind:
     opcode_name: str
 
     @property
+    def field_set(self) -> frozenset[str]:
+        return _field_set(self.fields)
+
+    @property
     def outcome(self) -> str:
         """ECS event.outcome, derived from the keyword bits as Winlogbeat does."""
         if self.keywords & KEYWORD_BIT_AUDIT_FAILURE:
@@ -66,6 +71,11 @@ class EventKind:
             return "success"
         # CodeIntegrity/Operational carries no audit bits: an Error-level event is a failure.
         return "failure" if self.level in (1, 2) else "success" if self.level == 4 else "unknown"
+
+
+@lru_cache(maxsize=64)
+def _field_set(fields: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(fields)
 
 
 _SUBJECT = ("SubjectUserSid", "SubjectUserName", "SubjectDomainName", "SubjectLogonId")

@@ -110,7 +110,7 @@ class EventStore:
                 e.outcome,
                 e.path,
                 e.activity_id,
-                json.dumps(_body(e), ensure_ascii=False, separators=(",", ":")),
+                e.to_json(with_record_id=False),  # the row's key is the record ID
             )
             for e in events
         ]
@@ -203,9 +203,3 @@ class EventStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _body(event: Event) -> dict[str, object]:
-    body = event.to_dict()
-    body.pop("r", None)  # the row's key is the record ID
-    return body

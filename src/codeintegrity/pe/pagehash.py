@@ -7,6 +7,7 @@ the last page: generators disagree about its exact value (end of raw data vs. la
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,8 +69,7 @@ def parse_page_hash_table(
         malformed(f"{count} entries exceed the limit {limits.max_page_hash_entries}")
         return None, findings
 
-    offsets = [int.from_bytes(raw[i : i + 4], "little") for i in range(0, len(raw), entry_size)]
-    digests = [raw[i + 4 : i + entry_size] for i in range(0, len(raw), entry_size)]
+    offsets, digests = map(list, zip(*struct.iter_unpack(f"<I{digest_size}s", raw), strict=True))
     usable = True
     if offsets[0] != 0:
         malformed(f"first entry is at {offsets[0]:#x}, not at the headers (0)", 0, offsets[0])
