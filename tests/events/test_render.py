@@ -185,3 +185,23 @@ def test_syslog_sd_names_are_valid_for_names_with_spaces():
     assert len(data) == len(events[1].data)
     assert sd_name('a=b]c d"e') == "a_b_c_d_e"
     assert len(sd_name("x" * 40)) == 32
+
+
+def test_fast_ecs_renderer_equals_the_generic_document():
+    from codeintegrity.events.build import audits_discarded_event, event_for_primitive_failure
+    from codeintegrity.events.render_ecs import to_ecs
+
+    from .reports import shared_writable_report, unsigned_driver_report
+
+    events = []
+    for report in (
+        tampered_report(),
+        denied_report("audit"),
+        denied_report("enforce"),
+        shared_writable_report('/odd/"q"\\ü.dll'),
+        unsigned_driver_report(),
+    ):
+        events += [e.with_record_id(n) for n, e in enumerate(events_for_report(report, host=HOST))]
+    events += [audits_discarded_event(5, host=HOST), event_for_primitive_failure("p", "a", "r", 1)]
+    for event in events:
+        assert json.loads(render_ecs(event)) == to_ecs(event)

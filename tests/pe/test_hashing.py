@@ -92,7 +92,8 @@ def test_signify_authentihashes(key: str, path: Path, expected: dict[str, str]) 
     assert {alg: digest.hex() for alg, digest in result.image.items()} == expected
 
 
-SIGNED = signed_files()
+# bad_truncate_cert.exe has no readable signature; test_table_past_eof_clamps_the_hash covers it.
+SIGNED = [p for p in signed_files() if p.name != "bad_truncate_cert.exe"]
 
 
 @pytest.mark.parametrize("path", SIGNED, ids=ids(SIGNED))
@@ -100,8 +101,7 @@ def test_image_digest_equals_the_signed_digest(path: Path) -> None:
     data = path.read_bytes()
     image = parse_pe(data)
     table = parse_cert_table(data, image)
-    if table.malformed:
-        pytest.skip("no usable signature (bad_truncate_cert.exe)")
+    assert not table.malformed
     images = [s for e in table.signatures for s in signed_images(e.data)]
     assert images
     result = compute_hashes(data, image, HashRequest(frozenset(s.digest_algorithm for s in images)))
@@ -246,16 +246,18 @@ def full_request(table: PageHashTable) -> HashRequest:
     )
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("workers", [0, 1, 2])
 @pytest.mark.parametrize("chunk", [8192, 65536, hashing.CHUNK_SIZE])
 def test_results_do_not_depend_on_chunks_or_threads(
-    monkeypatch: pytest.MonkeyPatch, chunk: int, parallel: bool
+    monkeypatch: pytest.MonkeyPatch, chunk: int, workers: int
 ) -> None:
     data, image, table = page_table(SIGNIFY / "DXCore.dll")
     expected = compute_hashes(data, image, full_request(table))
     assert expected.pages[0] == table.digests
-    if parallel:
+    if workers:
         monkeypatch.setattr(hashing, "PARALLEL_MIN_SIZE", 0)
+        monkeypatch.setattr(hashing, "WORKERS", workers)
+        monkeypatch.setattr(hashing, "_executor", None)  # a fresh pool of that size
     assert (
         compute_hashes(memoryview(data), image, full_request(table), chunk_size=chunk) == expected
     )

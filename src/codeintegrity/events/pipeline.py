@@ -27,6 +27,7 @@ from .sinks import Sink, SqliteSink, open_sink
 from .store import EventStore
 
 BATCH_SIZE = 512
+LINGER = 0.005  # seconds a writer waits for more events before writing a small batch
 RETRY_INTERVAL = 0.25  # how often a failing sink is retried when no new events arrive
 
 DeliveredCallback = Callable[[str, Sequence[Event]], None]
@@ -119,12 +120,19 @@ class _SinkWorker:
         except queue.Empty:
             return []
         batch = [first]
+        self._drain_into(batch)
+        if len(batch) < BATCH_SIZE and not self._stop.is_set():
+            # Linger briefly: one write (and flush or commit) per event would cost far more.
+            time.sleep(LINGER)
+            self._drain_into(batch)
+        return batch
+
+    def _drain_into(self, batch: list[Event | None]) -> None:
         while len(batch) < BATCH_SIZE:
             try:
                 batch.append(self.queue.get_nowait())
             except queue.Empty:
-                break
-        return batch
+                return
 
     def _run(self) -> None:
         while True:

@@ -143,7 +143,6 @@ def compare_page_hashes(
 
 
 def _section_name(sections: Sequence[Section], offset: int) -> str | None:
-    for section in sections:
-        if section.raw_size and section.raw_offset <= offset < section.raw_end:
-            return section.name
-    return None
+    """The section whose raw data holds ``offset``; None for the headers or the overlay."""
+    found = next((s for s in sections if s.raw_size and s.raw_offset <= offset < s.raw_end), None)
+    return found.name if found else None
