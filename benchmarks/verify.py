@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import mmap
-import os
 import random
 import shutil
 import statistics
@@ -105,10 +104,13 @@ def floor(path: Path) -> None:
 
 
 def peak_rss_mb(args: list[str]) -> float:
-    """Peak RSS of a child process, from wait4's rusage (kilobytes on Linux)."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, _, usage = os.wait4(proc.pid, 0)
-    return usage.ru_maxrss / 1024
+    """Peak RSS of a command, from GNU time (a forked child's rusage would include ours)."""
+    if not Path("/usr/bin/time").exists():
+        return float("nan")
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True, check=False
+    )
+    return int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
 def main() -> None:

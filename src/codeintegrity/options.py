@@ -29,8 +29,9 @@ class VerifyOptions:
     cert_padding_check: bool = False
     catalogs: CatalogIndex | None = None
     revocation: RevocationSources | None = None
-    # Digests computed on top of what the signatures need (hash deny lists, reports).
-    extra_digests: frozenset[str] = frozenset({"sha1", "sha256"})
+    # Authenticode digests computed on top of what the signatures need (reports, deny lists).
+    # SHA-256 alone by default: each extra algorithm is another stream over the whole file.
+    extra_digests: frozenset[str] = frozenset({"sha256"})
     first_page_digests: frozenset[str] = frozenset()
     flat_digests: frozenset[str] = frozenset()
     limits: Limits = field(default=DEFAULT_LIMITS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,6 +96,20 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     help="Also send events to jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, "
     "syslog+tcp://HOST:PORT or - (stdout); repeatable.",
 )
+@click.option(
+    "--hash",
+    "hash_algorithms",
+    multiple=True,
+    type=click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"]),
+    help="Also report the Authenticode hash with this algorithm (sha256 always; repeatable).",
+)
+@click.option(
+    "--flat-hash",
+    "flat_algorithms",
+    multiple=True,
+    type=click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"]),
+    help="Also report the hash of the whole file with this algorithm (repeatable).",
+)
 @click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
 @click.option(
     "--store",
@@ -113,6 +128,8 @@ def verify(
     policy_file: str | None,
     catalogs: tuple[str, ...],
     event_uris: tuple[str, ...],
+    hash_algorithms: tuple[str, ...],
+    flat_algorithms: tuple[str, ...],
     no_store: bool,
     store_path: str | None,
 ) -> None:
@@ -138,6 +155,11 @@ def verify(
             cert_padding_check,
             policy_file,
             catalogs,
+        )
+        options = replace(
+            options,
+            extra_digests=options.extra_digests | frozenset(hash_algorithms),
+            flat_digests=options.flat_digests | frozenset(flat_algorithms),
         )
         pipeline = _open_events(event_uris, no_store, store_path)
     except CIError as exc:
@@ -181,8 +203,6 @@ def _build_options(
         policy = load_policy(policy_file)
         options = apply_to_options(policy, options)
     if catalogs:
-        from dataclasses import replace
-
         from ..catalog.index import CatalogIndex
 
         index = CatalogIndex.open(list(catalogs), limits=options.limits)
@@ -262,8 +282,6 @@ def _run(
 
 
 def _decide(report: Report, policy: object) -> Report:
-    from dataclasses import replace
-
     from ..policy.evaluate import evaluate
 
     return replace(report, decision=evaluate(report, policy))  # type: ignore[arg-type]
