@@ -135,3 +135,17 @@ def test_selftest_failure_exits_5(tmp_path: Path, monkeypatch):
     with EventStore(tmp_path / "s.sqlite3") as db:
         (event,) = db.query()
     assert event.value("ReturnCode") == "0x1"
+
+
+def test_piped_table_is_wide_and_prints_brackets_verbatim(tmp_path: Path):
+    # Longer than 80 columns with rich markup look-alikes: must be one line, unchanged.
+    long_path = "/srv/[x86]/" + "deep/" * 14 + "[bold]evil[/bold] [red]x[/].exe"
+    path = tmp_path / "events.sqlite3"
+    with EventStore(path) as db:
+        db.append(events_for_report(tampered_report(long_path), host=HOST))
+    result = run("--store", str(path))
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if long_path in line]
+    assert len(lines) == 4  # 3089, 3033, 5038, 6281: each row on one unfolded line
+    assert all(len(line) > 80 for line in lines)
+    assert "4 event(s)" in result.stdout

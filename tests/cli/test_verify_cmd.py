@@ -137,3 +137,11 @@ def test_module_and_script_agree(tmp_path):
     )
     assert a.returncode == b.returncode == 0
     assert json.loads(a.stdout)["authentihash"] == json.loads(b.stdout)["authentihash"]
+
+
+def test_fifo_is_not_opened(tmp_path):
+    fifo = tmp_path / "pipe.exe"
+    os.mkfifo(fifo)
+    result = run("--json", *ANCHORS, str(fifo), str(FIXTURES / "t64_sha256.exe"), tmp_path=tmp_path)
+    assert result.returncode == 3
+    assert "not a regular file" in result.stderr and len(lines(result)) == 1

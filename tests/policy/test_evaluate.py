@@ -224,8 +224,8 @@ def test_hash_needs_and_apply_to_options():
     )
     assert options.require_page_hashes == "all"  # the stricter one wins
     assert options.drivers_must_be_signed is False
-    options = apply_to_options(BLOCKLIST, VerifyOptions())
-    assert options.extra_digests >= {"sha1", "sha256"}
+    options = apply_to_options(BLOCKLIST, VerifyOptions(extra_digests=frozenset({"md5"})))
+    assert options.extra_digests == {"md5"} | image
     assert options.first_page_digests == {"sha1"} and options.flat_digests == {"sha256"}
     assert options.revocation is None
 

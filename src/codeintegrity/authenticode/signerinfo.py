@@ -8,14 +8,19 @@ input.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..findings import FindingCode
 from . import oids
 from .signeddata import ASN1_ERRORS, econtent_tlv
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
+
 Problem = tuple[FindingCode, str]
+HashFactories = Mapping[str, Callable[[], "HashAlgorithm"]]
 
 _RSA_PSS = "1.2.840.113549.1.1.10"
 
@@ -208,7 +213,7 @@ def verify_signature(
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 
-    hash_classes = {
+    hash_classes: HashFactories = {
         "md5": hashes.MD5,
         "sha1": hashes.SHA1,
         "sha256": hashes.SHA256,
@@ -238,7 +243,9 @@ def verify_signature(
             return FindingCode.UNSUPPORTED_ALGORITHM, f"signer key type {type(key).__name__}"
     except InvalidSignature:
         return FindingCode.SIGNATURE_INVALID, f"{hash_name} signature does not verify"
-    except (UnsupportedAlgorithm, *ASN1_ERRORS) as exc:
+    except UnsupportedAlgorithm as exc:
+        return FindingCode.UNSUPPORTED_ALGORITHM, f"signature check: {_line(exc)}"
+    except ASN1_ERRORS as exc:  # a lazily parsed parameter (e.g. PSS) failed late
         return FindingCode.UNSUPPORTED_ALGORITHM, f"signature check: {_line(exc)}"
     return None
 
@@ -258,7 +265,7 @@ def _bare_digest_ok(cert: Any, signature: bytes, data: bytes, hash_name: str) ->
     return payload == hashlib.new(hash_name, data).digest()
 
 
-def _pss_padding(signer_info: Any, hash_classes: dict[str, Any]) -> Any:
+def _pss_padding(signer_info: Any, hash_classes: HashFactories) -> Any:
     from cryptography.hazmat.primitives.asymmetric import padding
 
     params = signer_info["signature_algorithm"]["parameters"]

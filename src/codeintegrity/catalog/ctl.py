@@ -267,8 +267,8 @@ def _parse_member(r: Reader, item: Tlv, limits: Limits) -> CatalogMember:
                     attributes["MemberInfo.CertVersion"] = str(cert_version)
             else:
                 # MEMBERINFO2 and unknown attributes: kept verbatim (meaning undocumented).
-                name = "MemberInfo2" if attr_oid == OID_CAT_MEMBERINFO2 else attr_oid
-                attributes[name] = der.contents(r, values, name).hex()
+                key = "MemberInfo2" if attr_oid == OID_CAT_MEMBERINFO2 else attr_oid
+                attributes[key] = der.contents(r, values, key).hex()
     name = next((v for k, v in attributes.items() if k.lower() == "file"), None)
     if indirect is None:
         return CatalogMember(tag, "", b"", None, None, name, attributes)

@@ -176,8 +176,8 @@ def time(r: Reader, tlv: Tlv, field: str) -> datetime:
         rest = text[4:14]
     else:
         raise r.fail(tlv.start, field, f"unsupported time encoding {text!r}")
-    parts = [int(rest[i : i + 2]) for i in range(0, 10, 2)]
+    month, day, hour, minute, second = (int(rest[i : i + 2]) for i in range(0, 10, 2))
     try:
-        return datetime(year, *parts, tzinfo=UTC)  # type: ignore[misc]
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
         raise r.fail(tlv.start, field, f"invalid time {text!r}: {exc}") from None

@@ -184,7 +184,12 @@ def _list(selected: Iterable[Event], fmt: str) -> None:
 def _table(selected: Iterable[Event]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        # Piped output goes to pagers, logs and grep: do not fold at 80 columns.
+        console.width = 200
     table = Table(show_edge=False, pad_edge=False)
     for column in ("Record", "Time (UTC)", "Event", "Channel", "Outcome", "Subject"):
         table.add_column(column, overflow="fold")
@@ -197,9 +202,15 @@ def _table(selected: Iterable[Event]) -> None:
             subject = "; ".join(f"{k}={v}" for k, v in event.data if not k.startswith("Subject"))
         when = event.time_created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         outcome = event.outcome
-        styled = f"[red]{outcome}[/]" if outcome == "failure" else outcome
-        table.add_row(str(event.record_id), when, str(event.event_id), channel, styled, subject)
-    console = Console(highlight=False)
+        # Text cells, never markup strings: paths and field values may contain '['.
+        table.add_row(
+            Text(str(event.record_id)),
+            Text(when),
+            Text(str(event.event_id)),
+            Text(channel),
+            Text(outcome, style="red" if outcome == "failure" else ""),
+            Text(subject),
+        )
     if rows:
         console.print(table)
-    console.print(f"{rows} event(s)")
+    console.print(f"{rows} event(s)", markup=False)

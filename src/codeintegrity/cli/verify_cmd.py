@@ -165,7 +165,7 @@ def verify(
     except CIError as exc:
         # Files named by options that do not load (anchors, policy, catalogs, sinks).
         _fail(exc.diagnostics(), exit_codes.CONFIG)
-    status = _run(paths, options, policy, pipeline, as_json)
+    status = _run(paths, options, policy, pipeline, as_json, extra_sinks=bool(event_uris))
     sys.exit(status)
 
 
@@ -234,6 +234,9 @@ def _iter_files(paths: tuple[str, ...]) -> Iterator[tuple[str, OSError | None]]:
                     yield str(child), exc
                     continue
                 yield str(child), None
+        elif path.exists() and not path.is_file():
+            # FIFOs and devices would block or never end: only regular files are judged.
+            yield raw, OSError(0, "not a regular file")
         else:
             yield raw, None
 
@@ -244,6 +247,8 @@ def _run(
     policy: object | None,
     pipeline: object | None,
     as_json: bool,
+    *,
+    extra_sinks: bool,
 ) -> int:
     from ..verify import verify_path
     from .output import JsonWriter, TableWriter
@@ -274,8 +279,10 @@ def _run(
     writer.close()
     if pipeline is not None:
         summary = pipeline.close()  # type: ignore[attr-defined]
-        for line in summary.lines():
-            click.echo(f"codeintegrity: {line}", err=True)
+        # The default store is quiet; extra sinks, and any loss, get a summary on stderr.
+        if extra_sinks or not summary.complete or summary.errors:
+            for line in summary.lines():
+                click.echo(f"codeintegrity: {line}", err=True)
     if unreadable:
         return exit_codes.UNREADABLE
     return exit_codes.NOT_VALID if not_valid else exit_codes.OK

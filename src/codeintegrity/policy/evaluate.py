@@ -177,9 +177,9 @@ def _denied_signers(report: Report, policy: Policy, kernel: bool | None) -> list
             by_tbs.setdefault(rule.tbs, []).append(rule)
     out: list[Finding] = []
     for sig in _all_signatures(report):
-        rule = next(_matching_rules(sig, by_tbs, policy.deny_signers, tbs_only=True), None)
-        if rule is not None:
-            label = f" '{rule.name}'" if rule.name else ""
+        match = next(_matching_rules(sig, by_tbs, policy.deny_signers, tbs_only=True), None)
+        if match is not None:
+            label = f" '{match.name}'" if match.name else ""
             out.append(
                 Finding(
                     _C.POLICY_DENIED_SIGNER,
@@ -218,8 +218,8 @@ def _allowlist(report: Report, policy: Policy, kernel: bool | None) -> list[Find
     if not policy.has_allow_rules(kernel):
         return []
     for _form, _algorithm, value in _digests(report):
-        rule = policy.allow_index.get(value)
-        if rule is not None and scope_applies(rule.scope, kernel):
+        allowed = policy.allow_index.get(value)
+        if allowed is not None and scope_applies(allowed.scope, kernel):
             return []
     rules = [r for r in policy.allow_signers if scope_applies(r.scope, kernel)]
     by_tbs: dict[str, list[SignerRule]] = {}

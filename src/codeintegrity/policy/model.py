@@ -140,7 +140,7 @@ class Policy:
 
     def has_allow_rules(self, kernel: bool | None) -> bool:
         """Whether an allowlist applies to a file of this kind (None: unknown, any scope)."""
-        rules = (*self.allow_signers, *self.allow_hashes)
+        rules: tuple[SignerRule | HashRule, ...] = (*self.allow_signers, *self.allow_hashes)
         return any(scope_applies(rule.scope, kernel) for rule in rules)
 
     def hash_needs(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:

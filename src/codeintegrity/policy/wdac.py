@@ -22,17 +22,17 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyError
-from .model import HashRule, ImportResult, Policy, SignerRule, hex_algorithm
+from .model import HashRule, ImportResult, Policy, Scope, SignerRule, hex_algorithm
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
 _DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _PAGE_NAME = re.compile(r"\bHash\s+Page\b", re.IGNORECASE)
-SCENARIO_SCOPES = {"131": "kernel", "12": "user"}
+SCENARIO_SCOPES: dict[str, Scope] = {"131": "kernel", "12": "user"}
 # Options that change nothing for an offline verdict; reported once each, as "ignored".
 _NO_OFFLINE_MEANING = {
     "Enabled:Unsigned System Integrity Policy",
@@ -50,7 +50,7 @@ _NO_OFFLINE_MEANING = {
 
 @dataclass
 class _Scenario:
-    scope: str
+    scope: Scope
     allowed: list[tuple[str, bool]] = field(default_factory=list)  # (signer id, has exceptions)
     denied: list[str] = field(default_factory=list)
     file_rules: list[str] = field(default_factory=list)
@@ -171,10 +171,10 @@ class _Importer:
         self._count_inputs(file_rules, signers)
 
         scenarios = self._scenarios(umci)
-        rule_scopes: dict[str, set[str]] = {}
-        allow_scopes: dict[str, set[str]] = {}
-        deny_scopes: dict[str, set[str]] = {}
-        allow_all: set[str] = set()
+        rule_scopes: dict[str, set[Scope]] = {}
+        allow_scopes: dict[str, set[Scope]] = {}
+        deny_scopes: dict[str, set[Scope]] = {}
+        allow_all: set[Scope] = set()
         for scenario in scenarios:
             for rule_id in scenario.file_rules:
                 rule = file_rules.get(rule_id)
@@ -256,8 +256,8 @@ class _Importer:
     def _file_rules(
         self,
         file_rules: dict[str, Element],
-        rule_scopes: dict[str, set[str]],
-        allow_all: set[str],
+        rule_scopes: dict[str, set[Scope]],
+        allow_all: set[Scope],
     ) -> dict[str, Any]:
         lists: dict[str, list[HashRule]] = {
             "deny_hashes": [],
@@ -302,13 +302,13 @@ class _Importer:
                 else ("deny_page_hashes" if page else "deny_hashes")
             )
             name = rule.get("FriendlyName") or rule_id
-            lists[target].append(HashRule(lowered, name, cast(Any, scope)))
+            lists[target].append(HashRule(lowered, name, scope))
         return {key: tuple(value) for key, value in lists.items()}
 
     def _signers(
         self,
         signers: dict[str, Element],
-        scopes_by_id: dict[str, set[str]],
+        scopes_by_id: dict[str, set[Scope]],
         ekus: dict[str, str | None],
         role: str,
     ) -> tuple[SignerRule, ...]:
@@ -355,7 +355,7 @@ class _Importer:
             if eku is None:
                 self.skip(f"{role} signer whose CertEKU cannot be decoded")
                 return None
-        name = signer.get("Name") or signer.get("ID", "")
+        name = signer.get("Name") or signer.get("ID") or ""
         return SignerRule(tbs=tbs, publisher=publisher or None, eku=eku, name=name)
 
     def _identity(self) -> tuple[str, str]:
@@ -373,5 +373,8 @@ class _Importer:
         return name, ident.strip()
 
 
-def _scope(scopes: set[str]) -> str:
-    return "all" if {"kernel", "user"} <= scopes else next(iter(sorted(scopes)))
+def _scope(scopes: set[Scope]) -> Scope:
+    """The one scope a rule referenced by these scenarios gets: both kernel and user is "all"."""
+    if "all" in scopes or {"kernel", "user"} <= scopes:
+        return "all"
+    return "kernel" if "kernel" in scopes else "user"
