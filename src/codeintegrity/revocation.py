@@ -76,12 +76,9 @@ class RevocationSources:
         cls, crl_paths: Iterable[str | Path] = (), disallowed: Iterable[str] = ()
     ) -> RevocationSources:
         """Read CRL files (DER, or PEM with one or more CRLs) from disk: the I/O edge."""
-        blobs: list[tuple[str, bytes]] = []
-        for path in crl_paths:
-            try:
-                blobs.append((str(path), Path(path).read_bytes()))
-            except OSError as exc:
-                raise PolicyError(f"{path}: cannot read CRL: {exc.strerror or exc}") from None
+        from .policy.inputs import MAX_CRL_BYTES, read_bounded
+
+        blobs = [(str(path), read_bounded(path, "CRL", MAX_CRL_BYTES)) for path in crl_paths]
         return cls.from_bytes(blobs, disallowed)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from asn1crypto import pem, x509
@@ -90,3 +91,16 @@ def test_look_alike_anchor_is_not_trusted(tmp_path):
     verdict = verify_signer(sig, TrustStore.from_paths([path]))
     assert not verdict.trusted
     assert FindingCode.CHAIN_UNTRUSTED in [f.code for f in verdict.findings]
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_anchor_file_is_refused_at_the_bound():
+    with pytest.raises(TrustStoreError) as info:
+        TrustStore.from_paths(["/dev/zero"])
+    assert str(info.value) == "/dev/zero: larger than 64 MiB"
+
+
+def test_directory_as_anchor_file_is_a_one_line_error(tmp_path):
+    with pytest.raises(TrustStoreError) as info:
+        TrustStore.from_paths([tmp_path])
+    assert str(info.value) == f"{tmp_path}: cannot read (Is a directory)"

@@ -236,3 +236,13 @@ def test_errors_are_one_line_cierrors():
         assert "\n" not in exc.diagnostics() and "offset" in exc.diagnostics()
     else:
         pytest.fail("expected MalformedCatalog")
+
+
+def test_empty_subject_algorithm_is_malformed_not_an_index_error():
+    # Found by test_fuzz.test_byte_flips: catfiletest.cat with byte 99 (the length of the
+    # subjectAlgorithm SEQUENCE) zeroed leaves an empty AlgorithmIdentifier.
+    data = bytearray((SIGNIFY / "catfiletest.cat").read_bytes())
+    assert data[98:100] == b"\x30\x0e"
+    data[99] = 0
+    with pytest.raises(MalformedCatalog, match="CTL.subjectAlgorithm.*empty AlgorithmIdentifier"):
+        parse_catalog(bytes(data))

@@ -181,6 +181,21 @@ def test_missing_path_is_a_warning(tmp_path):
         assert index.warnings == [f"{missing}: catalog path not found"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_and_device_catalogs_are_skipped_without_blocking(tmp_path):
+    folder = tmp_path / "catroot"
+    folder.mkdir()
+    os.mkfifo(folder / "planted.cat")  # opening it for reading would wait for a writer forever
+    shutil.copyfile(FIXTURES / "fixtures.cat", folder / "fixtures.cat")
+    given = [str(folder)] + (["/dev/zero"] if os.path.exists("/dev/zero") else [])
+    with CatalogIndex.open(given, cache_path=":memory:") as index:
+        assert index.catalog_paths == [str(folder / "fixtures.cat")]
+        assert index.warnings == [
+            f"{path}: catalog skipped: not a regular file"
+            for path in [str(folder / "planted.cat"), *given[1:]]
+        ]
+
+
 def test_corrupt_cache_is_rebuilt(catroot, tmp_path):
     cache = tmp_path / "cache.sqlite3"
     cache.write_bytes(b"this is not an SQLite database" * 100)

@@ -113,3 +113,180 @@ def test_verify_with_imported_loldrivers_policy(tmp_path, mode, expected):
     assert report["status"] == "valid"
     assert report["decision"]["allowed"] is False and report["decision"]["mode"] == mode
     assert {r["code"] for r in report["decision"]["reasons"]} == {"policy.denied-hash"}
+
+
+# --- garbage in: one line on stderr, exit 4, never a traceback ------------------------------
+
+DEEP_TOML = "a = " + "[" * 50_000 + "]" * 50_000 + "\n"
+DEEP_JSON = "[" * 50_000 + "]" * 50_000
+HUGE_INT_TOML = "name = " + "9" * 5000 + "\n"
+HUGE_INT_JSON = '[{"Id": ' + "9" * 5000 + "}]"
+UTF16_DOCTYPE = b"\xff\xfe" + '<!DOCTYPE x SYSTEM "file:///etc/passwd"><SiPolicy/>'.encode(
+    "utf-16-le"
+)
+
+
+def assert_one_line_config_error(result, *needles: str) -> None:
+    assert result.exit_code == CONFIG, (result.stdout, result.stderr)
+    assert result.stderr.startswith("codeintegrity: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 4, "not UTF-8"),
+        (b'<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY a "b">]>\n<x/>', "TOML syntax error"),
+        (DEEP_TOML.encode(), "nested too deeply"),
+        (HUGE_INT_TOML.encode(), "cannot be read"),
+        (b"name = 1\n", "'name': expected a string, got an integer"),
+        (b"mode = 1e999\n", "'mode': expected one of"),
+        (b"[deny]\nhashes = 5\n", "'deny.hashes': expected an array"),
+        (b"[deny]\nhashes = [" + b"9" * 40 + b"]\n", "expected a table, got an integer"),
+        (b'[[allow.signers]]\ntbs = "' + b"a" * 10_000 + b'"\n', "10000 digits"),
+    ],
+)
+def test_check_rejects_garbage(tmp_path, content, message):
+    path = tmp_path / "p.toml"
+    path.write_bytes(content)
+    assert_one_line_config_error(invoke("check", str(path)), message)
+
+
+def test_check_of_an_empty_file_is_an_empty_policy(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_bytes(b"")
+    result = invoke("check", str(path))
+    assert result.exit_code == OK
+    assert (
+        "denied Authenticode hashes: 0" in result.stdout and "allowed signers: 0" in result.stdout
+    )
+
+
+@pytest.mark.parametrize("command", ["check", "import-wdac", "import-loldrivers"])
+def test_paths_that_are_not_readable_files(tmp_path, command):
+    file = tmp_path / "file"
+    file.write_bytes(b"x")
+    for path, reason in [
+        (tmp_path, "Is a directory"),  # a directory instead of a file
+        (file / "child", "Not a directory"),  # unreadable: a parent that is not a directory
+        (tmp_path / "missing", "No such file"),
+    ]:
+        assert_one_line_config_error(invoke(command, str(path)), "cannot read", reason)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads mode 000 files")
+def test_permission_denied_is_a_one_line_error(tmp_path):
+    path = tmp_path / "secret.toml"
+    path.write_text('name = "x"\n')
+    path.chmod(0)
+    try:
+        assert_one_line_config_error(invoke("check", str(path)), "cannot read policy")
+    finally:
+        path.chmod(0o600)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [("check", "policy is larger than 64 MiB"), ("import-wdac", "input is larger than 256 MiB")],
+)
+def test_endless_input_is_refused_at_the_bound(command, message):
+    assert_one_line_config_error(invoke(command, "/dev/zero"), message)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "XML syntax error"),
+        (bytes(range(256)) * 4, "not UTF-8/UTF-16"),
+        (UTF16_DOCTYPE, "DOCTYPE/ENTITY"),
+        (b"<SiPolicy><Rules>" + b"<a>" * 5000, "XML syntax error"),
+        (b'<?xml version="1.0"?><Policy/>', "not a SiPolicy"),
+    ],
+)
+def test_import_wdac_rejects_garbage(tmp_path, content, message):
+    path = tmp_path / "in.xml"
+    path.write_bytes(content)
+    assert_one_line_config_error(invoke("import-wdac", str(path)), message)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "JSON error"),
+        (bytes(range(256)) * 4, "missing column"),
+        (DEEP_JSON.encode(), "JSON nested too deeply"),
+        (HUGE_INT_JSON.encode(), "JSON value cannot be read"),
+        (b"[1, 2, 3]", "entry #0 is not an object"),
+        (b'{"a": 1}', "entry #0 has no Id"),
+    ],
+)
+def test_import_loldrivers_rejects_garbage(tmp_path, content, message):
+    path = tmp_path / "drivers.json"
+    path.write_bytes(content)
+    assert_one_line_config_error(invoke("import-loldrivers", str(path)), message)
+
+
+def test_output_to_a_directory_is_a_one_line_error(tmp_path):
+    result = invoke("import-loldrivers", str(LOLDRIVERS), "-o", str(tmp_path))
+    assert_one_line_config_error(result, "cannot write")
+
+
+def test_check_parses_the_crls_the_policy_names(tmp_path):
+    (tmp_path / "bad.crl").write_bytes(b"\x30\x03\x02\x01\x01")
+    (tmp_path / "crls").mkdir()
+    for name, message in [("bad.crl", "not a valid X.509 CRL"), ("crls", "not a regular file")]:
+        path = tmp_path / "p.toml"
+        path.write_text(f'[revocation]\ncrls = ["{name}"]\n')
+        assert_one_line_config_error(invoke("check", str(path)), message)
+
+
+def test_check_counts_the_revoked_entries_of_a_good_crl(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca = x509.load_pem_x509_certificate((DATA / "pki" / "ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((DATA / "pki" / "ca.key").read_bytes(), None)
+    now = datetime.now(UTC)
+    builder = x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+    builder = builder.last_update(now).next_update(now + timedelta(days=1))
+    for serial in (1, 2, 3):
+        revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now)
+        builder = builder.add_revoked_certificate(revoked.build())
+    crl = builder.sign(key, hashes.SHA256())
+    (tmp_path / "ca.crl").write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    path = tmp_path / "p.toml"
+    path.write_text('[revocation]\ncrls = ["ca.crl"]\n')
+    result = invoke("check", str(path))
+    assert result.exit_code == OK, result.stderr
+    assert "CRLs: 1" in result.stdout
+    assert "revoked certificates listed by the CRLs: 3" in result.stdout
+
+
+def test_control_characters_from_the_input_never_reach_the_terminal_raw(tmp_path):
+    # DEL, a C1 CSI and a bidi override are legal XML 1.0 text; a raw CSI or ESC can rewrite
+    # the terminal, and a raw DEL in a TOML comment made the converted policy unloadable.
+    xml = tmp_path / "sipolicy.xml"
+    xml.write_text(
+        "<SiPolicy><Rules><Rule><Option>Enabled:X\x7f\x9b2J\u202eevil</Option></Rule></Rules>"
+        '<Settings><Setting Provider="PolicyInfo" ValueName="Name"><Value>'
+        "<String>pol\x9b31m</String></Value></Setting></Settings></SiPolicy>",
+        encoding="utf-8",
+    )
+    out = tmp_path / "converted.toml"
+    imported = invoke("import-wdac", str(xml), "-o", str(out))
+    assert imported.exit_code == OK
+    assert "rule option 'Enabled:X\\x7f\\x9b2J\\u202eevil' (not supported)" in imported.stderr
+    checked = invoke("check", str(out))
+    assert checked.exit_code == OK, checked.stderr
+    assert "  name: pol\\x9b31m\n" in checked.stdout
+    assert parse_policy(out.read_text(encoding="utf-8")).name == "pol\x9b31m"  # value kept
+    key = tmp_path / "key.toml"
+    key.write_text('"\\u001b[2J" = 1\n')
+    assert_one_line_config_error(invoke("check", str(key)), "unknown key '\\x1b[2J'")
+    for text in (imported.stderr, checked.stdout, checked.stderr, out.read_text()):
+        assert not any(ch in text for ch in "\x1b\x7f\x9b\u202e")

@@ -67,9 +67,50 @@ def econtent_tlv(content: Any) -> bytes:
     """
     from asn1crypto import parser
 
+    direct = _explicit_sequence_tlv(content)
+    if direct is not None:
+        return direct
     raw = content.dump()
     cls, _method, tag, _header, value, _trailer = parser.parse(raw, strict=True)
     return bytes(value) if (cls, tag) == (2, 0) else raw
+
+
+def _explicit_sequence_tlv(content: Any) -> bytes | None:
+    """The common case of :func:`econtent_tlv` in one copy: an unparsed ``[0] EXPLICIT`` Any
+    holding a SEQUENCE is its inner header + contents. (``Any.dump`` would parse the value in
+    place, and the signature would then keep two more copies of it for its lifetime.)
+    None for anything else: the general path decides."""
+    from asn1crypto import core
+
+    if type(content) is not core.Any or content._parsed is not None or content._trailer:
+        return None
+    header, body = content._header, content.contents
+    if content.explicit != ((2, 0),) or not isinstance(header, bytes) or header[:1] != b"\xa0":
+        return None
+    outer = _definite_length(header, 1)
+    inner = _definite_length(header, outer[1] + 1) if outer else None
+    if outer is None or inner is None or header[outer[1] : outer[1] + 1] != b"\x30":
+        return None
+    if (
+        inner[1] != len(header)
+        or inner[0] != len(body)
+        or outer[0] != len(header) - outer[1] + len(body)
+    ):
+        return None
+    return header[outer[1] :] + body
+
+
+def _definite_length(header: bytes, pos: int) -> tuple[int, int] | None:
+    """(length, end of the length octets) of the DER length at ``pos``; None if indefinite."""
+    if pos >= len(header):
+        return None
+    first = header[pos]
+    if first < 0x80:
+        return first, pos + 1
+    count = first & 0x7F
+    if count == 0 or pos + 1 + count > len(header):
+        return None
+    return int.from_bytes(header[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
 
 
 def load_certificates(signed_data: Any, limits: Limits) -> tuple[Any, ...]:
@@ -97,14 +138,15 @@ def parse_signatures(
     """The primary signature of one WIN_CERTIFICATE entry and all nested ones, depth-first."""
     from asn1crypto import cms
 
+    data = bytes(der)  # no copy when it already is bytes
     try:
-        content_info = cms.ContentInfo.load(bytes(der))
+        content_info = cms.ContentInfo.load(data)
         _ = content_info["content_type"].dotted
     except ASN1_ERRORS as exc:
         raise MalformedSignature(0, "ContentInfo", _one_line(exc)) from None
     out: list[Signature | None] = []
     try:
-        _visit(content_info, None, 0, entry, limits, first_index, out)
+        _visit(content_info, data, None, 0, entry, limits, first_index, out)
     except _Bad as bad:
         raise MalformedSignature(0, bad.field, bad.reason) from None
     return [s for s in out if s is not None]
@@ -112,6 +154,7 @@ def parse_signatures(
 
 def _visit(
     content_info: Any,
+    der: bytes,
     parent: int | None,
     depth: int,
     entry: int,
@@ -121,7 +164,7 @@ def _visit(
 ) -> None:
     """Parse one signature, reserve its index, then recurse into its nested signatures."""
     try:
-        parsed = _parse_one(content_info, limits)
+        parsed = _parse_one(content_info, der, limits)
     except ASN1_ERRORS as exc:
         raise _Bad("SignedData", _one_line(exc)) from None
     position = len(out)
@@ -136,7 +179,7 @@ def _visit(
             findings.append(_nested_bad(index, f"more than {limits.max_signatures} signatures"))
             break
         try:
-            _visit(nested, index, depth + 1, entry, limits, first_index, out)
+            _visit(nested, nested.der, index, depth + 1, entry, limits, first_index, out)
         except _Bad as bad:
             findings.append(_nested_bad(index, f"{bad.field}: {bad.reason}"))
     out[position] = Signature(
@@ -172,7 +215,7 @@ class _Parsed:
     nested: list[Any] = field(default_factory=list)
 
 
-def _parse_one(content_info: Any, limits: Limits) -> _Parsed:
+def _parse_one(content_info: Any, der: bytes, limits: Limits) -> _Parsed:
     from asn1crypto import core
 
     from .asn1 import SpcIndirectDataContent
@@ -186,9 +229,17 @@ def _parse_one(content_info: Any, limits: Limits) -> _Parsed:
     content_type = encap["content_type"].dotted
     if content_type != oids.SPC_INDIRECT_DATA:
         raise _Bad("SignedData.contentInfo", f"content type {content_type} is not SpcIndirectData")
-    if isinstance(encap["content"], core.Void):
+    content = encap["content"]
+    if isinstance(content, core.Void):
         raise _Bad("SignedData.contentInfo", "SpcIndirectDataContent is missing")
-    indirect = SpcIndirectDataContent.load(econtent_tlv(encap["content"]), strict=True)
+    # The page-hash tables are cut out first (no copies), asn1crypto then checks the rest as
+    # strictly as before; a shape the cut does not expect takes the plain (copying) path.
+    located = _indirect_tlv(der, content)
+    shrunk = _without_page_hashes(located) if located is not None else None
+    if shrunk is not None:
+        indirect = SpcIndirectDataContent.load(shrunk.der, strict=True)
+    else:
+        indirect = SpcIndirectDataContent.load(econtent_tlv(content), strict=True)
     data_type = indirect["data"]["type"].dotted
     digest_info = indirect["message_digest"]
     indirect_algorithm = digest_info["digest_algorithm"]["algorithm"].dotted
@@ -238,7 +289,7 @@ def _parse_one(content_info: Any, limits: Limits) -> _Parsed:
         problems=problems,
         nested=nested,
     )
-    _read_page_hashes(indirect["data"]["value"], parsed)
+    _read_page_hashes(indirect["data"]["value"], parsed, shrunk)
     return parsed
 
 
@@ -264,17 +315,110 @@ class _LazyContentInfo:
     """A nested ContentInfo loaded when visited, so its errors land on the parent."""
 
     def __init__(self, der: bytes, cms_module: Any) -> None:
-        self._der = der
+        self.der = der
         self._cms = cms_module
         self._loaded: Any = None
 
     def __getitem__(self, key: str) -> Any:
         if self._loaded is None:
-            self._loaded = self._cms.ContentInfo.load(self._der)
+            self._loaded = self._cms.ContentInfo.load(self.der)
         return self._loaded[key]
 
 
-def _read_page_hashes(value: Any, parsed: _Parsed) -> None:
+@dataclass(frozen=True, slots=True)
+class _Shrunk:
+    """SpcIndirectDataContent with every page-hash OCTET STRING emptied, and their contents
+    (``tables[attribute][value]``, views into the signature's bytes)."""
+
+    der: bytes
+    tables: list[list[memoryview]]
+
+
+def _indirect_tlv(der: bytes, content: Any) -> memoryview | None:
+    """The SpcIndirectDataContent TLV where it lies in ``der`` (a view, no copy), or None when
+    the walk does not land exactly on the value asn1crypto parsed."""
+    from ..errors import MalformedError
+    from ..reader import Reader
+    from .asn1 import children, read_tlv
+
+    view = memoryview(der)
+    reader = Reader(view, MalformedSignature)
+    try:
+        # ContentInfo { contentType, [0] { SignedData { version, digestAlgorithms,
+        #   contentInfo { contentType, [0] { SpcIndirectDataContent } }, ... } } }
+        root = children(reader, read_tlv(reader, 0, len(view)))
+        explicit = children(reader, root[1]) if len(root) == 2 and root[1].tag == 0xA0 else []
+        signed = children(reader, explicit[0]) if len(explicit) == 1 else []
+        encap = children(reader, signed[2]) if len(signed) > 3 and signed[2].tag == 0x30 else []
+        inner = children(reader, encap[1]) if len(encap) == 2 and encap[1].tag == 0xA0 else []
+    except MalformedError:
+        return None
+    if len(inner) != 1 or inner[0].tag != 0x30:
+        return None  # econtent_tlv reports other shapes with asn1crypto's own words
+    value = inner[0]
+    # asn1crypto keeps the inner value's contents: equal bytes means the walk found the same
+    # value (a C-level comparison, no copy).
+    if content.contents != view[value.body : value.end]:
+        return None
+    return view[value.start : value.end]
+
+
+def _without_page_hashes(tlv: memoryview) -> _Shrunk | None:
+    """``tlv`` re-encoded with the page-hash tables emptied; None when there is nothing to cut
+    or the shape is not SpcIndirectDataContent { {type, SpcPeImageData {.., [0] { [1] {
+    classId, serializedData { SET OF { type, SET OF OCTET STRING } } } } } }, .. }."""
+    from ..errors import MalformedError
+    from ..reader import Reader
+    from .asn1 import Tlv, children, encode_tlv, read_tlv
+
+    reader = Reader(tlv, MalformedSignature)
+
+    def kids(node: Tlv, tags: tuple[int, ...] | None = None) -> list[Tlv]:
+        found = children(reader, node)
+        if tags is not None and tuple(k.tag for k in found) != tags:
+            raise reader.fail(node.start, "SpcIndirectDataContent", "not the page-hash shape")
+        return found
+
+    def replaced(parent: Tlv, child: Tlv, new: bytes) -> bytes:
+        before, after = tlv[parent.body : child.start], tlv[child.end : parent.end]
+        return encode_tlv(parent.tag, b"".join((before, new, after)))
+
+    try:
+        root = read_tlv(reader, 0, len(tlv))
+        top = kids(root)
+        data = top[0] if root.end == len(tlv) and top and top[0].tag == 0x30 else None
+        value = kids(data)[1] if data is not None and len(kids(data)) == 2 else None
+        if value is None or value.tag != 0x30:
+            return None
+        link = next((k for k in kids(value) if k.tag == 0xA0), None)
+        if link is None:
+            return None
+        (moniker,) = kids(link, (0xA1,))
+        _class_id, serialized = kids(moniker, (0x04, 0x04))
+        attributes = read_tlv(reader, serialized.body, serialized.end)
+        if attributes.tag != 0x31:
+            return None
+        tables: list[list[memoryview]] = []
+        cut: list[bytes] = []
+        for attribute in kids(attributes):
+            kind, values = kids(attribute, (0x06, 0x31))
+            octets = kids(values)
+            if any(o.tag != 0x04 for o in octets):
+                return None
+            tables.append([tlv[o.body : o.end] for o in octets])
+            emptied = encode_tlv(0x31, b"\x04\x00" * len(octets))
+            cut.append(encode_tlv(attribute.tag, bytes(tlv[kind.start : kind.end]) + emptied))
+    except (MalformedError, ValueError):
+        return None  # ValueError: a shape unpacked into the wrong number of parts
+    new = encode_tlv(0x31, b"".join(cut)) + bytes(tlv[attributes.end : serialized.end])
+    new = replaced(moniker, serialized, encode_tlv(0x04, new))
+    new = replaced(link, moniker, new)
+    new = replaced(value, link, new)
+    new = replaced(data, value, new)
+    return _Shrunk(replaced(root, data, new), tables)
+
+
+def _read_page_hashes(value: Any, parsed: _Parsed, shrunk: _Shrunk | None) -> None:
     """Find the page-hash table in SpcPeImageData.file (a moniker with the page-hash class)."""
     from asn1crypto import core
 
@@ -293,11 +437,13 @@ def _read_page_hashes(value: Any, parsed: _Parsed) -> None:
     try:
         attributes = PageHashAttributes.load(serialized)
         tables: dict[str, bytes] = {}
-        for attribute in attributes:
+        for a, attribute in enumerate(attributes):
             kind = attribute["type"].dotted
             if kind in oids.PAGE_HASH_ALGORITHMS:
-                for octets in attribute["values"]:
-                    tables.setdefault(kind, bytes(octets.native))
+                for v, octets in enumerate(attribute["values"]):
+                    raw = octets.native  # empty when cut out: the table is in ``shrunk``
+                    if kind not in tables:
+                        tables[kind] = bytes(shrunk.tables[a][v] if shrunk else raw)
     except ASN1_ERRORS as exc:
         parsed.problems.append(
             (FindingCode.PAGE_HASH_TABLE_MALFORMED, f"serializedData: {_one_line(exc)}")

@@ -26,6 +26,8 @@ _WEAK_HASHES = frozenset({"md2", "md5"})
 _MIN_KEY_BITS = 1024
 _MAX_CHAIN = 12
 _CACHE_SIZE = 4096
+# A full root-program PEM bundle is a few MiB; anything far larger is not a trust file.
+_MAX_ANCHOR_FILE = 64 << 20
 
 
 class TrustStore:
@@ -145,9 +147,15 @@ def _load_file(path: Path) -> list[bytes]:
     from asn1crypto import x509
 
     try:
-        data = path.read_bytes()
+        # Bounded: /dev/zero or an endless pipe must not be read into memory whole.
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_ANCHOR_FILE + 1)
     except OSError as exc:
         raise TrustStoreError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # e.g. an embedded NUL byte in the path
+        raise TrustStoreError(f"{str(path)!r}: cannot read ({exc})") from None
+    if len(data) > _MAX_ANCHOR_FILE:
+        raise TrustStoreError(f"{path}: larger than {_MAX_ANCHOR_FILE >> 20} MiB")
     ders: list[bytes] = []
     try:
         if b"-----BEGIN" in data:

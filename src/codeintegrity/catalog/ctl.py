@@ -153,6 +153,19 @@ def parse_envelope(
     return Envelope(r, ctl, signer_count)
 
 
+# What asn1crypto raises on bad input: it has no exception hierarchy of its own, and deep
+# nesting or odd string encodings surface as RecursionError / UnicodeError.
+_ASN1CRYPTO_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
+
+
 def load_signed_data(data: bytes | bytearray | memoryview) -> Any:
     """The catalog's SignedData as an asn1crypto object, for signature verification."""
     from asn1crypto import cms
@@ -165,7 +178,7 @@ def load_signed_data(data: bytes | bytearray | memoryview) -> Any:
         # asn1crypto parses lazily: touch what the verifier reads first so errors surface here.
         signed["encap_content_info"]["content_type"].dotted  # noqa: B018
         len(signed["signer_infos"])
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except _ASN1CRYPTO_ERRORS as exc:
         reason = " ".join(str(exc).split())
         raise MalformedCatalog(0, "ContentInfo", f"asn1crypto cannot load it: {reason}") from None
     return signed
@@ -203,7 +216,10 @@ def parse_catalog(
     algorithm = take((der.SEQUENCE,))
     if algorithm is None:
         raise r.fail(env.ctl.start, "CTL.subjectAlgorithm", "missing")
-    algorithm_oid = der.oid(r, der.children(r, algorithm, "CTL.subjectAlgorithm")[0], "CTL")
+    algorithm_parts = der.children(r, algorithm, "CTL.subjectAlgorithm")
+    if not algorithm_parts:
+        raise r.fail(algorithm.start, "CTL.subjectAlgorithm", "empty AlgorithmIdentifier")
+    algorithm_oid = der.oid(r, algorithm_parts[0], "CTL.subjectAlgorithm")
     version = CATALOG_VERSIONS.get(algorithm_oid)
     if version is None:
         raise r.fail(algorithm.start, "CTL.subjectAlgorithm", f"not a catalog: {algorithm_oid}")

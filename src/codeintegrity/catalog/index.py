@@ -10,6 +10,7 @@ without a signer is indexed but, by default, not returned: it cannot vouch for a
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -241,6 +242,10 @@ def _discover(paths: Sequence[str], warnings: list[str]) -> dict[str, tuple[int,
             st = Path(path).stat()
         except OSError as exc:
             warnings.append(f"{path}: catalog skipped: {exc.strerror or exc}")
+            return
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO would block the read forever, a device never end: regular files only.
+            warnings.append(f"{path}: catalog skipped: not a regular file")
             return
         found[path] = (st.st_size, st.st_mtime_ns)
 

@@ -54,14 +54,9 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # click turns a closed stdout (EPIPE, e.g. `| head`) into a quiet exit 1 by itself.
     try:
         cli.main(args=argv, prog_name="codeintegrity", standalone_mode=True)
-    except BrokenPipeError:
-        # stdout closed early (e.g. `| head`): exit quietly instead of a traceback.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            sys.exit(exit_codes.BROKEN_PIPE)
     except KeyboardInterrupt:
         sys.stderr.write("codeintegrity: interrupted\n")
         sys.exit(exit_codes.INTERRUPTED)

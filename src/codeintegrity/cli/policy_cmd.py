@@ -9,12 +9,16 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from ..policy.dump import printable
 from . import exit_codes
 
 if TYPE_CHECKING:
-    from ..policy.model import ImportResult
+    from ..policy.model import ImportResult, Mode
 
 _MODE = click.Choice(["audit", "enforce"])
+# Input paths are checked by the loaders, not by click: a directory, a device or an unreadable
+# file is then a one-line "cannot read" error with exit 4, like every other bad policy input.
+_INPUT = click.Path(path_type=str)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,24 +27,40 @@ def policy() -> None:
 
 
 @policy.command("check")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("path", type=_INPUT)
 def check(path: str) -> None:
-    """Validate a policy file and print its summary. Exit 0, or 4 with the error."""
+    """Validate a policy file and print its summary. Exit 0, or 4 with the error.
+
+    The CRL files the policy names are parsed too, as `verify --policy` would.
+    """
     from ..errors import PolicyError
     from ..policy.load import load_policy
 
     try:
         loaded = load_policy(path)
+        crl_entries = _load_crls(loaded.revocation.crls)
     except PolicyError as exc:
         _fail(exc.diagnostics())
-    click.echo(f"{path}: OK")
+    _say(f"{path}: OK")
     for line in loaded.summary():
-        click.echo(f"  {line}")
+        _say(f"  {line}")
+    if crl_entries is not None:
+        _say(f"  revoked certificates listed by the CRLs: {crl_entries}")
+
+
+def _load_crls(paths: tuple[Path, ...]) -> int | None:
+    """Revoked entries in the policy's CRLs (None without CRLs); raises PolicyError."""
+    if not paths:
+        return None
+    from ..revocation import RevocationSources
+
+    sources = RevocationSources.load(paths)
+    return sum(len(crl.crl) for crl in sources.crls)
 
 
 @policy.command("import-wdac")
-@click.argument("sipolicy", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write here.")
+@click.argument("sipolicy", type=_INPUT)
+@click.option("-o", "--output", type=_INPUT, help="Write here.")
 @click.option("--mode", type=_MODE, help="Override the mode (default: the XML's Audit Mode).")
 def import_wdac_cmd(sipolicy: str, output: str | None, mode: str | None) -> None:
     """Convert an App Control (WDAC) SiPolicy XML into a policy TOML (stdout or -o).
@@ -59,8 +79,8 @@ def import_wdac_cmd(sipolicy: str, output: str | None, mode: str | None) -> None
 
 
 @policy.command("import-loldrivers")
-@click.argument("catalogue", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write here.")
+@click.argument("catalogue", type=_INPUT)
+@click.option("-o", "--output", type=_INPUT, help="Write here.")
 @click.option("--mode", type=_MODE, default="enforce", show_default=True)
 @click.option("--include-md5", is_flag=True, help="Also deny MD5 hashes (weak evidence).")
 def import_loldrivers_cmd(catalogue: str, output: str | None, mode: str, include_md5: bool) -> None:
@@ -76,10 +96,18 @@ def import_loldrivers_cmd(catalogue: str, output: str | None, mode: str, include
 
 
 def _read(path: str) -> bytes:
+    from ..errors import PolicyError
+    from ..policy.inputs import MAX_IMPORT_BYTES, read_bounded
+
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        _fail(f"{path}: cannot read: {exc.strerror or exc}")
+        return read_bounded(path, "input", MAX_IMPORT_BYTES)
+    except PolicyError as exc:
+        _fail(exc.diagnostics())
+
+
+def _mode(value: str) -> Mode:
+    """click.Choice has checked the value; this narrows it for the type checker."""
+    return "audit" if value == "audit" else "enforce"
 
 
 def _write(
@@ -87,7 +115,7 @@ def _write(
 ) -> None:
     from ..policy.dump import dump_policy
 
-    imported = result.policy if mode is None else replace(result.policy, mode=mode)  # type: ignore[arg-type]
+    imported = result.policy if mode is None else replace(result.policy, mode=_mode(mode))
     comments = [
         f"Imported from {Path(source).name} by `codeintegrity policy {command}`.",
         "Found in the input:",
@@ -113,15 +141,20 @@ def _write(
         + len(imported.allow_hashes)
         + len(imported.allow_signers)
     )
-    click.echo(
+    _say(
         f"codeintegrity: imported {rules} rules from {source} in {result.seconds:.2f} s "
         f"(mode {imported.mode})",
         err=True,
     )
     for line in result.untranslated_lines():
-        click.echo(f"codeintegrity: {line}", err=True)
+        _say(f"codeintegrity: {line}", err=True)
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """Echo a line that may hold text from the input (policy names, rule kinds)."""
+    click.echo(printable(text), err=err)
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"codeintegrity: {message}", err=True)
+    _say(f"codeintegrity: {message}", err=True)
     sys.exit(exit_codes.CONFIG)

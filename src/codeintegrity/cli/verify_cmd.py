@@ -40,7 +40,7 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     "--trust",
     "trust_files",
     multiple=True,
-    type=click.Path(dir_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Add trust anchors from a PEM/DER file (repeatable).",
 )
 @click.option(
@@ -78,7 +78,7 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--policy",
     "policy_file",
-    type=click.Path(dir_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Apply a policy (TOML): mode, allowed signers, deny rules, revocation.",
 )
 @click.option(

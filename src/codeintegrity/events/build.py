@@ -19,10 +19,10 @@ import re
 import socket
 import sys
 import threading
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import PurePath
 
 from ..findings import Finding, FindingCode
@@ -82,8 +82,28 @@ class Host:
         }
 
 
+# Random bytes for ActivityIDs, drawn from os.urandom 4 KiB at a time: one getrandom() call
+# per report cost more than building its events. A forked child must not reuse the pool.
+_random_lock = threading.Lock()
+_random_pool = bytearray()
+os.register_at_fork(after_in_child=_random_pool.clear)
+
+
+def _random16() -> bytes:
+    with _random_lock:
+        if len(_random_pool) < 16:
+            _random_pool[:] = os.urandom(4096)
+        raw = bytes(_random_pool[-16:])
+        del _random_pool[-16:]
+    return raw
+
+
 def _new_activity_id() -> str:
-    return "{" + str(uuid.uuid4()) + "}"
+    """A random (version 4) GUID in braces, like ``"{%s}" % uuid.uuid4()`` but formatted
+    directly (building a UUID object costs more than the rest of a small report's events)."""
+    h = _random16().hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{{{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}}}"
 
 
 def host_event(
@@ -144,6 +164,7 @@ def verification_error(findings: Iterable[Finding]) -> int:
 _CN = re.compile(r"(?:^|,)\s*(?:CN|commonName)=((?:\\.|[^,\\])*)")
 
 
+@lru_cache(maxsize=1024)  # the same few signers and issuers recur across many files
 def common_name(rfc4514: str | None) -> str:
     """The CN of an RFC 4514 name (Windows shows only the CN in 3089); the whole name if none."""
     if not rfc4514:
@@ -161,13 +182,18 @@ def _hex_field(value: str | None) -> tuple[str, str]:
     return str(len(value) // 2), value.upper()
 
 
-def _signature_info(
-    report: Report, sig: SignatureResult, total: int, signature_type: int
-) -> dict[str, str]:
+def _signature_error(report: Report, sig: SignatureResult) -> int:
+    """The 3089 VerificationError of one signature (the generic 8 when invalid for a reason
+    without a code of its own)."""
+    if sig.valid:
+        return 0
     own = [f for f in report.findings if f.signature in (sig.index, None)]
-    error = verification_error(own) if not sig.valid else 0
-    if not sig.valid and error == 0:
-        error = _GENERIC_ERROR
+    return verification_error(own) or _GENERIC_ERROR
+
+
+def _signature_info(
+    report: Report, sig: SignatureResult, total: int, signature_type: int, error: int
+) -> dict[str, str]:
     hash_size, hash_hex = _hex_field(report.authentihash.get(sig.digest_algorithm))
     leaf = sig.chain[0] if sig.chain else None
     issuer = sig.chain[1] if len(sig.chain) > 1 else None
@@ -229,22 +255,33 @@ def _primary_signature(report: Report) -> SignatureResult | None:
     return report.catalog.signature if report.catalog else None
 
 
+def _file_name(path: str) -> str:
+    """``PurePath(path).name`` with backslashes as separators, without building a PurePath
+    for the usual path (one that ends in a plain name)."""
+    slashed = path.replace("\\", "/")
+    tail = slashed.rpartition("/")[2]
+    if tail and tail != ".":
+        return tail
+    return PurePath(slashed).name  # "dir/", "dir/.", "" : let pathlib normalise
+
+
 def ecs_context(report: Report) -> dict[str, ContextValue]:
     """ECS fields of the file a report is about (file.*, rule.*), shared by all its events."""
-    ctx: dict[str, ContextValue] = {
-        "file.path": report.path,
-        "file.name": PurePath(report.path.replace("\\", "/")).name,
-    }
+    sig = _primary_signature(report)
+    return _ecs_context(report, sig, _signature_error(report, sig) if sig is not None else 0)
+
+
+def _ecs_context(
+    report: Report, sig: SignatureResult | None, error: int
+) -> dict[str, ContextValue]:
+    ctx: dict[str, ContextValue] = {"file.path": report.path, "file.name": _file_name(report.path)}
     for algorithm, digest in sorted(report.flat_hash.items()):
         ctx[f"file.hash.{algorithm}"] = digest.lower()
     for algorithm, digest in sorted(report.authentihash.items()):
         ctx[f"codeintegrity.authentihash.{algorithm}"] = digest.lower()
     ctx["codeintegrity.status"] = str(report.status)
-    sig = _primary_signature(report)
     ctx["file.code_signature.exists"] = sig is not None
     if sig is not None:
-        own = [f for f in report.findings if f.signature in (sig.index, None)]
-        error = 0 if sig.valid else (verification_error(own) or _GENERIC_ERROR)
         ctx["file.code_signature.valid"] = sig.valid and report.ok
         ctx["file.code_signature.trusted"] = sig.trusted
         ctx["file.code_signature.status"] = VERIFICATION_ERRORS.get(error, str(error))
@@ -320,11 +357,17 @@ def _policy_block(report: Report, host: Host) -> dict[str, str]:
 
 
 def events_for_report(
-    report: Report, *, host: Host | None = None, when: datetime | None = None
+    report: Report,
+    *,
+    host: Host | None = None,
+    when: datetime | None = None,
+    record_ids: Iterator[int] | None = None,
 ) -> list[Event]:
     """All events one report raises, CI details first (as Windows logs them), then Security.
 
     A valid file raises nothing. A policy denial adds 3077 (enforce) or 3076 (audit).
+    ``record_ids`` (a pipeline's counter) numbers the events as they are built, which saves
+    copying each one to set its EventRecordID afterwards.
     """
     event_ids = report.event_ids
     if not event_ids:
@@ -332,20 +375,41 @@ def events_for_report(
     host = host or Host.current()
     when = when or datetime.now(UTC)
     activity = _new_activity_id()
-    context = freeze_context(ecs_context(report))  # cleaned once, shared by every event
+    errors = {sig.index: _signature_error(report, sig) for sig in report.signatures}
+    primary = _primary_signature(report)
+    if primary is not None and not report.signatures:  # a catalog's signature
+        errors[primary.index] = _signature_error(report, primary)
+    primary_error = errors[primary.index] if primary is not None else 0
+    # Cleaned once, shared by every event.
+    context = freeze_context(_ecs_context(report, primary, primary_error))
+    computer, process_id = host.computer, host.process_id
+    thread_id = threading.get_native_id()
 
     def add(event_id: int, values: dict[str, str]) -> None:
         events.append(
-            host_event(host, event_id, values, when=when, activity_id=activity, context=context)
+            make_event(
+                event_id,
+                values,
+                computer=computer,
+                time_created=when,
+                activity_id=activity,
+                process_id=process_id,
+                thread_id=thread_id,
+                context=context,
+                record_id=None if record_ids is None else next(record_ids),
+            )
         )
 
     events: list[Event] = []
     if report.signatures:
         total = len(report.signatures)
         for sig in report.signatures:
-            add(3089, _signature_info(report, sig, total, SIGNATURE_TYPE_EMBEDDED))
+            add(
+                3089,
+                _signature_info(report, sig, total, SIGNATURE_TYPE_EMBEDDED, errors[sig.index]),
+            )
     elif report.catalog is not None:
-        add(3089, _signature_info(report, report.catalog.signature, 1, SIGNATURE_TYPE_CATALOG))
+        add(3089, _signature_info(report, primary, 1, SIGNATURE_TYPE_CATALOG, primary_error))
     else:
         add(3089, _unsigned_info(report))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,11 +21,58 @@ from .schema import KINDS, MESSAGE_VALUE_MAPS, EventKind
 ContextValue = str | int | bool
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# What _encode does for a str, minus the Python-level dispatch (C function).
+_encode_text = json.encoder.encode_basestring
 
 
 @lru_cache(maxsize=1024)
 def _encode_context(context: tuple[tuple[str, ContextValue], ...]) -> str:
     return _encode(context)
+
+
+# The events of one report share their context object: remember the last one by identity
+# (holding it keeps its id from being reused) before paying for the tuple hash of the cache.
+_last_context: tuple[object, str] = ((), "[]")
+
+
+def _context_json(context: tuple[tuple[str, ContextValue], ...]) -> str:
+    global _last_context
+    last = _last_context  # one read: another thread may replace it meanwhile
+    if last[0] is context:
+        return last[1]
+    text = _encode_context(context)
+    _last_context = (context, text)
+    return text
+
+
+def format_plain_values(
+    data: tuple[tuple[str, str], ...], template_for: Callable[[tuple[str, ...]], str | None]
+) -> str | None:
+    """``template_for(names) % values`` when every value is text that JSON writes as is
+    (``"value"``), else None. The JSON encoder spends most of its time on the EventData names,
+    which never change for a kind: a template per layout writes them once."""
+    names, values = zip(*data, strict=True)
+    template = template_for(names)
+    if template is None:
+        return None
+    try:
+        joined = "".join(values)
+    except TypeError:  # a value that is not text: the encoder knows how to write it
+        return None
+    # isprintable() is false for every control character; quote and backslash remain.
+    if '"' in joined or "\\" in joined or not joined.isprintable():
+        return None
+    return template % values
+
+
+@lru_cache(maxsize=128)
+def _pairs_template(names: tuple[str, ...]) -> str:
+    """``[["Name","%s"],...]``: the JSON of ``data`` for one layout."""
+    return "[" + ",".join(f'[{_encode(n).replace("%", "%%")},"%s"]' for n in names) + "]"
+
+
+# The names under which an event carries the file it is about, most specific first.
+_PATH_FIELDS = {"param1": 0, "File Name": 1, "FileNameBuffer": 2}
 
 
 # XML 1.0 cannot carry these code points at all; lone surrogates come from undecodable
@@ -46,12 +94,22 @@ def clean_text(text: str) -> str:
     return _UNSAFE.sub(_escape_unsafe, text)
 
 
+# Every event of a report shares one timestamp, and a pipeline renders it for each sink: the
+# caches turn those repeated conversions into one dict lookup (datetime caches its own hash).
+@lru_cache(maxsize=256)
 def format_system_time(when: datetime) -> str:
     """TimeCreated/SystemTime as Windows writes it: UTC, 7 fractional digits, ``Z``."""
     if when.utcoffset():
         when = when.astimezone(UTC)
     # isoformat is several times faster than strftime; [:26] drops the UTC offset.
     return when.isoformat(timespec="microseconds")[:26] + "0Z"
+
+
+@lru_cache(maxsize=256)
+def format_iso_z(when: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` (ECS @timestamp, RFC 5424 TIMESTAMP), microseconds kept
+    only when not zero (the form ``datetime.isoformat`` gives)."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_system_time(text: str) -> datetime:
@@ -105,10 +163,15 @@ class Event:
     @property
     def path(self) -> str | None:
         """The file the event is about, whichever field holds it."""
-        for name in ("param1", "File Name", "FileNameBuffer"):
-            found = self.value(name)
-            if found is not None:
-                return found
+        found: tuple[int, str] | None = None
+        for key, value in self.data:  # one pass: the first param1, else File Name, ...
+            rank = _PATH_FIELDS.get(key)
+            if rank is not None and (found is None or rank < found[0]):
+                if rank == 0:
+                    return value
+                found = (rank, value)
+        if found is not None:
+            return found[1]
         # 3089 carries no file name in its schema; the report's path rides in the context.
         context_path = self.context_value("file.path")
         return context_path if isinstance(context_path, str) else None
@@ -121,20 +184,24 @@ class Event:
 
     def message(self) -> str:
         """The rendered message (the manifest template with %n filled in)."""
-        values = [value for _, value in self.data]
-        maps = MESSAGE_VALUE_MAPS.get(self.event_id, {})
-
-        def insert(match: re.Match[str]) -> str:
-            index = int(match.group(1))
-            if not 1 <= index <= len(values):
-                return match.group()
-            text = values[index - 1]
-            value_map = maps.get(index)
-            if value_map is not None and text.isdigit():
-                return value_map.get(int(text), text)
-            return text
-
-        return re.sub(r"%(\d+)", insert, self.kind.message)
+        literals, inserts = _message_template(self.event_id)
+        if not inserts:
+            return literals[0]
+        data = self.data
+        count = len(data)
+        maps = MESSAGE_VALUE_MAPS.get(self.event_id)
+        out = [literals[0]]
+        for (index, token), literal in zip(inserts, literals[1:], strict=True):
+            if 1 <= index <= count:
+                text = data[index - 1][1]
+                value_map = maps.get(index) if maps else None
+                if value_map is not None and text.isdigit():
+                    text = value_map.get(int(text), text)
+                out.append(text)
+            else:
+                out.append(token)  # no such field: the insert stays as written
+            out.append(literal)
+        return "".join(out)
 
     def with_record_id(self, record_id: int) -> Event:
         # Spelled out: dataclasses.replace costs several microseconds per call.
@@ -153,19 +220,20 @@ class Event:
 
     def to_json(self, *, with_record_id: bool = True) -> str:
         """``json.dumps(self.to_dict())``, compact; the shared context is encoded once."""
+        data = (self.data and format_plain_values(self.data, _pairs_template)) or _encode(self.data)
         parts = [
             f'{{"id":{self.event_id},"t":"{format_system_time(self.time_created)}"',
-            f',"c":{_encode(self.computer)},"d":{_encode(self.data)}',
+            f',"c":{_encode_text(self.computer)},"d":{data}',
             f',"p":{self.process_id},"th":{self.thread_id}',
         ]
         if with_record_id and self.record_id is not None:
             parts.append(f',"r":{self.record_id}')
         if self.activity_id is not None:
-            parts.append(f',"a":{_encode(self.activity_id)}')
+            parts.append(f',"a":{_encode_text(self.activity_id)}')
         if self.user_id is not None:
             parts.append(f',"u":{_encode(self.user_id)}')
         if self.context:
-            parts.append(f',"x":{_encode_context(self.context)}')
+            parts.append(f',"x":{_context_json(self.context)}')
         parts.append("}")
         return "".join(parts)
 
@@ -222,14 +290,32 @@ class Event:
             raise SinkError(f"stored event is not valid: {exc}") from None
 
 
+@lru_cache(maxsize=64)
+def _layout(event_id: int) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The EventData names of a kind, in order and as a set."""
+    kind = KINDS[event_id]
+    return kind.fields, frozenset(kind.fields)
+
+
+@lru_cache(maxsize=64)
+def _message_template(event_id: int) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]]:
+    """A message template split once: literals around (index, "%index") inserts."""
+    parts = re.split(r"(%\d+)", KINDS[event_id].message)
+    return tuple(parts[0::2]), tuple((int(token[1:]), token) for token in parts[1::2])
+
+
 ContextItems = tuple[tuple[str, ContextValue], ...]
 
 
 def freeze_context(context: dict[str, ContextValue]) -> ContextItems:
     """A cleaned, immutable context, built once and shared by every event of a report."""
+    items = tuple(context.items())
+    # One check over every text: nearly every context has nothing to clean.
+    texts = "".join([value for _, value in items if isinstance(value, str)])
+    if texts.isprintable() or _UNSAFE.search(texts) is None:
+        return items
     return tuple(
-        (key, clean_text(value) if isinstance(value, str) else value)
-        for key, value in context.items()
+        (key, clean_text(value) if isinstance(value, str) else value) for key, value in items
     )
 
 
@@ -244,30 +330,41 @@ def make_event(
     thread_id: int = 0,
     user_id: str | None = None,
     context: dict[str, ContextValue] | ContextItems | None = None,
+    record_id: int | None = None,
 ) -> Event:
     """Build an event, checking the field names against the kind and cleaning every text.
 
     ``context`` may be a dict or the result of :func:`freeze_context` (taken as is).
     """
-    kind = KINDS[event_id]
-    if not values.keys() <= kind.field_set:
-        unknown = sorted(set(values) - kind.field_set)
+    fields, field_set = _layout(event_id)
+    if not values.keys() <= field_set:
+        unknown = sorted(set(values) - field_set)
         raise ValueError(f"event {event_id} has no field(s) {unknown}")
-    data = tuple((name, clean_text(values.get(name, ""))) for name in kind.fields)
+    if len(values) == len(fields):  # every field given: no defaults to fill in
+        texts = list(map(values.__getitem__, fields))
+    else:
+        get = values.get
+        texts = [get(name, "") for name in fields]
+    # One check over all values: nearly every event has nothing to clean.
+    joined = "".join(texts)
+    if not joined.isprintable() and _UNSAFE.search(joined) is not None:
+        texts = [clean_text(text) for text in texts]
+    data = tuple(zip(fields, texts, strict=False))  # equal lengths: texts came from fields
     if context is None:
         ctx: ContextItems = ()
     elif isinstance(context, tuple):
         ctx = context
     else:
         ctx = freeze_context(context)
-    return Event(
-        event_id=event_id,
-        time_created=time_created or datetime.now(UTC),
-        computer=clean_text(computer),
-        data=data,
-        activity_id=activity_id,
-        process_id=process_id,
-        thread_id=thread_id,
-        user_id=user_id,
-        context=ctx,
+    return Event(  # positional: measurably cheaper than keywords on this hot path
+        event_id,
+        time_created or datetime.now(UTC),
+        clean_text(computer),
+        data,
+        record_id,
+        activity_id,
+        process_id,
+        thread_id,
+        user_id,
+        ctx,
     )

@@ -11,9 +11,10 @@ the end is in :meth:`PipelineSummary.lines`.
 
 from __future__ import annotations
 
-import queue
+import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .paths import default_store_path
 from .sinks import Sink, SqliteSink, open_sink
 from .store import EventStore
 
-BATCH_SIZE = 512
+BATCH_SIZE = 2048  # events per write: one flush, one COMMIT (and fsync) per batch
 LINGER = 0.005  # seconds a writer waits for more events before writing a small batch
 RETRY_INTERVAL = 0.25  # how often a failing sink is retried when no new events arrive
 
@@ -64,6 +65,13 @@ class PipelineSummary:
 
 
 class _SinkWorker:
+    """One sink's bounded queue and writer thread.
+
+    The queue holds batches (the events of one report), bounded by the number of events. The
+    producer takes the lock once per batch and wakes the writer only when it sleeps; per-event
+    locking and condition variables cost more than building the events did.
+    """
+
     def __init__(
         self,
         sink: Sink,
@@ -72,11 +80,18 @@ class _SinkWorker:
         on_delivered: DeliveredCallback | None,
     ) -> None:
         self.sink = sink
-        self.queue: queue.Queue[Event | None] = queue.Queue(maxsize=max(1, queue_size))
+        self.capacity = max(1, queue_size)
+        self._batches: deque[Sequence[Event]] = deque()
+        self._queued = 0  # events in _batches
+        self._in_hand = 0  # events taken by the writer, not yet written or counted as lost
+        self._lock = threading.Lock()
+        self._has_events = threading.Condition(self._lock)
+        self._has_room = threading.Condition(self._lock)
+        self._writer_waiting = False
+        self._producers_waiting = 0
+        self._stopping = False
         self._pipeline = pipeline
         self._on_delivered = on_delivered
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
         self.healthy = True
         self.congested = False
         self.delivered = 0
@@ -90,81 +105,113 @@ class _SinkWorker:
         self.thread.start()
 
     # --- producer side -------------------------------------------------------------------------
-    def offer(self, event: Event, deadline: float) -> None:
-        try:
-            if self.healthy and not self.congested:
-                self.queue.put(event, timeout=max(0.0, deadline - time.monotonic()))
-            else:
-                self.queue.put_nowait(event)
-        except queue.Full:
+    def offer(self, batch: Sequence[Event], deadline: float) -> None:
+        """Queue ``batch``, waiting for room until ``deadline`` only while the sink keeps up;
+        what does not fit is counted as discarded."""
+        count = len(batch)
+        queued = 0
+        with self._lock:
+            while True:
+                room = self.capacity - self._queued
+                if room > 0:
+                    part = batch if queued == 0 and room >= count else batch[queued : queued + room]
+                    self._batches.append(part)
+                    self._queued += len(part)
+                    queued += len(part)
+                    if self._writer_waiting:
+                        self._has_events.notify()
+                if queued == count:
+                    return
+                if not self.healthy or self.congested or self._stopping:
+                    break
+                self._producers_waiting += 1
+                try:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._has_room.wait(left):
+                        break
+                finally:
+                    self._producers_waiting -= 1
             # Stop waiting for this sink until its writer makes progress again.
             self.congested = True
-            self._lost(1, "queue full")
+            self._lost_locked(count - queued, "queue full")
 
-    def _lost(self, count: int, reason: str) -> None:
-        with self._lock:
-            self.discarded += count
-            self.unreported += count
-            self.last_error = reason
+    def _lost_locked(self, count: int, reason: str) -> None:
+        self.discarded += count
+        self.unreported += count
+        self.last_error = reason
 
     def idle(self) -> bool:
-        # unfinished_tasks drops only after a batch was written (or counted as discarded).
-        with self.queue.mutex:
-            return self.queue.unfinished_tasks == 0
+        with self._lock:
+            return self._queued == 0 and self._in_hand == 0
+
+    def drop_queued(self, reason: str) -> None:
+        """Count everything still queued as lost (close gave up on a stuck writer)."""
+        with self._lock:
+            left = self._queued
+            self._batches.clear()
+            self._queued = 0
+            if left:
+                self._lost_locked(left, reason)
 
     # --- writer thread -------------------------------------------------------------------------
-    def _take(self) -> list[Event | None]:
-        timeout = 0.0 if self._stop.is_set() else RETRY_INTERVAL
-        try:
-            first = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
-        except queue.Empty:
-            return []
-        batch = [first]
-        self._drain_into(batch)
-        if len(batch) < BATCH_SIZE and not self._stop.is_set():
-            # Linger briefly: one write (and flush or commit) per event would cost far more.
+    def _take(self) -> list[Event]:
+        """Up to about BATCH_SIZE events; [] when there were none for RETRY_INTERVAL."""
+        with self._lock:
+            if not self._batches and not self._stopping:
+                self._writer_waiting = True
+                self._has_events.wait(RETRY_INTERVAL)
+                self._writer_waiting = False
+            taken = self._drain_locked([])
+        if taken and len(taken) < BATCH_SIZE and not self._stopping:
+            # Linger briefly: one write (and flush or commit) per report would cost far more.
             time.sleep(LINGER)
-            self._drain_into(batch)
-        return batch
+            with self._lock:
+                self._drain_locked(taken)
+        return taken
 
-    def _drain_into(self, batch: list[Event | None]) -> None:
-        while len(batch) < BATCH_SIZE:
-            try:
-                batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                return
+    def _drain_locked(self, taken: list[Event]) -> list[Event]:
+        batches = self._batches
+        before = len(taken)
+        while batches and len(taken) < BATCH_SIZE:
+            taken.extend(batches.popleft())
+        moved = len(taken) - before
+        if moved:
+            self._queued -= moved
+            self._in_hand += moved
+            if self._producers_waiting:
+                self._has_room.notify_all()
+        return taken
 
     def _run(self) -> None:
         while True:
-            taken = self._take()
-            batch = [e for e in taken if e is not None]  # None only wakes the thread
+            batch = self._take()
             if batch or self.unreported:
                 self._write(batch)
-            for _ in taken:
-                self.queue.task_done()
-            if self._stop.is_set() and self.queue.empty():
-                break
+            with self._lock:
+                self._in_hand = 0
+                if self._stopping and not self._batches:
+                    break
 
     def _write(self, batch: list[Event]) -> None:
         with self._lock:
             announce = self.unreported
-        events = list(batch)
+        events = batch
         if announce:
             notice = audits_discarded_event(announce, host=self._pipeline.host)
-            events.insert(0, notice.with_record_id(self._pipeline.next_record_id()))
+            events = [notice.with_record_id(self._pipeline.next_record_id()), *batch]
         try:
             written = self.sink.write(events)
         except Exception as exc:  # any sink failure is a counted loss, never a crash
-            self.healthy = False
-            if batch:
-                self._lost(len(batch), str(exc))
-            else:
-                with self._lock:
+            with self._lock:
+                self.healthy = False
+                if batch:
+                    self._lost_locked(len(batch), str(exc))
+                else:
                     self.last_error = str(exc)
             return
-        self.healthy = True
-        self.congested = False
         with self._lock:
+            self.healthy = True
+            self.congested = False
             self.delivered += len(batch)
             self.reported += announce
             self.unreported -= announce
@@ -172,11 +219,10 @@ class _SinkWorker:
             self._on_delivered(self.sink.uri, written)
 
     def stop(self) -> None:
-        self._stop.set()
-        try:
-            self.queue.put_nowait(None)  # wake a writer waiting for events
-        except queue.Full:
-            pass  # busy writer: it sees the stop flag after this batch
+        with self._lock:
+            self._stopping = True
+            self._has_events.notify()  # wake a writer waiting for events
+            self._has_room.notify_all()
 
 
 class EventPipeline:
@@ -194,8 +240,8 @@ class EventPipeline:
     ) -> None:
         self.host = host
         self.max_block = max_block
-        self._ids_lock = threading.Lock()
-        self._next_id = first_record_id
+        # next() on a count is atomic in CPython: no lock per record ID.
+        self._record_ids = itertools.count(first_record_id)
         self.produced = 0
         self._workers = [_SinkWorker(s, queue_size, self, on_delivered) for s in sinks]
         self._closed: PipelineSummary | None = None
@@ -205,29 +251,37 @@ class EventPipeline:
         return [w.sink.uri for w in self._workers]
 
     def next_record_id(self) -> int:
-        with self._ids_lock:
-            value = self._next_id
-            self._next_id += 1
-            return value
+        return next(self._record_ids)
 
     def emit(self, event: Event, *, deadline: float | None = None) -> None:
         """Queue one event for every sink (assigning its EventRecordID if it has none)."""
-        if self._closed is not None:
-            raise SinkError("event pipeline is closed")
         if event.record_id is None:
             event = event.with_record_id(self.next_record_id())
-        self.produced += 1
+        self.emit_batch([event], deadline=deadline)
+
+    def emit_batch(self, events: Sequence[Event], *, deadline: float | None = None) -> None:
+        """Queue events for every sink as one batch (numbering those without an
+        EventRecordID). Waits at most until ``deadline`` (default: now plus
+        ``max_block``) for queue space; what does not fit is counted as discarded."""
+        if self._closed is not None:
+            raise SinkError("event pipeline is closed")
+        if not events:
+            return
+        if any(e.record_id is None for e in events):
+            events = [e if e.record_id is not None else e.with_record_id(next(self._record_ids))
+                      for e in events]  # fmt: skip
+        self.produced += len(events)
         if deadline is None:
             deadline = time.monotonic() + self.max_block
         for worker in self._workers:
-            worker.offer(event, deadline)
+            worker.offer(events, deadline)
 
     def emit_report(self, report: Report) -> int:
         """Queue every event a report raises; returns how many were produced."""
-        events = events_for_report(report, host=self.host)
-        deadline = time.monotonic() + self.max_block
-        for event in events:
-            self.emit(event, deadline=deadline)
+        if self._closed is not None:
+            raise SinkError("event pipeline is closed")
+        events = events_for_report(report, host=self.host, record_ids=self._record_ids)
+        self.emit_batch(events)
         return len(events)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -253,15 +307,7 @@ class EventPipeline:
             uri = worker.sink.uri
             if worker.thread.is_alive():
                 # Stuck in a write: what is still queued is lost; the batch in hand is unknown.
-                left = 0
-                while True:
-                    try:
-                        item = worker.queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    left += item is not None
-                if left:
-                    worker._lost(left, "not written before the close timeout")
+                worker.drop_queued("not written before the close timeout")
                 summary.pending[uri] = self.produced - worker.delivered - worker.discarded
             else:
                 try:

@@ -12,11 +12,11 @@ The flat form uses the field names Sigma's Windows rules address (``EventID``, `
 from __future__ import annotations
 
 import json
-from datetime import UTC
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
-from .model import Event, format_system_time
+from .model import Event, format_iso_z, format_plain_values, format_system_time
 from .schema import KEYWORD_BIT_AUDIT_FAILURE, KEYWORD_BIT_AUDIT_SUCCESS, KINDS, LEVEL_NAMES
 
 ECS_VERSION = "8.11.0"
@@ -46,8 +46,13 @@ def _keyword_names(keywords: int) -> list[str]:
     return names
 
 
+@lru_cache(maxsize=512)  # the same few dotted ECS names, over and over
+def _key_path(dotted: str) -> tuple[str, ...]:
+    return tuple(dotted.split("."))
+
+
 def _put(target: dict[str, Any], dotted: str, value: object) -> None:
-    parts = dotted.split(".")
+    parts = _key_path(dotted)
     for part in parts[:-1]:
         child = target.get(part)
         if not isinstance(child, dict):
@@ -81,7 +86,7 @@ def to_ecs(event: Event) -> dict[str, Any]:
     if event.user_id is not None:
         winlog["user"] = {"identifier": event.user_id}
     doc: dict[str, Any] = {
-        "@timestamp": event.time_created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "@timestamp": format_iso_z(event.time_created),
         "message": event.message(),
         "event": {
             "code": code,
@@ -106,6 +111,8 @@ def to_ecs(event: Event) -> dict[str, Any]:
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# What _encode does for a str, minus the Python-level dispatch (C function).
+_encode_text = json.encoder.encode_basestring
 _OWN_KEYS = frozenset({"@timestamp", "message", "event", "log", "winlog", "host", "ecs"})
 
 
@@ -141,50 +148,146 @@ def _kind_fragments(event_id: int) -> tuple[str, str, str]:
 
 
 @lru_cache(maxsize=1024)
-def _context_fragment(context: tuple[tuple[str, object], ...]) -> str | None:
-    """JSON members for a context (shared by every event of one report); None if it would
-    collide with the document's own members (then the generic path is taken)."""
+def _context_fragment(context: tuple[tuple[str, object], ...]) -> tuple[str, bool] | None:
+    """JSON members for a context (shared by every event of one report) and whether it holds
+    ``file.path``; None if it would collide with the document's own members (then the generic
+    path is taken)."""
     nested: dict[str, Any] = {}
-    for key, value in context:
-        _put(nested, key, value)
+    for key, value in context:  # _put, inlined: a dozen keys per report
+        *parents, leaf = _key_path(key)
+        target = nested
+        for part in parents:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = target[part] = {}
+            target = child
+        target[leaf] = value
     if nested.keys() & _OWN_KEYS:
         return None
-    return "".join(f",{_encode(k)}:{_encode(v)}" for k, v in nested.items())
+    text = "," + _encode(nested)[1:-1] if nested else ""  # the members without the braces
+    return text, any(key == "file.path" for key, _ in context)
+
+
+@lru_cache(maxsize=256)
+def _context_layout(keys: tuple[str, ...]) -> tuple[str, itemgetter[Any]] | None:
+    """For contexts with these keys (one layout per kind of report): the JSON members with a
+    ``%s`` per value, and the getter that puts the encoded values in document order. None
+    when a key repeats, is empty, or is both a value and a parent: _context_fragment decides."""
+    tree: dict[str, Any] = {}
+    for index, key in enumerate(keys):
+        *parents, leaf = _key_path(key)
+        target = tree
+        for part in parents:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                return None
+            target = child
+        if not all(_key_path(key)) or leaf in target:
+            return None
+        target[leaf] = index
+    if not tree or tree.keys() & _OWN_KEYS:
+        return None
+    order: list[int] = []
+
+    def members(node: dict[str, Any]) -> str:
+        out = []
+        for name, child in node.items():
+            if isinstance(child, dict):
+                value = "{" + members(child) + "}"
+            else:
+                order.append(child)
+                value = "%s"
+            out.append(_encode_text(name).replace("%", "%%") + ":" + value)
+        return ",".join(out)
+
+    text = "," + members(tree)
+    getter = itemgetter(*order) if len(order) > 1 else itemgetter(slice(0, 1))
+    return text, getter
+
+
+@lru_cache(maxsize=64)  # several ECS sinks in several writer threads: no identity hits
+def _context_text(context: tuple[tuple[str, object], ...]) -> tuple[str, bool] | None:
+    """_context_fragment, through the per-layout template when there is one."""
+    layout = _context_layout(tuple(map(_first, context))) if context else None
+    if layout is None:
+        return _context_fragment(context)
+    template, order = layout
+    values = [_encode_text(v) if v.__class__ is str else _json_scalar(v) for _, v in context]
+    return template % tuple(order(values)), any(key == "file.path" for key, _ in context)
+
+
+_first = itemgetter(0)
+
+
+def _json_scalar(value: object) -> str:
+    # The context's flags and numbers, without the JSONEncoder dispatch.
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value) if value.__class__ is int else _encode(value)
+
+
+@lru_cache(maxsize=128)
+def _data_template(names: tuple[str, ...]) -> str | None:
+    """``{"Name":"%s",...}`` for one EventData layout; None when a name repeats (a dict keeps
+    one value per name, so the generic path decides which)."""
+    if len(set(names)) != len(names):
+        return None
+    return "{" + ",".join(_encode_text(n).replace("%", "%%") + ':"%s"' for n in names) + "}"
+
+
+def _event_data_json(data: tuple[tuple[str, str], ...]) -> str:
+    """``_encode(dict(data))``, through a template per layout when it can."""
+    if not data:
+        return "{}"
+    return format_plain_values(data, _data_template) or _encode(dict(data))
+
+
+# The events of one report share their context object: remember the last one by identity
+# (holding it keeps its id from being reused) before paying for the tuple hash of the cache.
+_last_context: tuple[object, tuple[str, bool] | None] = ((), ("", False))
+
+
+def _context_members(context: tuple[tuple[str, object], ...]) -> tuple[str, bool] | None:
+    global _last_context
+    last = _last_context  # one read: another thread may replace it meanwhile
+    if last[0] is context:
+        return last[1]
+    fragment = _context_text(context)
+    _last_context = (context, fragment)
+    return fragment
+
+
+def ecs_text(event: Event) -> str:
+    """One ECS JSON document as text, compact (same content as ``json.dumps(to_ecs(event))``,
+    assembled from cached fragments for speed)."""
+    members = _context_members(event.context)
+    if members is None or (not members[1] and event.path is not None):
+        return _encode(to_ecs(event))
+    head, winlog_open, version = _kind_fragments(event.event_id)
+    computer = _encode_text(event.computer)
+    record = "" if event.record_id is None else f',"record_id":{event.record_id}'
+    activity = (
+        "" if event.activity_id is None else f',"activity_id":{_encode_text(event.activity_id)}'
+    )
+    user = (
+        "" if event.user_id is None else f',"user":{{"identifier":{_encode_text(event.user_id)}}}'
+    )
+    # One f-string: a single BUILD_STRING, cheaper than a list of parts and a join.
+    return (
+        f'{{"@timestamp":"{format_iso_z(event.time_created)}",'
+        f'"message":{_encode_text(event.message())}{head}'
+        f',"winlog":{winlog_open},"computer_name":{computer}{version}'
+        f',"process":{{"pid":{event.process_id},"thread":{{"id":{event.thread_id}}}}}'
+        f',"event_data":{_event_data_json(event.data)}{record}{activity}{user}}}'
+        f',"host":{{"name":{computer}}},"ecs":{{"version":"{ECS_VERSION}"}}{members[0]}}}'
+    )
 
 
 def render_ecs(event: Event) -> bytes:
-    """One ECS JSON document, compact, UTF-8, no trailing newline (same content as
-    ``json.dumps(to_ecs(event))``, assembled from cached fragments for speed)."""
-    context = _context_fragment(event.context)
-    path = event.path
-    if context is None or (path is not None and "file.path" not in dict(event.context)):
-        return _encode(to_ecs(event)).encode("utf-8")
-    head, winlog_open, version = _kind_fragments(event.event_id)
-    computer = _encode(event.computer)
-    parts = [
-        '{"@timestamp":"',
-        event.time_created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        '","message":',
-        _encode(event.message()),
-        head,
-        ',"winlog":',
-        winlog_open,
-        ',"computer_name":',
-        computer,
-        version,
-        f',"process":{{"pid":{event.process_id},"thread":{{"id":{event.thread_id}}}}}',
-        ',"event_data":',
-        _encode(dict(event.data)),
-    ]
-    if event.record_id is not None:
-        parts.append(f',"record_id":{event.record_id}')
-    if event.activity_id is not None:
-        parts.append(f',"activity_id":{_encode(event.activity_id)}')
-    if event.user_id is not None:
-        parts.append(f',"user":{{"identifier":{_encode(event.user_id)}}}')
-    parts += ['},"host":{"name":', computer, '},"ecs":{"version":"', ECS_VERSION, '"}']
-    parts += [context, "}"]
-    return "".join(parts).encode("utf-8")
+    """One ECS JSON document, compact, UTF-8, no trailing newline."""
+    return ecs_text(event).encode("utf-8")
 
 
 def to_flat(event: Event) -> dict[str, Any]:

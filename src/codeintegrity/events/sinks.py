@@ -65,8 +65,10 @@ class StreamSink:
         self._owned = owned
 
     def write(self, events: Sequence[Event]) -> Sequence[Event]:
-        render = self._render
-        payload = b"".join([render(e) + b"\n" for e in events])
+        if not events:
+            return events
+        # The empty last item gives the final newline without copying the batch once more.
+        payload = b"\n".join([*map(self._render, events), b""])
         try:
             self._stream.write(payload)
             self._stream.flush()

@@ -15,10 +15,12 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import SinkError
 from .model import Event
+from .schema import KINDS
 
 SCHEMA_VERSION = 1
 SYNC_MODES = ("FULL", "NORMAL")
@@ -56,6 +58,13 @@ class EventFilter:
     outcome: str | None = None  # "success" | "failure"
     channel: str | None = None
     limit: int | None = None
+
+
+@lru_cache(maxsize=256)  # the events of one report share their time
+@lru_cache(maxsize=64)
+def _kind_columns(event_id: int) -> tuple[str, str]:
+    kind = KINDS[event_id]
+    return kind.channel, kind.outcome
 
 
 def _time_us(when: datetime) -> int:
@@ -105,9 +114,8 @@ class EventStore:
         rows = [
             (
                 e.event_id,
-                e.channel,
+                *_kind_columns(e.event_id),
                 _time_us(e.time_created),
-                e.outcome,
                 e.path,
                 e.activity_id,
                 e.to_json(with_record_id=False),  # the row's key is the record ID
@@ -119,7 +127,7 @@ class EventStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
-                    "INSERT INTO events (event_id, channel, time_us, outcome, path, activity_id,"
+                    "INSERT INTO events (event_id, channel, outcome, time_us, path, activity_id,"
                     " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
@@ -133,7 +141,11 @@ class EventStore:
             raise StoreError(f"cannot write to event store {self.path}: {exc}") from None
         # BEGIN IMMEDIATE holds the write lock, so the batch got consecutive IDs.
         first = last - len(events) + 1
-        return [e.with_record_id(first + i) for i, e in enumerate(events)]
+        # A pipeline numbered them from this store already: copy only the ones that differ.
+        return [
+            e if e.record_id == record_id else e.with_record_id(record_id)
+            for record_id, e in enumerate(events, first)
+        ]
 
     # --- reading -----------------------------------------------------------------------------
     def next_record_id(self) -> int:

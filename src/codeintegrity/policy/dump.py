@@ -22,21 +22,38 @@ _ESCAPES = {
 
 
 def toml_string(value: str) -> str:
-    """A TOML basic string: quotes, backslashes and every control character escaped."""
+    """A TOML basic string: quotes, backslashes and every non-printable character escaped
+    (controls, C1, bidi overrides), so the file is also safe to ``cat``; values round-trip."""
     out = []
     for char in value:
         if char in _ESCAPES:
             out.append(_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
+        elif char.isprintable():
             out.append(char)
+        elif 0xD800 <= ord(char) <= 0xDFFF:
+            # A lone surrogate (JSON lets "\ud800" through) has no TOML escape: replace it.
+            out.append("\\ufffd")
+        elif ord(char) > 0xFFFF:
+            out.append(f"\\U{ord(char):08x}")
+        else:
+            out.append(f"\\u{ord(char):04x}")
     return '"' + "".join(out) + '"'
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (controls, C1 CSI, bidi overrides) as a
+    backslash escape: safe for a terminal and legal in a TOML comment. Imported names and rule
+    kinds come from untrusted files; printed raw they could rewrite the user's screen."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def dump_policy(policy: Policy, comments: Iterable[str] = ()) -> str:
     """The policy as TOML text; ``comments`` become ``#`` lines at the top."""
-    lines = [f"# {line}".rstrip() for comment in comments for line in comment.splitlines()]
+    lines = [
+        f"# {printable(line)}".rstrip() for comment in comments for line in comment.splitlines()
+    ]
     if lines:
         lines.append("")
     lines += [

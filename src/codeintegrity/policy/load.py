@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, NoReturn, cast
 
 from ..errors import PolicyError
+from .dump import printable
+from .inputs import MAX_POLICY_BYTES, read_bounded
 from .model import (
     DIGEST_ORDER,
     HEX_LENGTHS,
@@ -32,17 +34,16 @@ from .model import (
 KeyPath = tuple[str | int, ...]
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+# Possessive quantifiers: these run over attacker-controlled lines (multi-line strings too),
+# and the lazy forms they replace backtracked quadratically over long runs of spaces.
+_HEADER = re.compile(r"^\s*+(\[\[?)([^\]]*+)\]\]?\s*+(#.*)?$")
+_KEY_LINE = re.compile(r"^\s*+([A-Za-z0-9_\-\"'. \t]++)=")
 
 
 def load_policy(path: str | Path) -> Policy:
     """Read, parse and validate a policy file; CRL paths must exist (checked here, the edge)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read policy: {exc.strerror or exc}") from None
+    raw = read_bounded(path, "policy", MAX_POLICY_BYTES)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -50,9 +51,10 @@ def load_policy(path: str | Path) -> Policy:
     policy = parse_policy(text, source=str(path), base_dir=path.parent)
     for number, crl in enumerate(policy.revocation.crls):
         if not crl.is_file():
-            raw = tomllib.loads(text)["revocation"]["crls"][number]  # error path only
+            raw_name = tomllib.loads(text)["revocation"]["crls"][number]  # error path only
+            problem = "is not a regular file" if crl.exists() else "not found"
             _Validator(text, str(path), None).fail(
-                ("revocation", "crls", number), f"CRL file not found: {crl}", hint=raw
+                ("revocation", "crls", number), f"CRL file {problem}: {crl}", hint=raw_name
             )
     return policy
 
@@ -67,6 +69,10 @@ def parse_policy(text: str, *, source: str = "<policy>", base_dir: Path | None =
         reason = _TOML_POSITION.sub("", message).strip()
         where = f"{source}:{match.group(1)}" if match else source
         raise PolicyError(f"{where}: TOML syntax error: {reason}") from None
+    except RecursionError:
+        raise PolicyError(f"{source}: TOML nested too deeply") from None
+    except ValueError as exc:  # tomllib lets int()'s digit limit through (4300 digits)
+        raise PolicyError(f"{source}: TOML value cannot be read: {_first_line(exc)}") from None
     return _Validator(text, source, base_dir).policy(data)
 
 
@@ -82,7 +88,7 @@ class _Validator:
     def fail(self, path: KeyPath, message: str, *, hint: str | None) -> NoReturn:
         line = _LineFinder(self.text).locate(path, hint)
         where = f"{self.source}:{line}" if line else self.source
-        raise PolicyError(f"{where}: {message}")
+        raise PolicyError(printable(f"{where}: {message}"))  # key names are untrusted text
 
     def bad(self, path: KeyPath, expected: str, value: object) -> NoReturn:
         hint = value if isinstance(value, str) else None
@@ -319,6 +325,10 @@ class _LineFinder:
             if test(self.lines[number - 1]):
                 return number
         return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def _norm_key(raw: str) -> str:

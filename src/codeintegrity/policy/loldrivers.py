@@ -81,6 +81,11 @@ def _json_entries(text: str, source: str) -> Iterator[_Entry]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{source}:{exc.lineno}: JSON error: {exc.msg}") from None
+    except RecursionError:
+        raise PolicyError(f"{source}: JSON nested too deeply") from None
+    except ValueError as exc:  # int()'s digit limit (4300 digits) is not a JSONDecodeError
+        reason = str(exc).splitlines()[0][:200] if str(exc) else "cannot be read"
+        raise PolicyError(f"{source}: JSON value cannot be read: {reason}") from None
     if isinstance(document, dict):
         document = [document]
     if not isinstance(document, list):

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
 _DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_XML_DECLARATION = re.compile(r"<\?xml[^>]*+>")
+_ENCODING = re.compile(r"\bencoding\s*+=\s*+(\"[^\"]*+\"|'[^']*+')")
 _PAGE_NAME = re.compile(r"\bHash\s+Page\b", re.IGNORECASE)
 SCENARIO_SCOPES: dict[str, Scope] = {"131": "kernel", "12": "user"}
 # Options that change nothing for an offline verdict; reported once each, as "ignored".
@@ -92,8 +94,13 @@ def _decode(data: bytes | str, source: str) -> str:
             text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{source}: not UTF-8/UTF-16 text (byte {exc.start})") from None
-    # The text is parsed as str: the declaration's encoding has been honoured already.
-    return re.sub(r"^(<\?xml[^>]*?)\s+encoding=(\"[^\"]*\"|'[^']*')", r"\1", text, count=1)
+    # The text is parsed as str: the declaration's encoding has been honoured already. The
+    # declaration is cut out first (possessive, linear) so no pattern backtracks over the input.
+    declaration = _XML_DECLARATION.match(text)
+    if declaration is None:
+        return text
+    cleaned = _ENCODING.sub("", declaration.group(), count=1)
+    return cleaned + text[declaration.end() :]
 
 
 def _local(tag: object) -> str:
