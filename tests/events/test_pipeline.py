@@ -174,3 +174,101 @@ def test_context_manager_and_explicit_events(tmp_path: Path):
     with EventStore(tmp_path / "s.sqlite3") as store:
         (event,) = store.query()
     assert event.event_id == 4612 and event.value("AuditsDiscarded") == "3"
+
+
+class BlockingSink(GatedSink):
+    """A GatedSink that says when a write has started (and is held at the gate)."""
+
+    def __init__(self, uri: str = "fake:blocking") -> None:
+        super().__init__(uri)
+        self.entered = threading.Event()
+        self.writes = 0
+
+    def write(self, events: Sequence[Event]) -> Sequence[Event]:
+        self.writes += 1
+        self.entered.set()
+        return super().write(events)
+
+
+def test_a_batch_larger_than_the_room_keeps_what_fits_and_counts_the_rest():
+    sink = BlockingSink()
+    sink.gate.clear()
+    pipeline = EventPipeline([sink], host=HOST, queue_size=5, max_block=0.1)
+    pipeline.emit_report(tampered_report("/d/first.exe"))  # the writer takes it and hangs
+    assert sink.entered.wait(5)
+    started = time.monotonic()
+    events = [e for n in range(3) for e in _events(tampered_report(f"/d/{n}.exe"))]
+    assert pipeline.emit_batch(events) == 12
+    waited = time.monotonic() - started
+    assert 0.09 <= waited < 1.0  # one max_block, then the rest is dropped
+    # The sink is now known to be congested: the next batch does not wait at all.
+    started = time.monotonic()
+    pipeline.emit_report(tampered_report("/d/more.exe"))
+    assert time.monotonic() - started < 0.05
+    sink.gate.set()
+    assert pipeline.flush(5)
+    pipeline.emit_report(tampered_report("/d/after.exe"))
+    summary = pipeline.close()
+    assert summary.produced == 4 + 12 + 4 + 4
+    assert summary.discarded[sink.uri] == 12 + 4 - 5  # 5 fitted in the queue
+    assert summary.delivered[sink.uri] == 4 + 5 + 4
+    assert sink.accounted() == summary.produced
+    kept = [e for e in sink.received if e.event_id != 4612][4:9]
+    # The first ones that fit, in order, numbered after the first report.
+    assert [(e.event_id, e.path) for e in kept] == [(e.event_id, e.path) for e in events[:5]]
+    assert [e.record_id for e in kept] == [5, 6, 7, 8, 9]
+
+
+def test_emit_batch_numbers_events_and_copies_the_callers_list():
+    sink = GatedSink()
+    pipeline = EventPipeline([sink], host=HOST, first_record_id=100)
+    batch = _events(tampered_report())
+    numbered = batch[0].with_record_id(7)
+    batch[0] = numbered
+    assert pipeline.emit_batch(batch) == 4
+    batch.clear()  # the caller reuses its list at once
+    pipeline.emit_report(tampered_report("/d/2.exe"))
+    pipeline.emit(_events(tampered_report("/d/3.exe"))[0])
+    summary = pipeline.close()
+    assert summary.delivered[sink.uri] == 9
+    assert [e.record_id for e in sink.received] == [7, 100, 101, 102, 103, 104, 105, 106, 107]
+    assert sink.received[0] is numbered
+
+
+def test_writer_batches_many_reports_into_few_writes(tmp_path: Path):
+    sink = BlockingSink()
+    pipeline = EventPipeline([sink], host=HOST, queue_size=10_000)
+    for n in range(200):
+        pipeline.emit_report(tampered_report(f"/d/{n}.exe"))
+    summary = pipeline.close()
+    assert summary.delivered[sink.uri] == 800 and summary.complete
+    assert sink.writes <= 50  # a write per linger period, not one per report
+
+
+def test_a_failing_delivery_callback_does_not_stop_the_writer():
+    calls: list[int] = []
+
+    def callback(uri: str, events: Sequence[Event]) -> None:
+        calls.append(len(events))
+        raise RuntimeError("observer broke")
+
+    sink = GatedSink()
+    pipeline = EventPipeline([sink], host=HOST, on_delivered=callback)
+    pipeline.emit_report(tampered_report("/d/1.exe"))
+    assert pipeline.flush(5)
+    pipeline.emit_report(tampered_report("/d/2.exe"))
+    assert pipeline.flush(5)
+    summary = pipeline.close()
+    assert summary.delivered[sink.uri] == 8 and summary.complete
+    assert sum(calls) == 8 and len(calls) == 2
+
+
+def test_emit_after_close_is_refused_for_every_entry_point():
+    pipeline = EventPipeline([GatedSink()], host=HOST)
+    pipeline.close()
+    for call in (
+        lambda: pipeline.emit_report(tampered_report()),
+        lambda: pipeline.emit_batch(_events(tampered_report())),
+    ):
+        with pytest.raises(SinkError, match="closed"):
+            call()

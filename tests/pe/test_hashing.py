@@ -332,3 +332,35 @@ def test_table_past_eof_clamps_the_hash() -> None:
     result = compute_hashes(data, image, HashRequest(frozenset({"sha256"})))
     assert result.image["sha256"] == reference_linear(data, image, "sha256")
     assert result.image == result.image_unpadded  # a table is named: no unsigned padding
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_each_chunk_is_released_right_after_it_is_hashed(
+    monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Memory stays flat only if chunks are released while the pass goes on, not at its end.
+    data, image, table = page_table(FIXTURES / "t64_sha256_ph.exe")
+    chunk = 8192
+    if workers:
+        monkeypatch.setattr(hashing, "PARALLEL_MIN_SIZE", 0)
+        monkeypatch.setattr(hashing, "WORKERS", workers)
+        monkeypatch.setattr(hashing, "_executor", None)
+    log: list[tuple[str, int]] = []
+    feed_bin = hashing._feed_bin
+
+    def logged(feeds: list, view: memoryview, lo: int, hi: int) -> None:
+        feed_bin(feeds, view, lo, hi)
+        log.append(("fed", min(hi, len(data))))
+
+    monkeypatch.setattr(hashing, "_feed_bin", logged)
+    request = HashRequest(frozenset({"sha256", "sha1"}), page_tables=(table,))
+    result = compute_hashes(
+        data, image, request, chunk_size=chunk, release=lambda o, n: log.append(("released", o))
+    )
+    assert result == compute_hashes(data, image, request)
+    released = [o for kind, o in log if kind == "released"]
+    assert released == list(range(0, len(data), chunk))
+    for i, (kind, offset) in enumerate(log):
+        if kind == "released":
+            # Nothing has read more than two chunks past a chunk when it is released.
+            assert max(o for k, o in log[:i] if k == "fed") <= offset + 3 * chunk

@@ -2,11 +2,12 @@
 
 Shapes follow what signers actually emit (osslsigncode, signtool), not the Authenticode_PE.docx
 text: ``SpcAttributeTypeAndOptionalValue.value`` has no ``[0]`` tag in real files.
+
+Also a small DER walker (:func:`read_tlv`, :func:`children`, :func:`encode_tlv`) used to cut the
+page-hash tables out of a signature without copies.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from asn1crypto import algos, core
 
@@ -91,14 +92,15 @@ class PageHashAttributes(core.SetOf):
 # can be cut out of the signature and asn1crypto validates a copy in which it is empty.
 
 
-@dataclass(frozen=True, slots=True)
 class Tlv:
-    """One DER value: identifier octet, and where its contents start and end."""
+    """One DER value: identifier octet, and where its contents start and end.
 
-    tag: int
-    start: int
-    body: int
-    end: int
+    (A plain class: a dataclass costs about a millisecond to create at import.)"""
+
+    __slots__ = ("tag", "start", "body", "end")
+
+    def __init__(self, tag: int, start: int, body: int, end: int) -> None:
+        self.tag, self.start, self.body, self.end = tag, start, body, end
 
 
 def read_tlv(reader: Reader, pos: int, end: int) -> Tlv:

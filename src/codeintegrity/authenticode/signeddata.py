@@ -325,13 +325,14 @@ class _LazyContentInfo:
         return self._loaded[key]
 
 
-@dataclass(frozen=True, slots=True)
 class _Shrunk:
     """SpcIndirectDataContent with every page-hash OCTET STRING emptied, and their contents
     (``tables[attribute][value]``, views into the signature's bytes)."""
 
-    der: bytes
-    tables: list[list[memoryview]]
+    __slots__ = ("der", "tables")
+
+    def __init__(self, der: bytes, tables: list[list[memoryview]]) -> None:
+        self.der, self.tables = der, tables
 
 
 def _indirect_tlv(der: bytes, content: Any) -> memoryview | None:
@@ -357,8 +358,9 @@ def _indirect_tlv(der: bytes, content: Any) -> memoryview | None:
         return None  # econtent_tlv reports other shapes with asn1crypto's own words
     value = inner[0]
     # asn1crypto keeps the inner value's contents: equal bytes means the walk found the same
-    # value (a C-level comparison, no copy).
-    if content.contents != view[value.body : value.end]:
+    # value (startswith is a memcmp; comparing with a memoryview would go byte by byte).
+    contents = content.contents
+    if len(contents) != value.end - value.body or not der.startswith(contents, value.body):
         return None
     return view[value.start : value.end]
 

@@ -27,7 +27,16 @@ from pathlib import PurePath
 
 from ..findings import Finding, FindingCode
 from ..report import Check, Report, SignatureResult
-from .model import ContextItems, ContextValue, Event, format_system_time, freeze_context, make_event
+from .model import (
+    ContextItems,
+    ContextValue,
+    Event,
+    build_event,
+    clean_text,
+    format_system_time,
+    freeze_context,
+    make_event,
+)
 from .schema import (
     EVENT_AUDITS_DISCARDED,
     EVENT_IMAGE_HASH,
@@ -382,22 +391,24 @@ def events_for_report(
     primary_error = errors[primary.index] if primary is not None else 0
     # Cleaned once, shared by every event.
     context = freeze_context(_ecs_context(report, primary, primary_error))
-    computer, process_id = host.computer, host.process_id
+    computer, process_id = clean_text(host.computer), host.process_id
     thread_id = threading.get_native_id()
 
     def add(event_id: int, values: dict[str, str]) -> None:
+        record_id = None if record_ids is None else next(record_ids)
         events.append(
-            make_event(
+            build_event(
                 event_id,
                 values,
-                computer=computer,
-                time_created=when,
-                activity_id=activity,
-                process_id=process_id,
-                thread_id=thread_id,
-                context=context,
-                record_id=None if record_ids is None else next(record_ids),
-            )
+                when,
+                computer,
+                activity,
+                process_id,
+                thread_id,
+                None,
+                context,
+                record_id,
+            )  # fmt: skip
         )
 
     events: list[Event] = []
@@ -409,7 +420,8 @@ def events_for_report(
                 _signature_info(report, sig, total, SIGNATURE_TYPE_EMBEDDED, errors[sig.index]),
             )
     elif report.catalog is not None:
-        add(3089, _signature_info(report, primary, 1, SIGNATURE_TYPE_CATALOG, primary_error))
+        catalog_sig = report.catalog.signature
+        add(3089, _signature_info(report, catalog_sig, 1, SIGNATURE_TYPE_CATALOG, primary_error))
     else:
         add(3089, _unsigned_info(report))
 

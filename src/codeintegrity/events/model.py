@@ -336,6 +336,40 @@ def make_event(
 
     ``context`` may be a dict or the result of :func:`freeze_context` (taken as is).
     """
+    if context is None:
+        ctx: ContextItems = ()
+    elif isinstance(context, tuple):
+        ctx = context
+    else:
+        ctx = freeze_context(context)
+    return build_event(
+        event_id,
+        values,
+        time_created or datetime.now(UTC),
+        clean_text(computer),
+        activity_id,
+        process_id,
+        thread_id,
+        user_id,
+        ctx,
+        record_id,
+    )
+
+
+def build_event(
+    event_id: int,
+    values: dict[str, str],
+    time_created: datetime,
+    computer: str,
+    activity_id: str | None,
+    process_id: int,
+    thread_id: int,
+    user_id: str | None,
+    context: ContextItems,
+    record_id: int | None,
+) -> Event:
+    """:func:`make_event` for builders that already hold a cleaned ``computer`` and a frozen
+    context: positional, because keyword handling costs as much as a small event."""
     fields, field_set = _layout(event_id)
     if not values.keys() <= field_set:
         unknown = sorted(set(values) - field_set)
@@ -350,21 +384,15 @@ def make_event(
     if not joined.isprintable() and _UNSAFE.search(joined) is not None:
         texts = [clean_text(text) for text in texts]
     data = tuple(zip(fields, texts, strict=False))  # equal lengths: texts came from fields
-    if context is None:
-        ctx: ContextItems = ()
-    elif isinstance(context, tuple):
-        ctx = context
-    else:
-        ctx = freeze_context(context)
-    return Event(  # positional: measurably cheaper than keywords on this hot path
+    return Event(
         event_id,
-        time_created or datetime.now(UTC),
-        clean_text(computer),
+        time_created,
+        computer,
         data,
         record_id,
         activity_id,
         process_id,
         thread_id,
         user_id,
-        ctx,
+        context,
     )

@@ -7,6 +7,11 @@ not fit, or whose batch a sink rejects, is counted as discarded for that sink, a
 time that sink accepts a write it first receives a 4612 event whose ``AuditsDiscarded`` says
 how many it lost (the same rule the Windows audit queue follows). What is still unreported at
 the end is in :meth:`PipelineSummary.lines`.
+
+Throughput (``benchmarks/events.py``): a report's events are numbered while they are built and
+travel as one batch, so the producer takes each sink's lock once per report and signals the
+writer only when it sleeps; the writer lingers ``LINGER`` for more and writes up to
+``BATCH_SIZE`` events with one write and flush (one COMMIT for the store).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,7 +221,11 @@ class _SinkWorker:
             self.reported += announce
             self.unreported -= announce
         if self._on_delivered is not None:
-            self._on_delivered(self.sink.uri, written)
+            try:
+                self._on_delivered(self.sink.uri, written)
+            except Exception as exc:  # a failing callback must not stop the writer
+                with self._lock:
+                    self.last_error = f"on_delivered callback failed: {exc}"
 
     def stop(self) -> None:
         with self._lock:
@@ -255,34 +264,41 @@ class EventPipeline:
 
     def emit(self, event: Event, *, deadline: float | None = None) -> None:
         """Queue one event for every sink (assigning its EventRecordID if it has none)."""
+        if self._closed is not None:
+            raise SinkError("event pipeline is closed")
         if event.record_id is None:
             event = event.with_record_id(self.next_record_id())
-        self.emit_batch([event], deadline=deadline)
+        self._queue((event,), deadline)
 
-    def emit_batch(self, events: Sequence[Event], *, deadline: float | None = None) -> None:
+    def emit_batch(self, events: Iterable[Event], *, deadline: float | None = None) -> int:
         """Queue events for every sink as one batch (numbering those without an
-        EventRecordID). Waits at most until ``deadline`` (default: now plus
+        EventRecordID); returns how many. Waits at most until ``deadline`` (default: now plus
         ``max_block``) for queue space; what does not fit is counted as discarded."""
         if self._closed is not None:
             raise SinkError("event pipeline is closed")
-        if not events:
-            return
-        if any(e.record_id is None for e in events):
-            events = [e if e.record_id is not None else e.with_record_id(next(self._record_ids))
-                      for e in events]  # fmt: skip
-        self.produced += len(events)
-        if deadline is None:
-            deadline = time.monotonic() + self.max_block
-        for worker in self._workers:
-            worker.offer(events, deadline)
+        ids = self._record_ids
+        # A tuple of its own: the caller may reuse its list while the writers read this one.
+        batch = tuple(e if e.record_id is not None else e.with_record_id(next(ids)) for e in events)
+        self._queue(batch, deadline)
+        return len(batch)
 
     def emit_report(self, report: Report) -> int:
         """Queue every event a report raises; returns how many were produced."""
         if self._closed is not None:
             raise SinkError("event pipeline is closed")
+        # Numbered as they are built; one queue operation per sink for the whole report.
         events = events_for_report(report, host=self.host, record_ids=self._record_ids)
-        self.emit_batch(events)
+        self._queue(events, None)
         return len(events)
+
+    def _queue(self, events: Sequence[Event], deadline: float | None) -> None:
+        if not events:
+            return
+        self.produced += len(events)
+        if deadline is None:
+            deadline = time.monotonic() + self.max_block
+        for worker in self._workers:
+            worker.offer(events, deadline)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event was written or discarded; False on timeout."""

@@ -17,6 +17,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from operator import lt
 from typing import overload
 
 from ..findings import Finding, FindingCode
@@ -185,7 +187,7 @@ def parse_page_hash_table(
         malformed(f"first entry is at {offsets[0]:#x}, not at the headers (0)", 0, offsets[0])
         usable = False
     # Both checks report the first offending entry; the vectorised test decides the common case.
-    increasing = all(map(int.__lt__, offsets, offsets[1:]))
+    increasing = all(map(lt, offsets, islice(offsets, 1, None)))
     if not increasing:
         i = next(i for i in range(1, count) if offsets[i] <= offsets[i - 1])
         malformed(
@@ -194,7 +196,7 @@ def parse_page_hash_table(
         usable = False
     hashed_end = image.hash_end
     pages = offsets[:-1]  # the terminator only bounds the last page
-    if max(pages) >= hashed_end:
+    if (pages[-1] if increasing else max(pages)) >= hashed_end:
         if increasing:
             i = bisect_left(pages, hashed_end)
         else:
