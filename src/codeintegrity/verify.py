@@ -28,6 +28,7 @@ from .report import (
 
 if TYPE_CHECKING:
     from .authenticode.signeddata import Signature
+    from .authenticode.signer import SignerVerdict
     from .authenticode.trust import TrustStore
     from .pe.certtable import CertEntry
     from .pe.hashing import HashResult, Release
@@ -281,8 +282,8 @@ class _Run:
         valid = not any(
             f.signature == index and f.severity is Severity.ERROR for f in self.findings
         )
-        signer = verdict.signer
-        return SignatureResult(
+        return _signature_result(
+            verdict,
             index=index,
             parent=sig.parent,
             entry=sig.entry,
@@ -290,13 +291,6 @@ class _Run:
             image_hash=image_check,
             page_hashes=page_check,
             page_hash_algorithm=sig.page_hash_algorithm,
-            signature_valid=verdict.signature_valid,
-            trusted=verdict.trusted,
-            signer=signer.subject if signer else None,
-            issuer=signer.issuer if signer else None,
-            timestamp=verdict.timestamp,
-            timestamp_kind=verdict.timestamp_kind,
-            chain=verdict.chain,
             signed_digest=sig.signed_digest,
             valid=valid,
         )
@@ -424,6 +418,41 @@ class _PageChecker:
         return [replace(f, signature=None, detail=f"catalog member: {f.detail}") for f in found]
 
 
+def _signature_result(
+    verdict: SignerVerdict,
+    *,
+    index: int,
+    parent: int | None,
+    entry: int,
+    digest_algorithm: str,
+    image_hash: Check,
+    page_hashes: Check,
+    page_hash_algorithm: str | None,
+    signed_digest: bytes,
+    valid: bool,
+) -> SignatureResult:
+    """A report's view of one signature: what the engine checked plus the signer's verdict."""
+    signer = verdict.signer
+    return SignatureResult(
+        index=index,
+        parent=parent,
+        entry=entry,
+        digest_algorithm=digest_algorithm,
+        image_hash=image_hash,
+        page_hashes=page_hashes,
+        page_hash_algorithm=page_hash_algorithm,
+        signature_valid=verdict.signature_valid,
+        trusted=verdict.trusted,
+        signer=signer.subject if signer else None,
+        issuer=signer.issuer if signer else None,
+        timestamp=verdict.timestamp,
+        timestamp_kind=verdict.timestamp_kind,
+        chain=verdict.chain,
+        signed_digest=signed_digest,
+        valid=valid,
+    )
+
+
 def _catalog_lookup(
     digests: dict[str, bytes], opts: VerifyOptions, page_checker: _PageChecker | None = None
 ) -> tuple[CatalogMatch | None, list[Finding]]:
@@ -453,8 +482,8 @@ def _catalog_lookup(
             page_findings = page_checker(member.page_hash_raw, member.page_hash_algorithm)
             page_check = Check.INVALID if page_findings else Check.VALID
         valid = verdict.signature_valid and verdict.trusted and not sig_errors
-        signer = verdict.signer
-        result = SignatureResult(
+        result = _signature_result(
+            verdict,
             index=-1,
             parent=None,
             entry=-1,
@@ -462,13 +491,6 @@ def _catalog_lookup(
             image_hash=Check.VALID,
             page_hashes=page_check,
             page_hash_algorithm=member.page_hash_algorithm,
-            signature_valid=verdict.signature_valid,
-            trusted=verdict.trusted,
-            signer=signer.subject if signer else None,
-            issuer=signer.issuer if signer else None,
-            timestamp=verdict.timestamp,
-            timestamp_kind=verdict.timestamp_kind,
-            chain=verdict.chain,
             signed_digest=member.digest,
             valid=valid and not page_findings,
         )

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ..authenticode import oids
+from ..authenticode.signeddata import ASN1_ERRORS
 from ..errors import MalformedCatalog
 from ..limits import DEFAULT_LIMITS, Limits
 from ..reader import Reader
@@ -153,19 +154,6 @@ def parse_envelope(
     return Envelope(r, ctl, signer_count)
 
 
-# What asn1crypto raises on bad input: it has no exception hierarchy of its own, and deep
-# nesting or odd string encodings surface as RecursionError / UnicodeError.
-_ASN1CRYPTO_ERRORS: tuple[type[Exception], ...] = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
-
-
 def load_signed_data(data: bytes | bytearray | memoryview) -> Any:
     """The catalog's SignedData as an asn1crypto object, for signature verification."""
     from asn1crypto import cms
@@ -178,7 +166,7 @@ def load_signed_data(data: bytes | bytearray | memoryview) -> Any:
         # asn1crypto parses lazily: touch what the verifier reads first so errors surface here.
         signed["encap_content_info"]["content_type"].dotted  # noqa: B018
         len(signed["signer_infos"])
-    except _ASN1CRYPTO_ERRORS as exc:
+    except ASN1_ERRORS as exc:
         reason = " ".join(str(exc).split())
         raise MalformedCatalog(0, "ContentInfo", f"asn1crypto cannot load it: {reason}") from None
     return signed
