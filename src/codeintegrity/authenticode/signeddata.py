@@ -412,7 +412,8 @@ def _without_page_hashes(tlv: memoryview) -> _Shrunk | None:
             cut.append(encode_tlv(attribute.tag, bytes(tlv[kind.start : kind.end]) + emptied))
     except (MalformedError, ValueError):
         return None  # ValueError: a shape unpacked into the wrong number of parts
-    assert link is not None  # returned above when absent; mypy loses that across the try
+    # Returned above when absent; mypy loses that narrowing across the try.
+    assert data is not None and value is not None and link is not None
     new = encode_tlv(0x31, b"".join(cut)) + bytes(tlv[attributes.end : serialized.end])
     new = replaced(moniker, serialized, encode_tlv(0x04, new))
     new = replaced(link, moniker, new)
