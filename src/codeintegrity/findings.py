@@ -6,6 +6,7 @@ the report. The event a finding raises is looked up here and nowhere else.
 - 5038: the image hash of a file is not valid (unsigned where required, modified, bad signature)
 - 6281: page hashes not valid, missing where required, or the signing certificate revoked
 - 6410: the file does not meet the security requirements to load into a process
+- 5057: a cryptographic primitive operation failed (it raised instead of answering)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 EVENT_IMAGE_HASH = 5038
 EVENT_PAGE_HASH = 6281
 EVENT_LOAD_REQUIREMENTS = 6410
+EVENT_PRIMITIVE_FAILED = 5057
 
 
 class Severity(enum.StrEnum):
@@ -63,6 +65,8 @@ class FindingCode(enum.StrEnum):
     SHARED_WRITABLE_SECTION = "load.shared-writable-section"
     UNSIGNED_DRIVER = "load.unsigned-driver"
     UNSIGNED_FORCE_INTEGRITY = "load.unsigned-force-integrity"
+    # --- the cryptographic primitives themselves ---------------------------------------
+    PRIMITIVE_FAILED = "crypto.primitive-failed"
     # --- catalogs (issue: catalogs, policy, revocation) --------------------------------
     CATALOG_SIGNED = "catalog.signed"
     CATALOG_SIGNATURE_INVALID = "catalog.signature-invalid"
@@ -135,6 +139,9 @@ RULES: dict[FindingCode, Rule] = {
     _C.UNSIGNED_DRIVER: Rule(_E, EVENT_IMAGE_HASH, "kernel-mode driver is not validly signed"),
     _C.UNSIGNED_FORCE_INTEGRITY: Rule(
         _E, EVENT_IMAGE_HASH, "FORCE_INTEGRITY image is not validly signed"
+    ),
+    _C.PRIMITIVE_FAILED: Rule(
+        _E, EVENT_PRIMITIVE_FAILED, "a cryptographic primitive failed; nothing could be proved"
     ),
     _C.CATALOG_SIGNED: Rule(_I, None, "file is signed through a catalog"),
     _C.CATALOG_SIGNATURE_INVALID: Rule(

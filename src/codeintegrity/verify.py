@@ -164,7 +164,19 @@ class _Run:
             first_page=frozenset(self.opts.first_page_digests),
             flat=frozenset(self.opts.flat_digests),
         )
-        hashes = compute_hashes(self.data, image, request, limits, release=self.release)
+        try:
+            hashes = compute_hashes(self.data, image, request, limits, release=self.release)
+        except _primitive_errors(hashing=True) as exc:
+            # hashlib refusing an algorithm (e.g. MD5 under FIPS): no digest, no verdict.
+            algorithms = ",".join(sorted(request.image)) or "sha256"
+            finding = primitive_failure(exc, algorithms, None)
+            return Report(
+                path=self.path,
+                status=Status.INVALID if sigs else Status.UNSIGNED,
+                findings=(*self.findings, finding),
+                image=image.info(),
+                error=finding.detail,
+            )
         if efi:
             self._check_efi_form(hashes)
 
@@ -265,7 +277,10 @@ class _Run:
             )
 
         page_check = self._check_pages(holder, hashes)
-        verdict = verify_signer(sig, self._trust(), at=self.opts.at)
+        try:
+            verdict = verify_signer(sig, self._trust(), at=self.opts.at)
+        except _primitive_errors(hashing=False) as exc:
+            verdict = _failed_verdict(primitive_failure(exc, alg, index))
         self.findings.extend(verdict.findings)
         if self.opts.revocation is not None and verdict.chain_certs:
             from .revocation import check_chain
@@ -416,6 +431,39 @@ class _PageChecker:
         computed = compute_hashes(self.data, self.image, request, self.opts.limits).pages[0]
         found = problems + compare_page_hashes(table, computed, -1)
         return [replace(f, signature=None, detail=f"catalog member: {f.detail}") for f in found]
+
+
+def _primitive_errors(*, hashing: bool) -> tuple[type[Exception], ...]:
+    """What a cryptographic primitive raises when it fails rather than answering: OpenSSL
+    internal errors, and (around hashing only, where nothing else raises it) hashlib's
+    ValueError for an algorithm the build refuses."""
+    from cryptography.exceptions import InternalError
+
+    return (InternalError, ValueError) if hashing else (InternalError,)
+
+
+def primitive_failure(exc: Exception, algorithm: str, signature: int | None) -> Finding:
+    """The finding (event 5057) for a primitive that raised. The detail's shape,
+    ``ALGORITHM (PROVIDER): REASON``, is what the 5057 event's fields are read from."""
+    provider = "OpenSSL via cryptography" if "cryptography" in type(exc).__module__ else "hashlib"
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    return Finding(_C.PRIMITIVE_FAILED, f"{algorithm} ({provider}): {reason}", signature=signature)
+
+
+def _failed_verdict(finding: Finding) -> SignerVerdict:
+    from .authenticode.signer import SignerVerdict
+
+    return SignerVerdict(
+        signature_valid=False,
+        trusted=False,
+        signer=None,
+        chain=(),
+        chain_certs=(),
+        timestamp=None,
+        timestamp_kind=None,
+        lifetime_signing=False,
+        findings=(finding,),
+    )
 
 
 def _signature_result(

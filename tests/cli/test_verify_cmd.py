@@ -145,3 +145,25 @@ def test_fifo_is_not_opened(tmp_path):
     result = run("--json", *ANCHORS, str(fifo), str(FIXTURES / "t64_sha256.exe"), tmp_path=tmp_path)
     assert result.returncode == 3
     assert "not a regular file" in result.stderr and len(lines(result)) == 1
+
+
+def test_internal_error_on_one_file_does_not_end_the_run(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import codeintegrity.verify as engine
+    from codeintegrity.cli.verify_cmd import verify
+
+    real = engine.verify_path
+
+    def flaky(path, options=None):
+        if str(path).endswith("t64_sha1_ph.exe"):
+            raise RuntimeError("boom")
+        return real(path, options)
+
+    monkeypatch.setattr(engine, "verify_path", flaky)
+    monkeypatch.setenv("CODEINTEGRITY_HOME", str(tmp_path))
+    paths = [str(FIXTURES / "t64_sha1_ph.exe"), str(FIXTURES / "t64_sha256.exe")]
+    result = CliRunner().invoke(verify, ["--json", "--no-store", *ANCHORS, *paths])
+    assert result.exit_code == 70
+    assert "internal error on" in result.output and "RuntimeError: boom" in result.output
+    assert '"status":"valid"' in result.output  # the other file was still judged

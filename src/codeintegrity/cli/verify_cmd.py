@@ -139,7 +139,8 @@ def verify(
     sample, a small Microsoft-signed DLL, is verified. Exit status: 0 every file valid, 1 any
     file not valid (with --policy: any denial in enforce mode), 2 usage error, 3 a path
     unreadable (the other files are still judged), 4 a trust, policy, catalog or sink argument
-    that does not load, 5 self-test failed.
+    that does not load, 5 self-test failed, 70 an internal error on some file (the others are
+    still judged).
     """
     from ..errors import CIError
 
@@ -257,13 +258,17 @@ def _run(
     if code:
         return code
     writer = JsonWriter() if as_json else TableWriter()
-    unreadable = not_valid = 0
+    unreadable = not_valid = internal = 0
     for name, error in _iter_files(paths):
         if error is None:
             try:
                 report = verify_path(name, options)
             except OSError as exc:
                 error = exc
+            except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
+                click.echo(f"codeintegrity: internal error on {name}: {_line(exc)}", err=True)
+                internal += 1
+                continue
         if error is not None:
             reason = error.strerror or str(error)
             click.echo(f"codeintegrity: cannot read {name}: {reason}", err=True)
@@ -283,9 +288,16 @@ def _run(
         if extra_sinks or not summary.complete or summary.errors:
             for line in summary.lines():
                 click.echo(f"codeintegrity: {line}", err=True)
+    if internal:
+        return exit_codes.INTERNAL
     if unreadable:
         return exit_codes.UNREADABLE
     return exit_codes.NOT_VALID if not_valid else exit_codes.OK
+
+
+def _line(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text[:300] + " (a bug: please report it with the file)"
 
 
 def _decide(report: Report, policy: object) -> Report:

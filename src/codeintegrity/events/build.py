@@ -449,8 +449,30 @@ def events_for_report(
     if decision is not None and not decision.allowed:
         add(3077 if decision.mode == "enforce" else 3076, _policy_block(report, host))
     for event_id in event_ids:
-        add(event_id, {"param1": report.path})
+        if event_id == EVENT_PRIMITIVE_FAILED:
+            for finding in report.findings:
+                if finding.code is FindingCode.PRIMITIVE_FAILED:
+                    add(event_id, {**host.subject(), **_primitive_fields(finding.detail)})
+        else:
+            add(event_id, {"param1": report.path})
     return events
+
+
+_PRIMITIVE_DETAIL = re.compile(r"(?P<algorithm>[^ ]+) \((?P<provider>[^)]*)\): (?P<reason>.*)")
+# NTSTATUS STATUS_UNSUCCESSFUL: the primitive raised; there is no Windows code to report.
+_PRIMITIVE_RETURN_CODE = "0xc0000001"
+
+
+def _primitive_fields(detail: str) -> dict[str, str]:
+    """5057's fields from a PRIMITIVE_FAILED finding (``ALGORITHM (PROVIDER): REASON``)."""
+    match = _PRIMITIVE_DETAIL.fullmatch(detail)
+    parts = match.groupdict() if match else {"algorithm": "-", "provider": "-", "reason": detail}
+    return {
+        "ProviderName": clean_text(parts["provider"]),
+        "AlgorithmName": clean_text(parts["algorithm"]),
+        "Reason": clean_text(parts["reason"]),
+        "ReturnCode": _PRIMITIVE_RETURN_CODE,
+    }
 
 
 # --- events that do not come from a report --------------------------------------------------
