@@ -280,7 +280,9 @@ class _Run:
         try:
             verdict = verify_signer(sig, self._trust(), at=self.opts.at)
         except _primitive_errors(hashing=False) as exc:
-            verdict = _failed_verdict(primitive_failure(exc, alg, index))
+            from .authenticode.signer import SignerVerdict
+
+            verdict = SignerVerdict.failed(primitive_failure(exc, alg, index))
         self.findings.extend(verdict.findings)
         if self.opts.revocation is not None and verdict.chain_certs:
             from .revocation import check_chain
@@ -448,22 +450,6 @@ def primitive_failure(exc: Exception, algorithm: str, signature: int | None) -> 
     provider = "OpenSSL via cryptography" if "cryptography" in type(exc).__module__ else "hashlib"
     reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
     return Finding(_C.PRIMITIVE_FAILED, f"{algorithm} ({provider}): {reason}", signature=signature)
-
-
-def _failed_verdict(finding: Finding) -> SignerVerdict:
-    from .authenticode.signer import SignerVerdict
-
-    return SignerVerdict(
-        signature_valid=False,
-        trusted=False,
-        signer=None,
-        chain=(),
-        chain_certs=(),
-        timestamp=None,
-        timestamp_kind=None,
-        lifetime_signing=False,
-        findings=(finding,),
-    )
 
 
 def _signature_result(

@@ -47,6 +47,11 @@ class SignerVerdict:
     lifetime_signing: bool
     findings: tuple[Finding, ...]
 
+    @classmethod
+    def failed(cls, finding: Finding) -> SignerVerdict:
+        """A verdict for a signature that could not be checked at all, with the reason."""
+        return cls(False, False, None, (), (), None, None, False, (finding,))
+
 
 def verify_signer(
     sig: Signature, trust: TrustStore, *, at: datetime | None = None

@@ -325,14 +325,4 @@ def _failed_verdict(reason: str) -> Any:
     from ..authenticode.signer import SignerVerdict
     from ..findings import Finding, FindingCode
 
-    return SignerVerdict(
-        signature_valid=False,
-        trusted=False,
-        signer=None,
-        chain=(),
-        chain_certs=(),
-        timestamp=None,
-        timestamp_kind=None,
-        lifetime_signing=False,
-        findings=(Finding(FindingCode.CATALOG_SIGNATURE_INVALID, reason),),
-    )
+    return SignerVerdict.failed(Finding(FindingCode.CATALOG_SIGNATURE_INVALID, reason))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import exit_codes
+from .params import parse_iso_time
 
 if TYPE_CHECKING:
     from ..events.model import Event
@@ -34,13 +35,10 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     if relative:
         span = timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
         return datetime.now(UTC) - span
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_iso_time(text)
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither ISO 8601 nor a span like 2h") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

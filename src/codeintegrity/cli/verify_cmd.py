@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from . import exit_codes
+from .params import parse_iso_time
 
 if TYPE_CHECKING:
     from ..options import VerifyOptions
@@ -23,14 +24,10 @@ DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "demo_signed.dll
 def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_iso_time(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
