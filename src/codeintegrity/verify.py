@@ -53,7 +53,7 @@ def verify_path(path: str | os.PathLike[str], options: VerifyOptions | None = No
             view = memoryview(mapped)
             try:
                 # Hashed chunks leave the resident set, so memory stays flat for large files.
-                return _verify(view, options, name, mmap_releaser(mapped), handle.fileno())
+                return _verify(view, options, name, mmap_releaser(mapped))
             finally:
                 view.release()
 
@@ -73,7 +73,6 @@ def _verify(
     options: VerifyOptions | None,
     path: str,
     release: Release | None,
-    fd: int | None = None,
 ) -> Report:
     opts = options or VerifyOptions()
     from .pe.layout import parse_pe
@@ -85,7 +84,7 @@ def _verify(
     except MalformedError as exc:
         finding = Finding(_C.IMAGE_MALFORMED, exc.diagnostics(), offset=exc.offset)
         return Report(path=path, status=Status.MALFORMED, findings=(finding,), error=str(exc))
-    return _Run(data, image, opts, path, release, fd).run()
+    return _Run(data, image, opts, path, release).run()
 
 
 def _not_a_pe(
@@ -129,11 +128,9 @@ class _Run:
         opts: VerifyOptions,
         path: str,
         release: Release | None,
-        fd: int | None = None,
     ) -> None:
         self.data = data
         self.release = release
-        self.fd = fd  # the mapped file's descriptor: large files may share page hashing
         self.image = image
         self.opts = opts
         self.path = path
@@ -168,9 +165,7 @@ class _Run:
             flat=frozenset(self.opts.flat_digests),
         )
         try:
-            hashes = compute_hashes(
-                self.data, image, request, limits, release=self.release, fd=self.fd
-            )
+            hashes = compute_hashes(self.data, image, request, limits, release=self.release)
         except _primitive_errors(hashing=True) as exc:
             # hashlib refusing an algorithm (e.g. MD5 under FIPS): no digest, no verdict.
             algorithms = ",".join(sorted(request.image)) or "sha256"

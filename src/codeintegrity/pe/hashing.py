@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # concurrent.futures loads only when a file is big enough for
 SUPPORTED_ALGORITHMS = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})
 CHUNK_SIZE = 2 << 20  # fits in L2/L3 while both threads read it
 PARALLEL_MIN_SIZE = 1 << 20  # below this, thread hand-offs cost more than they save
-HELPER_MIN_SIZE = 64 << 20  # below this, a helper process's ~10 ms start-up is not worth it
 # Worker threads next to the caller's: one per spare core, at most two. On 2 cores a third
 # thread was measured slower (SHA-1 + SHA-256 + page hashes: 2.0x one pass -> 2.2x).
 WORKERS = max(1, min(2, (os.cpu_count() or 2) - 1))
@@ -239,12 +238,8 @@ class _PageFeed:
             j = bisect_left(self.offsets, hi, i)
         else:
             j = len(self.offsets) if hi > len(view) else i
-        if j > i:
-            self.hash_entries(view, i, j)
-            self.next = j
-
-    def hash_entries(self, view: memoryview, i: int, j: int) -> None:
-        """Hash table entries [i, j) into ``out``."""
+        if j <= i:
+            return
         ctor, page, slow = self.ctor, self.page, self._slow
         first = self.holes[-1][1]  # a full page starting here or later holds no excluded field
         last = self.end - page  # and one starting after this runs past the hashed end
@@ -261,6 +256,7 @@ class _PageFeed:
                 for off, bound in zip(offsets, bounds, strict=True)
             ]
         self.out[i * self.size : j * self.size] = b"".join(digests)
+        self.next = j
 
     def _slow(self, view: memoryview, off: int, bound: int) -> bytes:
         """H(page bytes minus excluded fields || zeros(page - span)). A span of 0 only comes
@@ -353,78 +349,6 @@ def _run(
     pages: list[_PageFeed],
     chunk: int,
     release: Release | None,
-    fd: int | None,
-) -> None:
-    """Feed every digest: page groups shared with a helper process when the file is large
-    and its descriptor is known, else threads."""
-    if (
-        fd is not None
-        and pages
-        and len(view) >= HELPER_MIN_SIZE
-        and all(feed.in_order for feed in pages)
-        and _share_pages(view, streams, pages, chunk, release, fd)
-    ):
-        return
-    _walk(view, streams, pages, chunk, release, threads=True)
-
-
-def _share_pages(
-    view: memoryview,
-    streams: list[_RangeFeed],
-    pages: list[_PageFeed],
-    chunk: int,
-    release: Release | None,
-    fd: int,
-) -> bool:
-    """Image streams on this thread, then page groups from the last down while a helper
-    process hashes them from the first up (see page_process). False, with nothing done, when
-    no helper could start.
-
-    The streams stay off the worker thread: the hand-shake in :func:`_start` stalls when
-    three busy threads share two cores, and a lone thread streams at full speed.
-    """
-    from .page_process import PageJob, PageProcess
-
-    # Entries that hold an excluded header field stay here; the helper hashes plain spans.
-    starts = [bisect_left(feed.offsets, feed.holes[-1][1]) for feed in pages]
-    jobs = [
-        PageJob(feed.algorithm, feed.page, feed.end, feed.offsets[k:], feed.bounds[k:])
-        for feed, k in zip(pages, starts, strict=True)
-    ]
-    helper = PageProcess.start(fd, jobs)
-    if helper is None:
-        return False
-    size = len(view)
-
-    def hash_group(job: int, i: int, j: int) -> None:
-        feed, k = pages[job], starts[job]
-        feed.hash_entries(view, k + i, k + j)
-        lo = feed.offsets[k + i] // mmap.PAGESIZE * mmap.PAGESIZE
-        hi = min(size, feed.offsets[k + j - 1] + feed.page)
-        if release is not None and hi > lo:
-            release(lo, hi - lo)
-
-    def store(job: int, i: int, j: int, digests: bytes) -> None:
-        feed, k = pages[job], starts[job]
-        feed.out[(k + i) * feed.size : (k + j) * feed.size] = digests
-
-    with helper:
-        for feed, k in zip(pages, starts, strict=True):
-            if k:
-                feed.hash_entries(view, 0, k)
-        _walk(view, streams, [], chunk, release, threads=False)
-        helper.share(hash_group, store)
-    return True
-
-
-def _walk(
-    view: memoryview,
-    streams: list[_RangeFeed],
-    pages: list[_PageFeed],
-    chunk: int,
-    release: Release | None,
-    *,
-    threads: bool,
 ) -> None:
     """Walk the chunks; the workers run one chunk ahead of the caller's thread.
 
@@ -433,8 +357,7 @@ def _walk(
     find the chunk resident. The caller waits for the workers only at chunk boundaries.
     """
     size = len(view)
-    parallel = threads and size >= PARALLEL_MIN_SIZE
-    bins = _bins(streams, pages, 1 + WORKERS if parallel else 1)
+    bins = _bins(streams, pages, 1 + WORKERS if size >= PARALLEL_MIN_SIZE else 1)
     mine, theirs = bins[0], bins[1:]
     pool = _worker() if theirs else None
     ahead: list[Future[None]] = []
@@ -476,15 +399,12 @@ def compute_hashes(
     *,
     chunk_size: int = CHUNK_SIZE,
     release: Release | None = None,
-    fd: int | None = None,
 ) -> HashResult:
     """Compute every requested digest of ``data`` (the bytes ``image`` was parsed from).
 
-    ``release(offset, length)`` is called for each range once every digest has consumed it;
-    a caller that mapped the file can drop those pages from its resident set (see
-    :func:`mmap_releaser`), so memory stays flat whatever the file size. ``fd``, an open
-    descriptor of the regular file ``data`` maps, lets a large file's page hashes be shared
-    with a helper process (see page_process); the results are the same either way.
+    ``release(offset, length)`` is called for each chunk once every digest has consumed it; a
+    caller that mapped the file can drop those pages from its resident set (see
+    :func:`mmap_releaser`), so memory stays flat whatever the file size.
     """
     view = _byte_view(data)
     if len(view) != image.size:
@@ -506,7 +426,7 @@ def compute_hashes(
     streams: list[_RangeFeed] = [*image_feeds.values(), *flat_feeds.values()]
     if efi_in_pass:
         streams += efi_feeds.values()
-    _run(view, streams, page_feeds, chunk_size, release, fd)
+    _run(view, streams, page_feeds, chunk_size, release)
     if not efi_in_pass:
         # Overlapping or unsorted sections: the spec form revisits bytes; EFI images are small.
         for feed in efi_feeds.values():
