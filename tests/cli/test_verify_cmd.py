@@ -167,3 +167,41 @@ def test_internal_error_on_one_file_does_not_end_the_run(tmp_path, monkeypatch):
     assert result.exit_code == 70
     assert "internal error on" in result.output and "RuntimeError: boom" in result.output
     assert '"status":"valid"' in result.output  # the other file was still judged
+
+
+def test_extra_digests_and_page_hash_requirement(tmp_path):
+    import hashlib
+
+    target = FIXTURES / "t64_sha256.exe"
+    result = run(
+        "--json",
+        "--no-cache",
+        *ANCHORS,
+        "--hash",
+        "sha1",
+        "--hash",
+        "md5",
+        "--flat-hash",
+        "sha256",
+        str(target),
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (report,) = lines(result)
+    assert set(report["authentihash"]) == {"md5", "sha1", "sha256"}
+    assert report["flat_hash"] == {"sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+    # Not a driver: "drivers" does not apply; "all" does (6281, signed without page hashes).
+    drivers = run(
+        "--json",
+        "--no-cache",
+        *ANCHORS,
+        "--require-page-hashes-for",
+        "drivers",
+        str(target),
+        tmp_path=tmp_path,
+    )
+    assert drivers.returncode == 0 and lines(drivers)[0]["event_ids"] == []
+    strict = run(
+        "--json", "--no-cache", *ANCHORS, "--require-page-hashes", str(target), tmp_path=tmp_path
+    )
+    assert strict.returncode == 1 and lines(strict)[0]["event_ids"] == [6281]
