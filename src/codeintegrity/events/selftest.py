@@ -1,10 +1,11 @@
 """Cryptographic self-tests (event 5056) and primitive failures (event 5057).
 
-Before the first verification of a process (:func:`ensure_selftest`) and on
-``codeintegrity selftest`` (:func:`run_selftest`), every hash and signature primitive the engine
-uses is run on fixed inputs and compared with known answers: MD5, SHA-1, SHA-256, SHA-384 and
-SHA-512 through hashlib; RSA PKCS#1 v1.5 (SHA-256, SHA-1) and ECDSA P-256 / P-384 verification
-through cryptography, each with a negative check (a signature with one bit flipped must fail).
+Every hash and signature primitive the engine uses is run on fixed inputs and compared with
+known answers: MD5, SHA-1, SHA-256, SHA-384 and SHA-512 through hashlib; RSA PKCS#1 v1.5
+(SHA-256, SHA-1) and ECDSA P-256 / P-384 verification through cryptography, each with a negative
+check (a signature with one bit flipped must fail). The CLI runs :func:`run_selftest` before the
+first verification of its process and on ``codeintegrity selftest``, and records a 5056; library
+callers use :func:`ensure_selftest`, which runs it once per process and raises on failure.
 ``ReturnCode`` is 0 on success, otherwise a bit set per failed test (bit order = ``TESTS``).
 """
 
