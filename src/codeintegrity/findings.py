@@ -54,6 +54,17 @@ class FindingCode(enum.StrEnum):
     CHAIN_EKU = "chain.eku"
     CHAIN_REVOKED = "chain.revoked"
     REVOCATION_UNKNOWN = "chain.revocation-unknown"
+    # chain rules Windows applies beyond RFC 5280 (authenticode/chainrules.py)
+    CHAIN_NOT_YET_VALID = "chain.not-yet-valid"
+    CHAIN_EKU_NOT_ALLOWED_BY_ISSUER = "chain.eku-not-allowed-by-issuer"
+    CHAIN_WEAK_KEY = "chain.weak-key"
+    CHAIN_UNSUPPORTED_KEY = "chain.unsupported-key"
+    CHAIN_WEAK_SIGNATURE_HASH = "chain.weak-signature-hash"
+    CHAIN_ISSUER_NOT_CA = "chain.issuer-not-ca"
+    CHAIN_PATH_LENGTH = "chain.path-length-exceeded"
+    CHAIN_CRITICAL_EXTENSION = "chain.unknown-critical-extension"
+    CHAIN_NAME_CONSTRAINTS = "chain.name-constraints"
+    CHAIN_VALIDATOR_FAILED = "chain.validator-failed"  # the path validator raised
     TIMESTAMP_INVALID = "timestamp.invalid"
     TIMESTAMP_UNTRUSTED = "timestamp.untrusted"
     # --- page hashes ------------------------------------------------------------------
@@ -125,6 +136,34 @@ RULES: dict[FindingCode, Rule] = {
     _C.CHAIN_EKU: Rule(_E, EVENT_IMAGE_HASH, "signer certificate lacks the code-signing EKU"),
     _C.CHAIN_REVOKED: Rule(_E, EVENT_PAGE_HASH, "signing certificate is revoked"),
     _C.REVOCATION_UNKNOWN: Rule(_I, None, "revocation status unknown (no CRL for this issuer)"),
+    _C.CHAIN_NOT_YET_VALID: Rule(
+        _E, EVENT_IMAGE_HASH, "a certificate of the chain is not valid yet"
+    ),
+    _C.CHAIN_EKU_NOT_ALLOWED_BY_ISSUER: Rule(
+        _E, EVENT_IMAGE_HASH, "an issuer's EKU extension does not allow the usage"
+    ),
+    _C.CHAIN_WEAK_KEY: Rule(_E, EVENT_IMAGE_HASH, "a certificate of the chain has a weak key"),
+    _C.CHAIN_UNSUPPORTED_KEY: Rule(
+        _E, EVENT_IMAGE_HASH, "a certificate of the chain has an unsupported key or curve"
+    ),
+    _C.CHAIN_WEAK_SIGNATURE_HASH: Rule(
+        _E, EVENT_IMAGE_HASH, "a certificate of the chain is signed with a weak hash"
+    ),
+    _C.CHAIN_ISSUER_NOT_CA: Rule(
+        _E, EVENT_IMAGE_HASH, "an issuer of the chain is not a CA (basicConstraints)"
+    ),
+    _C.CHAIN_PATH_LENGTH: Rule(
+        _E, EVENT_IMAGE_HASH, "a pathLenConstraint of the chain is exceeded"
+    ),
+    _C.CHAIN_CRITICAL_EXTENSION: Rule(
+        _E, EVENT_IMAGE_HASH, "a certificate of the chain has an unknown critical extension"
+    ),
+    _C.CHAIN_NAME_CONSTRAINTS: Rule(
+        _E, EVENT_IMAGE_HASH, "a name of the chain violates an issuer's name constraints"
+    ),
+    _C.CHAIN_VALIDATOR_FAILED: Rule(
+        _E, EVENT_PRIMITIVE_FAILED, "certificate path validation failed internally"
+    ),
     _C.TIMESTAMP_INVALID: Rule(_W, None, "timestamp is not valid and was ignored"),
     _C.TIMESTAMP_UNTRUSTED: Rule(_W, None, "timestamp authority is not trusted; ignored"),
     _C.PAGE_HASH_MISMATCH: Rule(_E, EVENT_PAGE_HASH, "page hash does not match"),

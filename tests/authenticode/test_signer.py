@@ -99,10 +99,10 @@ def test_timestamp_extends_validity_past_expiry(pki_store):
     assert not plain.trusted and _codes(plain) == [FindingCode.CHAIN_EXPIRED]
 
 
-def test_at_before_not_before_is_expired(pki_store):
+def test_at_before_not_before_is_not_yet_valid(pki_store):
     (verdict,) = _verdicts(FIXTURES / "t64_sha256.exe", pki_store, at=datetime(2024, 6, 1))
     assert verdict.signature_valid and not verdict.trusted
-    assert _codes(verdict) == [FindingCode.CHAIN_EXPIRED]
+    assert _codes(verdict) == [FindingCode.CHAIN_NOT_YET_VALID]
     assert "2024-06-01" in verdict.findings[0].detail
     (later,) = _verdicts(FIXTURES / "t64_sha256.exe", pki_store, at=datetime(2025, 6, 1))
     assert later.trusted

@@ -113,10 +113,11 @@ def _verify(
     judged = _aware(at) if at is not None else datetime.now(UTC)
     # A valid timestamp freezes the chain at signing time, unless lifetime signing forbids it.
     moment = stamp.time if stamp.time is not None and not lifetime else judged
-    chain = validate_chain(leaf, check.certificates, trust, moment, eku)
-    if not chain.ok and chain.code is not None:
-        when = "timestamp" if moment is stamp.time else "judged"
-        add(chain.code, f"{chain.detail} ({when} time {moment.isoformat()})")
+    chain = validate_chain(leaf, check.certificates, trust, moment, eku, timestamped=stamp.time)
+    when = "timestamp" if moment is stamp.time else "judged"
+    for code, detail in chain.problems:
+        # One finding per broken rule, each naming the certificate that breaks it.
+        add(code, f"{detail} ({when} time {moment.isoformat()})")
     infos = tuple(_safe_info(c) for c in chain.certs)
     return SignerVerdict(
         signature_valid=signature_valid,

@@ -14,16 +14,15 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TrustStoreError
 from ..findings import FindingCode
 from . import oids
 
-# pyhanko's default also bans SHA-1, which Windows still accepts in code-signing chains.
-_WEAK_HASHES = frozenset({"md2", "md5"})
-# Windows blocks RSA keys under 1024 bits (KB2661254); pyhanko's default is 2048.
-_MIN_KEY_BITS = 1024
+if TYPE_CHECKING:
+    from .chainrules import ChainFacts
+
 _MAX_CHAIN = 12
 _CACHE_SIZE = 4096
 # A full root-program PEM bundle is a few MiB; anything far larger is not a trust file.
@@ -50,6 +49,7 @@ class TrustStore:
         # Identity for caches: equal anchor sets share cached chain results.
         self.key: bytes = hashlib.sha256(b"".join(sorted(unique))).digest()
         self._by_subject: dict[bytes, list[bytes]] | None = None
+        self._by_loose_subject: dict[tuple[Any, ...], list[bytes]] | None = None
         self._parsed: dict[bytes, Any] = {}
         self._managers: dict[frozenset[bytes], Any] = {}
         self._lock = threading.Lock()
@@ -116,6 +116,24 @@ class TrustStore:
             keys = self._by_subject.get(name_der, [])
         return [self._cert(key) for key in keys]
 
+    def with_loose_subject(self, name_der: bytes) -> list[Any]:
+        """Anchors whose subject matches ``name_der`` after :func:`_loose_name_key` (string
+        types, case and spacing ignored); a superset of RFC 5280 name matches."""
+        wanted = _loose_name_key(name_der)
+        if wanted is None:
+            return []
+        with self._lock:
+            if self._by_loose_subject is None:
+                index: dict[tuple[Any, ...], list[bytes]] = {}
+                for key, der in self._ders.items():
+                    subject = _subject_der(der)
+                    loose = None if subject is None else _loose_name_key(subject)
+                    if loose is not None:
+                        index.setdefault(loose, []).append(key)
+                self._by_loose_subject = index
+            keys = self._by_loose_subject.get(wanted, [])
+        return [self._cert(key) for key in keys]
+
     def _cert(self, key: bytes) -> Any:
         cert = self._parsed.get(key)
         if cert is None:
@@ -124,9 +142,11 @@ class TrustStore:
             cert = self._parsed[key] = x509.Certificate.load(self._ders[key])
         return cert
 
-    def trust_manager(self, anchors: Iterable[Any] | None = None) -> Any:
-        """pyhanko trust manager over ``anchors`` (a subset of this store; default: all)."""
-        chosen = list(self.certificates if anchors is None else anchors)
+    def trust_manager(self, anchors: Iterable[Any]) -> Any:
+        """pyhanko trust manager over ``anchors`` (a subset of this store), built once per
+        subset and process: the chains of a run end at a handful of anchors, and building one
+        over all of a root program's anchors costs about half a second."""
+        chosen = list(anchors)
         key = frozenset(hashlib.sha256(c.dump()).digest() for c in chosen)
         with self._lock:
             manager = self._managers.get(key)
@@ -212,6 +232,44 @@ def _subject_der(der: bytes) -> bytes | None:
         return None
 
 
+_STRING_CODECS = {
+    0x0C: "utf-8",  # UTF8String
+    0x13: "latin-1",  # PrintableString
+    0x14: "latin-1",  # TeletexString (T.61; latin-1 is close enough for a loose key)
+    0x16: "latin-1",  # IA5String
+    0x1A: "latin-1",  # VisibleString
+    0x1C: "utf-32-be",  # UniversalString
+    0x1E: "utf-16-be",  # BMPString
+}
+
+
+def _loose_name_key(name_der: bytes) -> tuple[Any, ...] | None:
+    """Name DER -> ((attribute type OID bytes, case-folded single-spaced text), ...) per RDN,
+    by walking the TLVs (no asn1crypto parse). None when the bytes are not a Name."""
+    try:
+        pos, length = _tlv_header(name_der, 0, 0x30)
+        end = pos + length
+        rdns: list[tuple[Any, ...]] = []
+        while pos < end:
+            set_pos, set_len = _tlv_header(name_der, pos, 0x31)
+            pos = set_pos + set_len
+            attrs: list[tuple[bytes, str]] = []
+            while set_pos < pos:
+                atv_pos, atv_len = _tlv_header(name_der, set_pos, 0x30)
+                set_pos = atv_pos + atv_len
+                oid_end = _skip(name_der, atv_pos)
+                value_tag = name_der[oid_end]
+                value_pos, value_len = _tlv_header(name_der, oid_end, value_tag)
+                raw = name_der[value_pos : value_pos + value_len]
+                codec = _STRING_CODECS.get(value_tag)
+                text = raw.decode(codec, "replace") if codec else raw.hex()
+                attrs.append((name_der[atv_pos:oid_end], " ".join(text.casefold().split())))
+            rdns.append(tuple(sorted(attrs)))
+        return tuple(rdns)
+    except IndexError:
+        return None
+
+
 def _tlv_header(der: bytes, pos: int, tag: int) -> tuple[int, int]:
     """Position of the contents of the TLV at ``pos`` (which must carry ``tag``) and its length."""
     if der[pos] != tag:
@@ -238,7 +296,11 @@ def _skip(der: bytes, pos: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ChainResult:
-    """Outcome of validating one leaf: certs leaf first, anchor last (best effort on failure)."""
+    """Outcome of validating one leaf: certs leaf first, anchor last (best effort on failure).
+
+    ``problems`` holds every reason the chain is not valid (each its own finding); ``code`` and
+    ``detail`` repeat the first one.
+    """
 
     ok: bool
     code: FindingCode | None
@@ -246,17 +308,30 @@ class ChainResult:
     certs: tuple[Any, ...]
     # No path to any anchor exists: the same at every moment, so cached without one.
     timeless: bool = False
+    problems: tuple[tuple[FindingCode, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What pyhanko and the signature-independent rules said of one path (cached)."""
+
+    ok: bool
+    code: FindingCode | None
+    detail: str
+    certs: tuple[Any, ...]
+    facts: ChainFacts
+    timeless: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class _Window:
     not_before: datetime
     not_after: datetime
-    certs: tuple[Any, ...]
+    outcome: _Outcome
 
 
 _success_cache: OrderedDict[tuple[Any, ...], list[_Window]] = OrderedDict()
-_failure_cache: OrderedDict[tuple[Any, ...], ChainResult] = OrderedDict()
+_failure_cache: OrderedDict[tuple[Any, ...], _Outcome] = OrderedDict()
 _cache_lock = threading.Lock()
 _stats = {"hits": 0, "misses": 0}
 
@@ -278,45 +353,69 @@ def validate_chain(
     store: TrustStore,
     moment: datetime,
     eku: str = oids.EKU_CODE_SIGNING,
+    *,
+    timestamped: datetime | None = None,
 ) -> ChainResult:
-    """Validate ``leaf`` to an anchor of ``store`` at ``moment`` (aware), with ``eku`` on the leaf.
+    """Validate ``leaf`` to an anchor of ``store`` at ``moment`` (aware), with ``eku`` allowed
+    by the leaf and by every issuer that restricts usages. ``timestamped`` is the time of a
+    valid timestamp on a code signature (it exempts old signatures from some weak-crypto rules).
 
-    Never raises: every failure is a ChainResult with a one-line detail.
+    Never raises: every failure is a ChainResult with one-line details.
     """
     others = tuple(c for c in intermediates if c is not leaf)
     eku_problem = _check_eku(leaf, eku)
     if eku_problem is not None:
         return ChainResult(
-            False, FindingCode.CHAIN_EKU, eku_problem, _best_effort(leaf, others, store)
+            False,
+            FindingCode.CHAIN_EKU,
+            eku_problem,
+            _best_effort(leaf, others, store),
+            problems=((FindingCode.CHAIN_EKU, eku_problem),),
         )
     leaf_key = hashlib.sha256(leaf.dump()).digest()
     other_keys = frozenset(hashlib.sha256(c.dump()).digest() for c in others)
     base = (store.key, leaf_key, other_keys)
+    outcome: _Outcome | None = None
     with _cache_lock:
         for window in _success_cache.get(base, ()):
             if window.not_before <= moment <= window.not_after:
                 _success_cache.move_to_end(base)
-                _stats["hits"] += 1
-                return ChainResult(True, None, "", window.certs)
-        failed = _failure_cache.get(base) or _failure_cache.get((*base, moment))
-        if failed is not None:
-            _stats["hits"] += 1
-            return failed
-        _stats["misses"] += 1
-    result = _validate_uncached(leaf, others, store, moment)
-    with _cache_lock:
-        if result.ok:
-            window = _Window(
-                max(_aware(c.not_valid_before) for c in result.certs[:-1] or result.certs),
-                min(_aware(c.not_valid_after) for c in result.certs[:-1] or result.certs),
-                result.certs,
-            )
-            _success_cache.setdefault(base, []).append(window)
-            _trim(_success_cache)
+                outcome = window.outcome
+                break
         else:
-            _failure_cache[base if result.timeless else (*base, moment)] = result
-            _trim(_failure_cache)
-    return result
+            outcome = _failure_cache.get(base) or _failure_cache.get((*base, moment))
+        _stats["hits" if outcome is not None else "misses"] += 1
+    if outcome is None:
+        outcome = _validate_uncached(leaf, others, store, moment)
+        with _cache_lock:
+            if outcome.ok:
+                bounded = outcome.certs[:-1] or outcome.certs
+                window = _Window(
+                    max(_aware(c.not_valid_before) for c in bounded),
+                    min(_aware(c.not_valid_after) for c in bounded),
+                    outcome,
+                )
+                _success_cache.setdefault(base, []).append(window)
+                _trim(_success_cache)
+            else:
+                _failure_cache[base if outcome.timeless else (*base, moment)] = outcome
+                _trim(_failure_cache)
+    return _finish(outcome, eku, timestamped)
+
+
+def _finish(outcome: _Outcome, eku: str, timestamped: datetime | None) -> ChainResult:
+    """Apply the signature-dependent part of the rules (EKU, timestamp exemptions)."""
+    from .chainrules import applicable
+
+    problems = [(v.code, v.message()) for v in applicable(outcome.facts, eku, timestamped)]
+    if not outcome.ok and outcome.code is not None:
+        # A pyhanko failure a rule already names (e.g. not a CA) is not reported twice.
+        if outcome.code not in {code for code, _detail in problems}:
+            problems.append((outcome.code, outcome.detail))
+    if not problems:
+        return ChainResult(True, None, "", outcome.certs)
+    code, detail = problems[0]
+    return ChainResult(False, code, detail, outcome.certs, outcome.timeless, tuple(problems))
 
 
 def _trim(cache: OrderedDict[Any, Any]) -> None:
@@ -339,26 +438,35 @@ def _check_eku(leaf: Any, eku: str) -> str | None:
 
 def _validate_uncached(
     leaf: Any, others: tuple[Any, ...], store: TrustStore, moment: datetime
-) -> ChainResult:
+) -> _Outcome:
+    from .chainrules import evaluate
+
+    def failed(code: FindingCode, detail: str, timeless: bool = False) -> _Outcome:
+        chain = _best_effort(leaf, others, store)
+        anchored = len(chain) > 1 and chain[-1] in store
+        return _Outcome(False, code, detail, chain, evaluate(chain, anchored), timeless)
+
     if len(store) == 0:
-        return ChainResult(
-            False,
-            FindingCode.CHAIN_UNTRUSTED,
-            "the trust store is empty",
-            _best_effort(leaf, others, store),
-            timeless=True,
-        )
+        return failed(FindingCode.CHAIN_UNTRUSTED, "the trust store is empty", timeless=True)
+    anchors = _candidate_anchors(leaf, others, store)
+    if not anchors:
+        # No anchor is named as the issuer of any certificate the signature carries: no path
+        # can exist, and pyhanko need not be asked (nor given all of the store's anchors).
+        detail = "no trusted anchor issued any certificate of the chain"
+        return failed(FindingCode.CHAIN_UNTRUSTED, detail, timeless=True)
     from pyhanko_certvalidator import CertificateValidator, ValidationContext
     from pyhanko_certvalidator import errors as pv_errors
     from pyhanko_certvalidator.policy_decl import (
+        AcceptAllAlgorithms,
         CertRevTrustPolicy,
-        DisallowWeakAlgorithmsPolicy,
         RevocationCheckingPolicy,
         RevocationCheckingRule,
     )
 
+    from .nameconstraints import install
+
+    install()
     no_check = RevocationCheckingRule.NO_CHECK
-    anchors = _candidate_anchors(leaf, others, store)
     try:
         context = ValidationContext(
             trust_manager=store.trust_manager(anchors),
@@ -366,52 +474,72 @@ def _validate_uncached(
             moment=moment,
             allow_fetching=False,
             revinfo_policy=CertRevTrustPolicy(RevocationCheckingPolicy(no_check, no_check)),
-            algorithm_usage_policy=DisallowWeakAlgorithmsPolicy(
-                weak_hash_algos=_WEAK_HASHES,
-                rsa_key_size_threshold=_MIN_KEY_BITS,
-                dsa_key_size_threshold=_MIN_KEY_BITS,
-            ),
+            # Weak keys and hashes are judged by chainrules, with Windows' exemptions.
+            algorithm_usage_policy=AcceptAllAlgorithms(),
         )
         validator = CertificateValidator(leaf, validation_context=context)
         path = _run(validator.async_validate_path())
         certs = tuple(reversed(list(path.iter_certs(include_root=True))))
-    except (pv_errors.ExpiredError, pv_errors.NotYetValidError) as exc:
-        return ChainResult(
-            False, FindingCode.CHAIN_EXPIRED, _line(exc), _best_effort(leaf, others, store)
-        )
+    except pv_errors.NotYetValidError as exc:
+        return failed(FindingCode.CHAIN_NOT_YET_VALID, _line(exc))
+    except pv_errors.ExpiredError as exc:
+        return failed(FindingCode.CHAIN_EXPIRED, _line(exc))
     except pv_errors.PathBuildingError as exc:
-        chain = _best_effort(leaf, others, store)
-        return ChainResult(False, FindingCode.CHAIN_UNTRUSTED, _line(exc), chain, timeless=True)
+        return failed(FindingCode.CHAIN_UNTRUSTED, _line(exc), timeless=True)
     except pv_errors.ValidationError as exc:
-        return ChainResult(
-            False, FindingCode.CHAIN_UNTRUSTED, _line(exc), _best_effort(leaf, others, store)
-        )
+        return failed(_classify(exc), _line(exc))
     except Exception as exc:  # noqa: BLE001 - a third-party validator must never crash a verdict
+        # Not "untrusted": nothing was proved either way, and the failure must stay visible.
         detail = f"path validation failed: {type(exc).__name__}: {_line(exc)}"
-        return ChainResult(
-            False, FindingCode.CHAIN_UNTRUSTED, detail, _best_effort(leaf, others, store)
-        )
+        return failed(FindingCode.CHAIN_VALIDATOR_FAILED, detail)
     if not certs or certs[-1] not in store:
         # Anchors are whole certificates; a name/key look-alike is not an anchor.
-        return ChainResult(
-            False, FindingCode.CHAIN_UNTRUSTED, "path does not end at an anchor", certs
+        return _Outcome(
+            False,
+            FindingCode.CHAIN_UNTRUSTED,
+            "path does not end at an anchor",
+            certs,
+            evaluate(certs, False),
         )
-    return ChainResult(True, None, "", certs)
+    return _Outcome(True, None, "", certs, evaluate(certs, True))
 
 
-def _candidate_anchors(leaf: Any, others: tuple[Any, ...], store: TrustStore) -> list[Any] | None:
+def _classify(exc: BaseException) -> FindingCode:
+    """The finding code for a pyhanko validation failure (by its documented message)."""
+    text = str(exc)
+    for marker, code in _MESSAGE_CODES:
+        if marker in text:
+            return code
+    return FindingCode.CHAIN_UNTRUSTED
+
+
+# pyhanko-certvalidator 0.33 messages (validate.py) for RFC 5280 checks that have their own code.
+_MESSAGE_CODES = (
+    ("namespace of the issuing authority", FindingCode.CHAIN_NAME_CONSTRAINTS),
+    ("is not a CA", FindingCode.CHAIN_ISSUER_NOT_CA),
+    ("maximum path length", FindingCode.CHAIN_PATH_LENGTH),
+    ("unsupported critical extension", FindingCode.CHAIN_CRITICAL_EXTENSION),
+)
+
+
+def _candidate_anchors(leaf: Any, others: tuple[Any, ...], store: TrustStore) -> list[Any]:
     """Anchors that can end this chain: those named as the issuer of (or equal to) a
-    certificate the signature carries. None (meaning: all anchors) when no name matches byte
-    for byte, since names may be equal under RFC 5280 comparison yet encoded differently."""
+    certificate the signature carries, byte for byte or, failing that, after the loose
+    normalisation of :func:`_loose_name_key` (names equal under RFC 5280 comparison may be
+    encoded differently). Empty when no anchor can end the chain."""
     found: dict[bytes, Any] = {}
     try:
-        for cert in (leaf, *others):
-            for name in (cert.issuer.dump(), cert.subject.dump()):
-                for anchor in store.with_subject(name):
-                    found[anchor.dump()] = anchor
+        names = [n for cert in (leaf, *others) for n in (cert.issuer.dump(), cert.subject.dump())]
     except (ValueError, TypeError, KeyError):
-        return None
-    return list(found.values()) or None
+        return []
+    for name in names:
+        for anchor in store.with_subject(name):
+            found[anchor.dump()] = anchor
+    if not found:
+        for name in names:
+            for anchor in store.with_loose_subject(name):
+                found[anchor.dump()] = anchor
+    return list(found.values())
 
 
 def _best_effort(leaf: Any, others: tuple[Any, ...], store: TrustStore) -> tuple[Any, ...]:
