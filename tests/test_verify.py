@@ -194,7 +194,7 @@ def test_untrusted_without_anchor():
 
 def test_judged_before_certificate_validity(fixture_trust):
     report = judge("t64_sha256.exe", fixture_trust, at=datetime(2024, 6, 1, tzinfo=UTC))
-    assert report.status is Status.INVALID and C.CHAIN_EXPIRED in codes(report)
+    assert report.status is Status.INVALID and C.CHAIN_NOT_YET_VALID in codes(report)
 
 
 # --- real files -------------------------------------------------------------------------------
