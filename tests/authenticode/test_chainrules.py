@@ -203,3 +203,16 @@ def test_loose_name_key_ignores_string_type_and_case() -> None:
     assert printable != utf8
     assert trust._loose_name_key(printable) == trust._loose_name_key(utf8)
     assert trust._loose_name_key(b"\x04\x00") is None
+
+
+def test_catalog_signer_chain_is_eku_intersected(chain_store: TrustStore) -> None:
+    from codeintegrity.catalog import CatalogIndex
+
+    with CatalogIndex.open([str(CHAIN)], cache_path=":memory:") as index:
+        good = index.verify_catalog(str(CHAIN / "catalog_valid.cat"), chain_store, AT)
+        bad = index.verify_catalog(
+            str(CHAIN / "catalog_eku_issuer_serverauth.cat"), chain_store, AT
+        )
+    assert good.signature_valid and good.trusted, good.findings
+    assert bad.signature_valid and not bad.trusted
+    assert _errors(bad) == [C.CHAIN_EKU_NOT_ALLOWED_BY_ISSUER]

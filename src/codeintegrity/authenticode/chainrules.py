@@ -204,6 +204,15 @@ def _key_rules(cert: Any, position: int, subject: str) -> list[Violation]:
                     f"public key algorithm {algorithm} is not supported",
                 )
             ]
+    except KeyError as exc:  # asn1crypto has no spec for the algorithm (e.g. ML-DSA)
+        return [
+            Violation(
+                FindingCode.CHAIN_UNSUPPORTED_KEY,
+                position,
+                subject,
+                f"public key algorithm {_line(exc).strip(chr(39))} is not supported",
+            )
+        ]
     except _ASN1_ERRORS as exc:
         return [
             Violation(

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$PWD
 BASE=$HERE/../fixtures_base/setuptools_cli32.exe
-rm -rf work certs *.exe anchors.pem && mkdir -p work certs && cd work
+rm -rf work certs *.exe *.cat anchors.pem && mkdir -p work certs && cd work
 START=20250101000000Z; END=20450101000000Z
 T0=1767225600          # 2026-01-01T00:00:00Z
 T2009=1243814400       # 2009-06-01T00:00:00Z
@@ -195,6 +195,14 @@ sign nc_no_names           leaf_nc_none ica_nc
 sign nc_good_names         leaf_nc_ok   ica_nc
 sign nc_bad_email          leaf_nc_mail ica_nc
 sign nc_bad_upn            leaf_nc_upn  ica_nc
+# catalog signers: osslsigncode's makecat test catalog, signed under the restricted / plain CA
+cat_sign() { # OUT LEAF CHAIN
+  cat $2.pem $3.pem > $1.chain.pem
+  osslsigncode sign -certs $1.chain.pem -key $2.key -h sha256 -time $T0 \
+    -in $HERE/../thirdparty/osslsigncode/unsigned.cat -out $HERE/$1.cat >/dev/null
+}
+cat_sign catalog_eku_issuer_serverauth leaf_sa ica_sa
+cat_sign catalog_valid                 leaf    ica
 # timestamped in 2009 by a TSA of the old PKI: the pre-2010 weak-key and pre-2009-03 MD5 exemptions
 tsa_sign() { # OUT LEAF CHAIN TSA TSACHAIN TIME
   cat $2.pem $3.pem > $1.chain.pem; cat $4.pem $5.pem > $1.tsa.pem
@@ -209,4 +217,4 @@ tsa_sign ts_tsa_eku_restricted leaf    ica    tsa_sa ica_sa $T0
 for c in *.pem; do case $c in *.chain.pem|*.tsa.pem) ;; *) cp $c ../certs/ ;; esac; done
 cat root.pem root0.pem oldroot.pem > ../anchors.pem
 cd .. && rm -rf work
-ls -la *.exe | awk '{print $5, $9}'
+ls -la *.exe *.cat | awk '{print $5, $9}'
