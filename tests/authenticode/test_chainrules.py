@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from asn1crypto import pem, x509
 
-from codeintegrity.authenticode import chainrules, trust
+from codeintegrity.authenticode import chainrules, dername, trust
 from codeintegrity.authenticode.signer import SignerVerdict, verify_signer
 from codeintegrity.authenticode.trust import TrustStore, validate_chain
 from codeintegrity.findings import EVENT_IMAGE_HASH, EVENT_PRIMITIVE_FAILED, FindingCode, Severity
@@ -201,8 +201,8 @@ def test_loose_name_key_ignores_string_type_and_case() -> None:
     printable = Name.build({"common_name": "Example Root"}).dump()
     utf8 = Name.build({"common_name": "example  ROOT"}, use_printable=False).dump()
     assert printable != utf8
-    assert trust._loose_name_key(printable) == trust._loose_name_key(utf8)
-    assert trust._loose_name_key(b"\x04\x00") is None
+    assert dername.loose_name_key(printable) == dername.loose_name_key(utf8)
+    assert dername.loose_name_key(b"\x04\x00") is None
 
 
 def test_catalog_signer_chain_is_eku_intersected(chain_store: TrustStore) -> None:
