@@ -216,3 +216,33 @@ def test_catalog_signer_chain_is_eku_intersected(chain_store: TrustStore) -> Non
     assert good.signature_valid and good.trusted, good.findings
     assert bad.signature_valid and not bad.trusted
     assert _errors(bad) == [C.CHAIN_EKU_NOT_ALLOWED_BY_ISSUER]
+
+
+def test_engine_reports_rule_and_validator_failures_with_their_events(
+    chain_store: TrustStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyhanko_certvalidator import CertificateValidator
+
+    from codeintegrity.options import VerifyOptions
+    from codeintegrity.report import Status
+    from codeintegrity.verify import verify_path
+
+    options = VerifyOptions(trust=chain_store, at=AT)
+    report = verify_path(CHAIN / "eku_issuer_serverauth.exe", options)
+    assert report.status is Status.INVALID and report.event_ids == [EVENT_IMAGE_HASH]
+    (finding,) = report.to_dict()["findings"]
+    assert finding["code"] == "chain.eku-not-allowed-by-issuer"
+    assert "Chain Test CA serverAuth only" in finding["detail"]
+
+    async def explode(self: object) -> None:
+        raise RuntimeError("validator bug")
+
+    trust.clear_chain_cache()
+    monkeypatch.setattr(CertificateValidator, "async_validate_path", explode)
+    try:
+        crashed = verify_path(CHAIN / "valid.exe", options)
+    finally:
+        trust.clear_chain_cache()
+    assert crashed.status is Status.INVALID
+    assert crashed.event_ids == [EVENT_PRIMITIVE_FAILED]
+    assert [f.code for f in crashed.findings] == [C.CHAIN_VALIDATOR_FAILED]
