@@ -376,3 +376,61 @@ def test_help_names_only_commands_that_exist():
     assert commands == {"check", "import-wdac", "import-loldrivers"}
     words = set(result.stdout.replace(",", " ").replace(".", " ").split())
     assert "inspect" not in words
+
+
+# --- the example policy against the corpus ---------------------------------------------------
+
+MS_ROOTS = {
+    "08fba831c08544208f5208686b991ca1b2cfc510e7301784ddf1eb5bf0393239": "Root 2010",
+    "279cd652c4e252bfbe5217ac722205d7729ba409148cfa9e6d9e5b1cb94eaff1": "Root 2011",
+}
+IN_HOUSE = SAMPLES / "unsigned" / "pypi__distlib-0.4.4-py2.py3-none-any" / "t64.exe"
+
+
+def test_example_allows_microsoft_signed_corpus_files_and_denies_windivert(tmp_path):
+    corpus = sorted(
+        p
+        for p in [*(SAMPLES / "signed").rglob("*"), *(DATA / "thirdparty" / "signify").rglob("*")]
+        if p.suffix.lower() in {".dll", ".exe", ".pyd", ".sys"}
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "codeintegrity", "verify", "--json", "--no-store", "--no-cache",
+         "--policy", str(EXAMPLE), str(IN_HOUSE), *map(str, corpus)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, CODEINTEGRITY_HOME=str(tmp_path)),
+    )  # fmt: skip
+    reports = {r["path"]: r for r in map(json.loads, result.stdout.splitlines())}
+    microsoft = [
+        r
+        for r in reports.values()
+        if r["status"] == "valid"
+        and r["signatures"]
+        and r["signatures"][0]["chain"][-1]["tbs_hash"] in MS_ROOTS
+    ]
+    roots = {MS_ROOTS[r["signatures"][0]["chain"][-1]["tbs_hash"]] for r in microsoft}
+    assert roots == {"Root 2010", "Root 2011"} and len(microsoft) >= 15
+    denied = [r["path"] for r in microsoft if not r["decision"]["allowed"]]
+    assert denied == [], denied
+    assert reports[str(IN_HOUSE)]["decision"]["allowed"] is True
+    windivert = reports[str(WINDIVERT)]["decision"]
+    assert windivert["allowed"] is False
+    assert any(
+        reason["code"] == "policy.denied-hash" and "LOLDrivers" in reason["detail"]
+        for reason in windivert["reasons"]
+    )
+
+
+def test_example_allows_nothing_a_deny_list_names(tmp_path):
+    """The example's allowed hashes are in neither LOLDrivers nor Microsoft's blocklist."""
+    example = parse_policy(EXAMPLE.read_text())
+    allowed = {rule.value for rule in example.allow_hashes}
+    for command, source in (("import-loldrivers", LOLDRIVERS), ("import-wdac", BLOCKLIST)):
+        listed = parse_policy(invoke(command, str(source)).stdout)
+        denied = {
+            rule.value
+            for rules in (listed.deny_hashes, listed.deny_page_hashes, listed.deny_file_hashes)
+            for rule in rules
+        }
+        assert allowed and not allowed & denied
+    windivert_auth = "5aded75d6beb315849f698a78f8033de26eb151955a1cbc01e3037320e2a0eb6"
+    assert windivert_auth not in allowed
