@@ -458,3 +458,182 @@ def test_tcp_collector_closing_with_unread_data_is_the_limit_of_plain_tcp():
     assert summary.delivered[uri] + summary.discarded[uri] == produced
     assert ordinary <= summary.delivered[uri]
     assert announced <= summary.reported[uri] <= summary.discarded[uri]
+
+
+# --- RELP: every message acknowledged by the collector's program ----------------------------
+
+
+class _RelpCollector:
+    """A RELP server (librelp's framing) on 127.0.0.1 that answers ``200 OK`` to each message
+    it processed. ``close_after`` messages into a session it closes the connection, leaving
+    the messages it had received but not processed unanswered."""
+
+    def __init__(self, close_after: int | None = None) -> None:
+        self.close_after = close_after
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.records: dict[str, int] = {}
+        self.duplicates = 0
+        self.sessions = 0
+        self.closed_early = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.server.settimeout(0.1)
+        while not self._stop:
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.sessions += 1
+            with conn:
+                self._session(conn)
+
+    def _session(self, conn: socket.socket) -> None:
+        from codeintegrity.events.relp import _frame, _parse
+
+        buffer = b""
+        processed = 0
+        conn.settimeout(5)
+        while True:
+            parsed = _parse(buffer)
+            if parsed is None:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buffer += chunk
+                continue
+            txnr, command, data, used = parsed
+            buffer = buffer[used:]
+            if command == b"open":
+                conn.sendall(_frame(txnr, b"rsp", b"200 OK\nrelp_version=0\ncommands=syslog"))
+            elif command == b"close":
+                conn.sendall(_frame(txnr, b"rsp", b""))
+                return
+            elif command == b"syslog":
+                if self.close_after is not None and processed >= self.close_after:
+                    self.closed_early += 1
+                    return  # what was received and not answered is the sender's to resend
+                sd = parse_structured_data(data.decode("utf-8"))
+                key = sd["win@32473"]["EventRecordID"]
+                self.duplicates += key in self.records
+                notice = sd["win@32473"]["EventID"] == "4612"
+                self.records[key] = int(sd["data@32473"]["AuditsDiscarded"]) if notice else 0
+                processed += 1
+                conn.sendall(_frame(txnr, b"rsp", b"200 OK"))
+
+    def accounted(self) -> tuple[int, int]:
+        values = list(self.records.values())
+        return sum(1 for v in values if not v), sum(values)
+
+    def stop(self) -> None:
+        self._stop = True
+        self.server.close()
+        self.thread.join(10)
+
+
+def test_relp_collector_closing_mid_stream_loses_nothing():
+    """The collector drops the session every 300 messages with more in flight: what it never
+    answered is sent again, and delivered == what the collector processed == produced."""
+    collector = _RelpCollector(close_after=300)
+    uri = f"relp://127.0.0.1:{collector.port}"
+    try:
+        pipeline = open_pipeline([uri], store=False, queue_size=100_000)
+        produced = sum(pipeline.emit_report(tampered_report(f"/d/{n}.exe")) for n in range(400))
+        summary = pipeline.close(timeout=60)
+    finally:
+        collector.stop()
+    ordinary, announced = collector.accounted()
+    assert collector.closed_early >= 3
+    assert summary.delivered[uri] == ordinary == produced == 1600, summary.lines()
+    assert summary.discarded[uri] == announced == 0 and summary.complete
+
+
+def test_relp_uri_needs_a_port_and_a_collector_down_at_start_is_an_outage():
+    from codeintegrity.errors import SinkError
+    from codeintegrity.events.relp import RelpSink
+
+    with pytest.raises(SinkError, match="a port"):
+        open_sink("relp://127.0.0.1")
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    sink = open_sink(f"relp://127.0.0.1:{port}")
+    assert isinstance(sink, RelpSink) and "cannot connect" in (sink.start_error or "")
+    sink._timeout = 0.2
+    with pytest.raises(SinkWriteError) as info:
+        sink.write(events_for_report(tampered_report(), host=HOST))
+    assert info.value.delivered == 0
+    sink.close()
+
+
+@pytest.fixture
+def rsyslog_relp(tmp_path):
+    """rsyslogd with imrelp (Debian: rsyslog, rsyslog-relp), writing each message raw."""
+    rsyslogd = shutil.which("rsyslogd") or (
+        "/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None
+    )
+    if rsyslogd is None or not any(
+        Path(d, "imrelp.so").exists()
+        for d in ("/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog",
+                  "/usr/lib/rsyslog")
+    ):  # fmt: skip
+        pytest.skip("needs rsyslogd with imrelp (apt: rsyslog rsyslog-relp)")
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    out = tmp_path / "received.log"
+    conf = tmp_path / "rsyslog.conf"
+    conf.write_text(
+        f'global(workDirectory="{tmp_path}")\n'
+        'module(load="imrelp")\n'
+        f'input(type="imrelp" port="{port}" address="127.0.0.1")\n'
+        'template(name="raw" type="string" string="%rawmsg%\\n")\n'
+        f'action(type="omfile" file="{out}" template="raw")\n'
+    )
+    process = subprocess.Popen(
+        [rsyslogd, "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"rsyslogd exited: {process.stdout.read().decode()[:500]}")
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("rsyslogd did not start listening")
+    try:
+        yield port, out
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_rsyslog_imrelp_receives_every_event(rsyslog_relp):
+    port, out = rsyslog_relp
+    uri = f"relp://127.0.0.1:{port}"
+    pipeline = open_pipeline([uri], store=False)
+    produced = sum(pipeline.emit_report(tampered_report(f"/d/{n}.exe")) for n in range(50))
+    summary = pipeline.close(timeout=30)
+    assert summary.delivered[uri] == produced == 200 and summary.complete
+    deadline = time.monotonic() + 10  # acknowledged means received; omfile flushes soon after
+    while time.monotonic() < deadline:
+        lines = out.read_text("utf-8").splitlines() if out.exists() else []
+        if len(lines) >= produced:
+            break
+        time.sleep(0.05)
+    ids = [parse_structured_data(line)["win@32473"]["EventRecordID"] for line in lines]
+    assert len(ids) == len(set(ids)) == produced

@@ -8,6 +8,7 @@
 ``sqlite:PATH``                 the event store format (:mod:`.store`)
 ``syslog+udp://HOST:PORT``      RFC 5424, one message per datagram
 ``syslog+tcp://HOST:PORT``      RFC 5424 with RFC 6587 octet-counting framing
+``relp://HOST:PORT``            RFC 5424 over RELP: every message acknowledged
 ==============================  =====================================================
 
 A sink's :meth:`Sink.write` either delivers the whole batch or raises :class:`SinkWriteError`
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 
 from ..errors import SinkError
 from .model import Event
+from .relp import RelpSink
 from .render_ecs import render_ecs
 from .render_syslog import render_syslog
 from .render_xml import render_xml
@@ -42,7 +44,8 @@ from .store import EventStore
 from .syslog_tcp import SyslogTcpSink
 
 SINK_SYNTAX = (
-    "-, jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT or syslog+tcp://HOST:PORT"
+    "-, jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT or "
+    "relp://HOST:PORT"
 )
 DEFAULT_SYSLOG_PORT = 514
 
@@ -268,7 +271,7 @@ class SyslogUdpSink:
         self._sock.close()
 
 
-def _syslog_address(uri: str) -> tuple[str, int]:
+def _syslog_address(uri: str, default_port: int | None = DEFAULT_SYSLOG_PORT) -> tuple[str, int]:
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -277,7 +280,9 @@ def _syslog_address(uri: str) -> tuple[str, int]:
     host = parts.hostname
     if not host or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise SinkError(f"bad sink URI {uri!r}: expected {parts.scheme}://HOST:PORT")
-    return host, port or DEFAULT_SYSLOG_PORT
+    if port is None and default_port is None:
+        raise SinkError(f"bad sink URI {uri!r}: expected {parts.scheme}://HOST:PORT (a port)")
+    return host, port or default_port or DEFAULT_SYSLOG_PORT
 
 
 def _sqlite(uri: str, rest: str) -> Sink:
@@ -293,6 +298,8 @@ SCHEMES: dict[str, Callable[[str, str], Sink]] = {
     "sqlite": _sqlite,
     "syslog+udp": lambda uri, _rest: SyslogUdpSink(uri, *_syslog_address(uri)),
     "syslog+tcp": lambda uri, _rest: SyslogTcpSink(uri, *_syslog_address(uri)),
+    # RELP has no registered port (rsyslog's examples use 2514): it must be given.
+    "relp": lambda uri, _rest: RelpSink(uri, *_syslog_address(uri, None)),
 }
 
 
