@@ -71,7 +71,8 @@ class PipelineSummary:
 
     @property
     def lost_total(self) -> int:
-        """Events lost by at least one sink... summed over sinks (0 exactly when complete)."""
+        """``lost`` summed over the sinks (an event lost by two sinks counts twice); 0 exactly
+        when ``complete``."""
         return sum(self.lost.values())
 
     @property
