@@ -290,7 +290,8 @@ class CatalogIndex:
         are cached per content, trust store and time."""
         path = str(Path(catalog_path).resolve())
         with self._lock:
-            expected = expected_sha256 or self._content.get(path)
+            # lookup keys by the path as found (a symlinked catalog is not resolved there).
+            expected = expected_sha256 or self._content.get(catalog_path) or self._content.get(path)
         try:
             st = Path(path).stat()
         except OSError as exc:

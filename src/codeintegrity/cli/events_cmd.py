@@ -88,7 +88,8 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     multiple=True,
     metavar="URI",
     help="Write the selected events to a sink (jsonl:PATH, xml:PATH, sqlite:PATH, "
-    "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, -) instead of listing them; repeatable.",
+    "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, relp://HOST:PORT, -) instead of listing "
+    "them; repeatable.",
 )
 def events(
     store_path: str | None,
