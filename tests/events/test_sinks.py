@@ -101,3 +101,17 @@ def test_write_after_close_is_a_sink_write_error(tmp_path: Path):
     sink.close()
     with pytest.raises(OSError):
         sink.write(events_for_report(tampered_report(), host=HOST))
+
+
+def test_xml_to_stdout_is_one_document(capsysbinary):
+    events = events_for_report(tampered_report(), host=HOST)
+    sink = open_sink("xml:-")
+    sink.write(events[:2])
+    sink.write(events[2:])
+    sink.close()
+    out = capsysbinary.readouterr().out
+    root = ET.fromstring(out)
+    assert root.tag == "Events" and len(root) == 4
+    empty = open_sink("xml:-")
+    empty.close()
+    assert len(ET.fromstring(capsysbinary.readouterr().out)) == 0

@@ -70,15 +70,25 @@ class Sink(Protocol):
 
 
 class StreamSink:
-    """Rendered lines appended to a binary stream (standard output)."""
+    """Rendered lines appended to a binary stream (standard output). With a ``header`` and
+    ``footer`` (``xml:-``) the output is one document: the header before the first event, the
+    footer at close."""
 
     def __init__(
-        self, uri: str, stream: BinaryIO, render: Callable[[Event], bytes], owned: bool
+        self,
+        uri: str,
+        stream: BinaryIO,
+        render: Callable[[Event], bytes],
+        owned: bool,
+        header: bytes = b"",
+        footer: bytes = b"",
     ) -> None:
         self.uri = uri
         self._stream = stream
         self._render = render
         self._owned = owned
+        self._header = header
+        self._footer = footer
 
     def write(self, events: Sequence[Event]) -> Sequence[Event]:
         if not events:
@@ -86,13 +96,21 @@ class StreamSink:
         # The empty last item gives the final newline without copying the batch once more.
         payload = b"\n".join([*map(self._render, events), b""])
         try:
-            self._stream.write(payload)
+            self._stream.write(self._header + payload)
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: write to a closed file
             raise SinkWriteError(f"{self.uri}: {exc}") from None
+        self._header = b""
         return events
 
     def close(self) -> None:
+        if self._footer:
+            try:
+                self._stream.write(self._header + self._footer)
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._footer = b""
         if self._owned:
             try:
                 self._stream.close()
@@ -308,7 +326,7 @@ def open_sink(uri: str) -> Sink:
     if uri in ("-", "jsonl:-"):
         return StreamSink(uri, sys.stdout.buffer, render_ecs, owned=False)
     if uri == "xml:-":
-        return StreamSink(uri, sys.stdout.buffer, render_xml, owned=False)
+        return StreamSink(uri, sys.stdout.buffer, render_xml, False, XML_HEADER, XML_FOOTER)
     scheme, sep, rest = uri.partition(":")
     opener = SCHEMES.get(scheme) if sep else None
     if opener is None:
