@@ -79,7 +79,7 @@ def test_export_range_to_sinks(store: Path, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert f"exported 2 events to xml:{out}" in result.stderr
     assert result.stdout == ""
-    assert len(out.read_text().splitlines()) == 2
+    assert len(ET.parse(out).getroot()) == 2  # an <Events> document
     with EventStore(copy) as db:
         assert [e.path for e in db.query()] == ["/srv/old/bad.exe", "/srv/new/shared.dll"]
 
@@ -102,11 +102,57 @@ def test_bad_time_is_a_usage_error(store: Path):
     assert result.exit_code == exit_codes.USAGE
 
 
-def test_missing_store_is_empty_not_created(tmp_path: Path):
+def test_missing_store_named_by_store_is_an_error_not_created(tmp_path: Path, monkeypatch):
     path = tmp_path / "none.sqlite3"
     result = run("--store", str(path), "--format", "jsonl")
-    assert result.exit_code == 0 and result.stdout == ""
+    assert result.exit_code == exit_codes.CONFIG and result.stdout == ""
+    assert result.stderr == f"codeintegrity: event store {path} not found\n"
     assert not path.exists()
+    # The default store not created yet is simply empty.
+    monkeypatch.setenv("CODEINTEGRITY_HOME", str(tmp_path / "home"))
+    result = run("--format", "jsonl")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "nothing recorded yet" in result.stderr
+    assert not (tmp_path / "home").exists()
+
+
+def test_limit_shows_the_newest_events_oldest_first(store: Path):
+    def ids(*args: str) -> list[int]:
+        result = run("--store", str(store), "--format", "jsonl", *args)
+        assert result.exit_code == 0, result.output
+        return [int(json.loads(x)["winlog"]["record_id"]) for x in result.stdout.splitlines()]
+
+    assert ids() == list(range(1, 8))
+    assert ids("--limit", "3") == [5, 6, 7]
+    assert ids("--limit", "2", "--id", "5038") == [3]  # the only one: fewer than asked
+    assert ids("--limit", "0") == []
+
+
+def test_outcome_failure_finds_audit_mode_denials(tmp_path: Path):
+    from ..events.reports import denied_report
+
+    path = tmp_path / "audit.sqlite3"
+    with EventStore(path) as db:
+        db.append(events_for_report(denied_report("audit"), host=HOST))
+        db.append(events_for_report(denied_report("enforce"), host=HOST))
+    all_ids = [e.event_id for e in EventStore(path).query()]
+    assert 3076 in all_ids and 3077 in all_ids
+
+    def codes(outcome: str) -> set[str]:
+        result = run("--store", str(path), "--format", "jsonl", "--outcome", outcome)
+        return {json.loads(x)["winlog"]["event_id"] for x in result.stdout.splitlines()}
+
+    assert {"3076", "3077"} <= codes("failure")
+    assert not {"3076", "3077"} & codes("success")
+    table = run("--store", str(path), "--outcome", "failure").output
+    assert "3076" in table
+
+
+def test_help_explains_outcome_channel_and_limit():
+    text = " ".join(run("--help").output.split())
+    assert "audit-mode policy denials (3076" in text
+    assert "security: the Security log" in text and "(3089, 3033, 3063, 3076, 3077)" in text
+    assert "Only the newest N" in text
 
 
 def test_selftest_command_records_5056(tmp_path: Path, monkeypatch):

@@ -290,3 +290,147 @@ def test_control_characters_from_the_input_never_reach_the_terminal_raw(tmp_path
     assert_one_line_config_error(invoke("check", str(key)), "unknown key '\\x1b[2J'")
     for text in (imported.stderr, checked.stdout, checked.stderr, out.read_text()):
         assert not any(ch in text for ch in "\x1b\x7f\x9b\u202e")
+
+
+# --- an import writes a policy that loads, or nothing ----------------------------------------
+
+BLANK_PUBLISHER = """<?xml version="1.0" encoding="utf-8"?>
+<SiPolicy xmlns="urn:schemas-microsoft-com:sipolicy">
+  <Signers>
+    <Signer ID="ID_SIGNER_BLANK" Name="blank"><CertRoot Type="TBS" Value="{tbs}" />
+      <CertPublisher Value=" " /></Signer>
+    <Signer ID="ID_SIGNER_EMPTY" Name="empty"><CertRoot Type="TBS" Value="{tbs}" />
+      <CertPublisher Value="" /></Signer>
+    <Signer ID="ID_SIGNER_OK" Name="ok"><CertRoot Type="TBS" Value="{tbs}" />
+      <CertPublisher Value="Bad Corp" /></Signer>
+  </Signers>
+  <SigningScenarios><SigningScenario Value="131" ID="K"><ProductSigners>
+    <DeniedSigners><DeniedSigner SignerId="ID_SIGNER_BLANK" />
+      <DeniedSigner SignerId="ID_SIGNER_EMPTY" /><DeniedSigner SignerId="ID_SIGNER_OK" />
+    </DeniedSigners>
+  </ProductSigners></SigningScenario></SigningScenarios>
+</SiPolicy>
+""".format(tbs="01" * 32)
+
+
+def test_blank_cert_publisher_is_left_out_and_the_output_checks(tmp_path):
+    """A CertPublisher of " " (or "") matches no certificate in WDAC. Written as is, our loader
+    refused it; dropped, the signer would deny the whole CA. It is left out, and named."""
+    source = tmp_path / "blank.xml"
+    source.write_text(BLANK_PUBLISHER)
+    out = tmp_path / "blank.toml"
+    result = invoke("import-wdac", str(source), "-o", str(out))
+    assert result.exit_code == OK, result.stderr
+    assert "2 x denied signer with a blank CertPublisher (matches no certificate)" in result.stderr
+    assert invoke("check", str(out)).exit_code == OK
+    (rule,) = parse_policy(out.read_text()).deny_signers
+    assert rule.publisher == "Bad Corp"
+
+
+def test_an_import_over_the_policy_size_limit_writes_nothing(tmp_path, monkeypatch):
+    """The reported case: a 200 MB catalogue became 394 MB of TOML the loader refuses (64 MiB).
+    Shown here with the bound lowered, so the test stays small; the code path is the same."""
+    import codeintegrity.policy.inputs as inputs
+
+    monkeypatch.setattr(inputs, "MAX_POLICY_BYTES", 64 * 1024)
+    out = tmp_path / "lol.toml"
+    result = invoke("import-loldrivers", str(LOLDRIVERS), "-o", str(out))
+    assert_one_line_config_error(result, "the imported policy would be", "over the 0.0625 MiB")
+    assert "nothing written" in result.stderr
+    assert not out.exists()
+
+
+def test_an_import_the_loader_would_refuse_writes_nothing(tmp_path, monkeypatch):
+    """Whatever the importer gets wrong, the loader is the judge before anything is written."""
+    import codeintegrity.policy.load as load
+
+    def refuse(text, *, source="<policy>", base_dir=None):
+        from codeintegrity.errors import PolicyError
+
+        raise PolicyError(f"{source}:7: a reason the loader gives")
+
+    monkeypatch.setattr(load, "parse_policy", refuse)
+    out = tmp_path / "blocklist.toml"
+    result = invoke("import-wdac", str(BLOCKLIST), "-o", str(out))
+    assert_one_line_config_error(
+        result, "the imported policy would not load (imported policy:7: a reason the loader gives)"
+    )
+    assert not out.exists() and result.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["import-wdac", "check"])
+def test_a_compiled_binary_policy_is_named(tmp_path, command):
+    from tests.policy.test_wdac import _signed_binary_policy
+
+    path = tmp_path / "SiPolicy.p7b"
+    path.write_bytes(_signed_binary_policy())
+    result = invoke(command, str(path))
+    assert_one_line_config_error(result, "compiled (binary) WDAC policy (PKCS#7, .p7b/.cip)")
+    assert "UTF" not in result.stderr
+
+
+def test_help_names_only_commands_that_exist():
+    result = invoke("--help")
+    assert result.exit_code == OK
+    commands = set(policy.commands)
+    assert commands == {"check", "import-wdac", "import-loldrivers"}
+    words = set(result.stdout.replace(",", " ").replace(".", " ").split())
+    assert "inspect" not in words
+
+
+# --- the example policy against the corpus ---------------------------------------------------
+
+MS_ROOTS = {
+    "08fba831c08544208f5208686b991ca1b2cfc510e7301784ddf1eb5bf0393239": "Root 2010",
+    "279cd652c4e252bfbe5217ac722205d7729ba409148cfa9e6d9e5b1cb94eaff1": "Root 2011",
+}
+IN_HOUSE = SAMPLES / "unsigned" / "pypi__distlib-0.4.4-py2.py3-none-any" / "t64.exe"
+
+
+def test_example_allows_microsoft_signed_corpus_files_and_denies_windivert(tmp_path):
+    corpus = sorted(
+        p
+        for p in [*(SAMPLES / "signed").rglob("*"), *(DATA / "thirdparty" / "signify").rglob("*")]
+        if p.suffix.lower() in {".dll", ".exe", ".pyd", ".sys"}
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "codeintegrity", "verify", "--json", "--no-store", "--no-cache",
+         "--policy", str(EXAMPLE), str(IN_HOUSE), *map(str, corpus)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, CODEINTEGRITY_HOME=str(tmp_path)),
+    )  # fmt: skip
+    reports = {r["path"]: r for r in map(json.loads, result.stdout.splitlines())}
+    microsoft = [
+        r
+        for r in reports.values()
+        if r["status"] == "valid"
+        and r["signatures"]
+        and r["signatures"][0]["chain"][-1]["tbs_hash"] in MS_ROOTS
+    ]
+    roots = {MS_ROOTS[r["signatures"][0]["chain"][-1]["tbs_hash"]] for r in microsoft}
+    assert roots == {"Root 2010", "Root 2011"} and len(microsoft) >= 15
+    denied = [r["path"] for r in microsoft if not r["decision"]["allowed"]]
+    assert denied == [], denied
+    assert reports[str(IN_HOUSE)]["decision"]["allowed"] is True
+    windivert = reports[str(WINDIVERT)]["decision"]
+    assert windivert["allowed"] is False
+    assert any(
+        reason["code"] == "policy.denied-hash" and "LOLDrivers" in reason["detail"]
+        for reason in windivert["reasons"]
+    )
+
+
+def test_example_allows_nothing_a_deny_list_names(tmp_path):
+    """The example's allowed hashes are in neither LOLDrivers nor Microsoft's blocklist."""
+    example = parse_policy(EXAMPLE.read_text())
+    allowed = {rule.value for rule in example.allow_hashes}
+    for command, source in (("import-loldrivers", LOLDRIVERS), ("import-wdac", BLOCKLIST)):
+        listed = parse_policy(invoke(command, str(source)).stdout)
+        denied = {
+            rule.value
+            for rules in (listed.deny_hashes, listed.deny_page_hashes, listed.deny_file_hashes)
+            for rule in rules
+        }
+        assert allowed and not allowed & denied
+    windivert_auth = "5aded75d6beb315849f698a78f8033de26eb151955a1cbc01e3037320e2a0eb6"
+    assert windivert_auth not in allowed

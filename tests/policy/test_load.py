@@ -135,7 +135,7 @@ def test_example_policy_in_the_repo_loads():
     assert policy.mode == "audit"
     assert policy.require_page_hashes == "drivers"
     assert policy.min_digest == "sha256"
-    assert len(policy.allow_signers) == 2 and policy.allow_signers[0].scope == "kernel"
+    assert len(policy.allow_signers) == 3 and policy.allow_signers[0].scope == "kernel"
     assert policy.deny_signers[0].publisher == "CAPCOM Co.,Ltd."
     assert len(policy.revocation.disallowed) == 1
 

@@ -184,13 +184,107 @@ def test_utf16_input_is_accepted():
     "payload",
     [
         '<?xml version="1.0"?>\n<!DOCTYPE lol [<!ENTITY a "aaaaaaaa">]>\n<SiPolicy>&a;</SiPolicy>',
-        '<?xml version="1.0"?>\n<!doctype SiPolicy SYSTEM "file:///etc/passwd">\n<SiPolicy/>',
-        '<SiPolicy>\n<!ENTITY x "y">\n</SiPolicy>',
+        '<?xml version="1.0"?>\n<!DOCTYPE SiPolicy SYSTEM "file:///etc/passwd">\n<SiPolicy/>',
+        '<!DOCTYPE SiPolicy [<!ENTITY % p SYSTEM "http://example.invalid/x.dtd"> %p;]>\n'
+        "<SiPolicy/>",
     ],
 )
-def test_dtd_and_entities_are_rejected_before_parsing(payload):
+def test_dtd_and_entities_are_rejected_by_the_parser(payload):
     with pytest.raises(PolicyError, match=r"^evil\.xml:\d+: DOCTYPE/ENTITY declarations"):
         import_wdac(payload.encode(), source="evil.xml")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '<SiPolicy>\n<!ENTITY x "y">\n</SiPolicy>',  # a declaration outside a DTD
+        '<?xml version="1.0"?>\n<!doctype SiPolicy SYSTEM "file:///etc/passwd">\n<SiPolicy/>',
+        "<SiPolicy>&undeclared;</SiPolicy>",
+    ],
+)
+def test_malformed_declarations_are_syntax_errors(payload):
+    with pytest.raises(PolicyError, match=r"^evil\.xml:\d+: XML syntax error"):
+        import_wdac(payload.encode(), source="evil.xml")
+
+
+def _entity_injection(encoding: str) -> bytes:
+    """The reported bypass: a deny hash injected by entity, in UTF-16 without a BOM (expat
+    detects UTF-16 from the first bytes; a text check on the decoded string saw nothing)."""
+    injected = MINIMAL.replace(
+        '<?xml version="1.0" encoding="utf-8"?>',
+        f'<?xml version="1.0" encoding="{encoding.upper()[:6]}"?>'
+        '<!DOCTYPE SiPolicy [<!ENTITY h "' + "ab" * 32 + '">]>',
+    ).replace('Hash="' + "CD" * 20 + '"', 'Hash="&h;"', 1)
+    assert "&h;" in injected and "<!ENTITY" in injected
+    return injected.encode(encoding)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16", "utf-8"])
+def test_entities_are_refused_whatever_the_encoding(encoding):
+    with pytest.raises(PolicyError, match=r"^p\.xml:1: DOCTYPE/ENTITY declarations"):
+        import_wdac(_entity_injection(encoding), source="p.xml")
+
+
+def test_an_entity_bomb_is_refused_before_expansion():
+    """Billion laughs, UTF-16LE without a BOM: refused at the DOCTYPE, nothing expanded."""
+    levels = "".join(f'<!ENTITY l{i} "' + f"&l{i - 1};" * 10 + '">' for i in range(1, 10))
+    bomb = (
+        f'<?xml version="1.0"?><!DOCTYPE SiPolicy [<!ENTITY l0 "lol">{levels}]>'
+        "<SiPolicy>&l9;</SiPolicy>"
+    ).encode("utf-16-le")
+    assert not bomb.startswith((b"\xff\xfe", b"\xfe\xff"))
+    with pytest.raises(PolicyError, match="DOCTYPE/ENTITY declarations are not allowed"):
+        import_wdac(bomb, source="bomb.xml")
+
+
+def test_utf16_without_bom_is_parsed_like_with_one():
+    plain = MINIMAL.replace('encoding="utf-8"', 'encoding="utf-16"')
+    with_bom = import_wdac(plain.encode("utf-16"), source="p.xml").policy
+    assert import_wdac(plain.encode("utf-16-le"), source="p.xml").policy == with_bom
+    assert import_wdac(plain.encode("utf-16-be"), source="p.xml").policy == with_bom
+
+
+def _unsigned_binary_policy() -> bytes:
+    """The head of an unsigned compiled policy: u32 format version, PolicyTypeID, PlatformID."""
+    import uuid
+
+    type_id = uuid.UUID("d2bda982-ccf6-4344-ac5b-0b44427b6816").bytes_le
+    platform = uuid.UUID("2e07f7e4-194c-4d20-b7c9-6f4aa6c5a234").bytes_le
+    return (7).to_bytes(4, "little") + type_id + platform + b"\x00\x00\x00\x00" * 16
+
+
+def _signed_binary_policy() -> bytes:
+    """A PKCS#7 SignedData envelope (DER) around a compiled policy, as in SiPolicy.p7b."""
+    from asn1crypto import cms, core
+
+    content = cms.ContentInfo(
+        {"content_type": "signed_data", "content": cms.SignedData({
+            "version": "v1",
+            "digest_algorithms": [],
+            "encap_content_info": {
+                "content_type": "1.3.6.1.4.1.311.79.1",
+                "content": core.ParsableOctetString(_unsigned_binary_policy() * 8),
+            },
+            "signer_infos": [],
+        })}
+    )  # fmt: skip
+    return content.dump()
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (_unsigned_binary_policy(), "compiled (binary) WDAC policy (.p7b/.cip, format version 7)"),
+        (_signed_binary_policy(), "signed compiled (binary) WDAC policy (PKCS#7, .p7b/.cip)"),
+    ],
+    ids=["unsigned", "signed"],
+)
+def test_a_compiled_policy_is_named_as_such(data, named):
+    with pytest.raises(PolicyError) as info:
+        import_wdac(data, source="SiPolicy.p7b")
+    assert str(info.value) == (
+        f"SiPolicy.p7b: a {named}, not XML; give the XML source it was compiled from"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,15 @@
 """SQLite persistence of the catalog index: one row per catalog file, one per member.
 
-Catalogs are keyed by absolute path and (size, mtime_ns), so a changed file is re-indexed and a
-removed one dropped. Each catalog's rows are written in the same transaction as its catalog row
-(SQLite commits are atomic), so an interrupted run never leaves a half-indexed catalog behind.
-A cache that cannot be opened or is corrupt is rebuilt; one that cannot be created at all falls
-back to memory, with a warning either way.
+Each catalog row records the SHA-256 of the exact bytes its members were parsed from. (size,
+mtime_ns) only tells the index which file *probably* still holds those bytes, so that an unchanged
+tree is not re-read at every start; it is never trusted: before a member vouches for a file the
+index hashes the catalog again and compares (see :mod:`.index`), because size and mtime can be put
+back with ``os.utime`` and another image mounted at the same path shares this cache.
+
+Each catalog's rows are written in the same transaction as its catalog row (SQLite commits are
+atomic), so an interrupted run never leaves a half-indexed catalog behind. A cache that cannot be
+opened or is corrupt is rebuilt; one that cannot be created at all falls back to memory, with a
+warning either way.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 from .ctl import Catalog
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: catalogs.sha256 (the content a member list comes from)
 CACHE_FILE_NAME = "catalogs.sqlite3"
 
 _SCHEMA = """
@@ -28,6 +33,7 @@ CREATE TABLE IF NOT EXISTS catalogs (
     path TEXT NOT NULL UNIQUE,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    sha256 BLOB,
     version INTEGER,
     signer_count INTEGER NOT NULL DEFAULT 0,
     member_count INTEGER NOT NULL DEFAULT 0,
@@ -58,6 +64,7 @@ class CatalogRow:
     path: str
     size: int
     mtime_ns: int
+    sha256: bytes | None  # of the bytes the members were parsed from (None: an error row)
     version: int | None
     signer_count: int
     member_count: int
@@ -136,16 +143,12 @@ class CatalogStore:
         self._conn.commit()
 
     def rows(self) -> dict[str, CatalogRow]:
-        cur = self._conn.execute(
-            "SELECT id, path, size, mtime_ns, version, signer_count, member_count, algorithms,"
-            " error FROM catalogs"
-        )
+        cur = self._conn.execute(_SELECT_CATALOGS)
         return {row[1]: _catalog_row(row) for row in cur}
 
     def row(self, path: str) -> CatalogRow | None:
         cur = self._conn.execute(
-            "SELECT id, path, size, mtime_ns, version, signer_count, member_count, algorithms,"
-            " error FROM catalogs WHERE path = ?",
+            _SELECT_CATALOGS + " WHERE path = ?",
             (path,),
         )
         found = cur.fetchone()
@@ -156,19 +159,21 @@ class CatalogStore:
         self._conn.executemany("DELETE FROM members WHERE catalog_id = ?", ids)
         self._conn.executemany("DELETE FROM catalogs WHERE id = ?", ids)
 
-    def put(self, path: str, size: int, mtime_ns: int, catalog: Catalog) -> None:
-        """Replace whatever was stored for ``path`` with this parsed catalog."""
+    def put(self, path: str, size: int, mtime_ns: int, sha256: bytes, catalog: Catalog) -> None:
+        """Replace whatever was stored for ``path`` with this parsed catalog, parsed from bytes
+        whose SHA-256 is ``sha256``."""
         old = self.row(path)
         if old is not None:
             self.delete([old.id])
         algorithms = sorted({m.digest_algorithm for m in catalog.members if m.digest})
         cur = self._conn.execute(
-            "INSERT INTO catalogs (path, size, mtime_ns, version, signer_count, member_count,"
-            " algorithms, error) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            "INSERT INTO catalogs (path, size, mtime_ns, sha256, version, signer_count,"
+            " member_count, algorithms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
             (
                 path,
                 size,
                 mtime_ns,
+                sha256,
                 catalog.version,
                 catalog.signer_count,
                 len(catalog.members),
@@ -236,18 +241,25 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+_SELECT_CATALOGS = (
+    "SELECT id, path, size, mtime_ns, sha256, version, signer_count, member_count, algorithms,"
+    " error FROM catalogs"
+)
+
+
 def _catalog_row(row: tuple[object, ...]) -> CatalogRow:
-    algorithms = str(row[7] or "")
+    algorithms = str(row[8] or "")
     return CatalogRow(
         id=int(row[0]),  # type: ignore[call-overload]
         path=str(row[1]),
         size=int(row[2]),  # type: ignore[call-overload]
         mtime_ns=int(row[3]),  # type: ignore[call-overload]
-        version=None if row[4] is None else int(row[4]),  # type: ignore[call-overload]
-        signer_count=int(row[5]),  # type: ignore[call-overload]
-        member_count=int(row[6]),  # type: ignore[call-overload]
+        sha256=bytes(row[4]) if isinstance(row[4], bytes) else None,
+        version=None if row[5] is None else int(row[5]),  # type: ignore[call-overload]
+        signer_count=int(row[6]),  # type: ignore[call-overload]
+        member_count=int(row[7]),  # type: ignore[call-overload]
         algorithms=frozenset(a for a in algorithms.split(",") if a),
-        error=None if row[8] is None else str(row[8]),
+        error=None if row[9] is None else str(row[9]),
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,9 @@ _CHANNELS = {
     "codeintegrity": "Microsoft-Windows-CodeIntegrity/Operational",
 }
 EXPORT_BATCH = 1000
+# Audit-mode policy denials ("would have been blocked") are failures for a reader, whatever
+# outcome the Windows schema gives them (3076 is an informational record there).
+_FAILURES = frozenset({3076})
 
 
 def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -46,15 +50,29 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     "--store",
     "store_path",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Store file to read (default: the per-user store, see `events --help`).",
+    help="Store file to read (default: the per-user store, see below); it must exist.",
 )
 @click.option("--id", "event_ids", type=int, multiple=True, help="Event ID (repeatable).")
 @click.option("--since", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
 @click.option("--until", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
 @click.option("--path", "path_contains", metavar="TEXT", help="Path contains TEXT.")
-@click.option("--outcome", type=click.Choice(["success", "failure"]))
-@click.option("--channel", type=click.Choice(sorted(_CHANNELS)))
-@click.option("--limit", type=click.IntRange(min=0), help="At most this many events.")
+@click.option(
+    "--outcome",
+    type=click.Choice(["success", "failure"]),
+    help="failure: files that failed a check or were denied, including audit-mode policy "
+    "denials (3076, would have been blocked); success: the others.",
+)
+@click.option(
+    "--channel",
+    type=click.Choice(sorted(_CHANNELS)),
+    help="security: the Security log (5038, 6281, 6410, 4612, 5056, 5057); codeintegrity: "
+    "Microsoft-Windows-CodeIntegrity/Operational (3089, 3033, 3063, 3076, 3077).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    help="Only the newest N matching events (listed oldest first).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -70,7 +88,8 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     multiple=True,
     metavar="URI",
     help="Write the selected events to a sink (jsonl:PATH, xml:PATH, sqlite:PATH, "
-    "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, -) instead of listing them; repeatable.",
+    "syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, relp://HOST:PORT, -) instead of listing "
+    "them; repeatable.",
 )
 def events(
     store_path: str | None,
@@ -88,13 +107,14 @@ def events(
 
     The default store is $CODEINTEGRITY_HOME/events.sqlite3, else
     $XDG_STATE_HOME/codeintegrity/events.sqlite3 (~/.local/state/codeintegrity/ when unset;
-    %LOCALAPPDATA%\\codeintegrity\\ on Windows). Exit status: 0 done, 4 store or sink error.
+    %LOCALAPPDATA%\\codeintegrity\\ on Windows). Exit status: 0 done, 4 store or sink error
+    (a --store file that does not exist is one; a default store not created yet is empty).
     """
     from pathlib import Path
 
     from ..errors import CIError
     from ..events.paths import default_store_path
-    from ..events.store import EventFilter, EventStore
+    from ..events.store import EventFilter, EventStore, StoreError
 
     path = Path(store_path) if store_path else default_store_path()
     selection = EventFilter(
@@ -102,18 +122,18 @@ def events(
         since=since,
         until=until,
         path_contains=path_contains,
-        outcome=outcome,
         channel=_CHANNELS[channel] if channel else None,
-        limit=limit,
     )
     try:
         if not path.exists():
+            if store_path:
+                raise StoreError(f"event store {path} not found")
             click.echo(f"codeintegrity: no event store at {path} (nothing recorded yet)", err=True)
             selected: Iterable[Event] = ()
             store = None
         else:
             store = EventStore(path)
-            selected = store.query(selection)
+            selected = _newest(_with_outcome(store.query(selection), outcome), limit)
         try:
             if export_uris:
                 _export(selected, export_uris)
@@ -125,6 +145,20 @@ def events(
     except CIError as exc:
         click.echo(f"codeintegrity: {exc.diagnostics()}", err=True)
         sys.exit(exit_codes.CONFIG)
+
+
+def outcome_of(event: Event) -> str:
+    """success or failure as ``--outcome`` means it (an audit-mode denial is a failure)."""
+    return "failure" if event.event_id in _FAILURES else event.outcome
+
+
+def _with_outcome(selected: Iterable[Event], outcome: str | None) -> Iterator[Event]:
+    return (e for e in selected if outcome is None or outcome_of(e) == outcome)
+
+
+def _newest(selected: Iterator[Event], limit: int | None) -> Iterable[Event]:
+    """The last ``limit`` events of a stream in record order (memory: ``limit`` events)."""
+    return selected if limit is None else deque(selected, maxlen=limit)
 
 
 def _export(selected: Iterable[Event], uris: tuple[str, ...]) -> None:
@@ -156,6 +190,14 @@ def _export(selected: Iterable[Event], uris: tuple[str, ...]) -> None:
     finally:
         for sink in sinks:
             sink.close()
+    for sink in sinks:
+        # A TCP collector that never acknowledged what it was sent: the export is incomplete.
+        take = getattr(sink, "take_late_losses", None)
+        late, reason = take() if take is not None else (0, "")
+        if late:
+            from ..errors import SinkError
+
+            raise SinkError(reason)
     for uri, count in counts.items():
         click.echo(f"exported {count} events to {uri}", err=True)
 
@@ -199,7 +241,7 @@ def _table(selected: Iterable[Event]) -> None:
         if subject is None:
             subject = "; ".join(f"{k}={v}" for k, v in event.data if not k.startswith("Subject"))
         when = event.time_created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        outcome = event.outcome
+        outcome = outcome_of(event)
         # Text cells, never markup strings: paths and field values may contain '['.
         table.add_row(
             Text(str(event.record_id)),

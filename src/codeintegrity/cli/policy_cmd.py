@@ -23,7 +23,7 @@ _INPUT = click.Path(path_type=str)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def policy() -> None:
-    """Import, check and inspect policies (TOML; see docs/policy.md)."""
+    """Import and check policies (TOML; see docs/policy.md)."""
 
 
 @policy.command("check")
@@ -113,7 +113,8 @@ def _mode(value: str) -> Mode:
 def _write(
     result: ImportResult, source: str, command: str, output: str | None, mode: str | None
 ) -> None:
-    from ..policy.dump import dump_policy
+    from ..errors import PolicyError
+    from ..policy.dump import dump_loadable
 
     imported = result.policy if mode is None else replace(result.policy, mode=_mode(mode))
     comments = [
@@ -124,7 +125,10 @@ def _write(
     if result.untranslated:
         skipped = (f"  {count} x {kind}" for kind, count in result.untranslated.items())
         comments += ["Not translated:", *skipped]
-    text = dump_policy(imported, comments)
+    try:
+        text = dump_loadable(imported, comments)
+    except PolicyError as exc:
+        _fail(exc.diagnostics())
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()

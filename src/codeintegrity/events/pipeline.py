@@ -8,6 +8,11 @@ time that sink accepts a write it first receives a 4612 event whose ``AuditsDisc
 how many it lost (the same rule the Windows audit queue follows). What is still unreported at
 the end is in :meth:`PipelineSummary.lines`.
 
+Counts are exact: a sink that delivers part of a batch says how many events made it
+(:class:`~.sinks.SinkWriteError`), and one that learns later that delivered events never
+arrived (a TCP connection that died with unacknowledged data) moves them from delivered to
+discarded. For every sink, ``delivered + discarded + pending == produced``.
+
 Throughput (``benchmarks/events.py``): a report's events are numbered while they are built and
 travel as one batch, so the producer takes each sink's lock once per report and signals the
 writer only when it sleeps; the writer lingers ``LINGER`` for more and writes up to
@@ -49,13 +54,38 @@ class PipelineSummary:
     reported: dict[str, int] = field(default_factory=dict)  # discards announced by a 4612
     pending: dict[str, int] = field(default_factory=dict)  # still being written at close
     errors: dict[str, str] = field(default_factory=dict)
+    # Why the default store is not among the sinks (it could not be opened), else None.
+    store_unavailable: str | None = None
 
     @property
     def complete(self) -> bool:
+        """Every event reached every sink (a store that could not be opened is not a sink)."""
         return not any(self.discarded.values()) and not any(self.pending.values())
+
+    @property
+    def lost(self) -> dict[str, int]:
+        """Per sink, events known lost plus those whose outcome is unknown at close."""
+        return {
+            uri: self.discarded.get(uri, 0) + self.pending.get(uri, 0) for uri in self.delivered
+        }
+
+    @property
+    def lost_total(self) -> int:
+        """``lost`` summed over the sinks (an event lost by two sinks counts twice); 0 exactly
+        when ``complete``."""
+        return sum(self.lost.values())
+
+    @property
+    def unannounced(self) -> dict[str, int]:
+        """Per sink, losses no 4612 event told that sink about."""
+        return {
+            uri: self.discarded.get(uri, 0) - self.reported.get(uri, 0) for uri in self.delivered
+        }
 
     def lines(self) -> list[str]:
         out = [f"events: {self.produced} produced"]
+        if self.store_unavailable:
+            out.append(f"  events were not recorded in the default store: {self.store_unavailable}")
         for uri in self.delivered:
             line = f"  {uri}: {self.delivered[uri]} delivered"
             lost = self.discarded.get(uri, 0)
@@ -207,12 +237,23 @@ class _SinkWorker:
         try:
             written = self.sink.write(events)
         except Exception as exc:  # any sink failure is a counted loss, never a crash
+            # A partial write says how many leading events (the 4612 first, if any) made it.
+            made_it = max(0, min(int(getattr(exc, "delivered", 0) or 0), len(events)))
+            notice_sent = bool(announce) and made_it > 0
+            kept = made_it - 1 if notice_sent else made_it
             with self._lock:
                 self.healthy = False
-                if batch:
-                    self._lost_locked(len(batch), str(exc))
+                if notice_sent:
+                    self.reported += announce
+                    self.unreported -= announce
+                self.delivered += kept
+                if len(batch) > kept:
+                    self._lost_locked(len(batch) - kept, str(exc))
                 else:
                     self.last_error = str(exc)
+            self.collect_late_losses()
+            if kept and self._on_delivered is not None:
+                self._notify(events[int(notice_sent) : int(notice_sent) + kept])
             return
         with self._lock:
             self.healthy = True
@@ -220,6 +261,32 @@ class _SinkWorker:
             self.delivered += len(batch)
             self.reported += announce
             self.unreported -= announce
+        self.collect_late_losses()
+        self._notify(written)
+
+    def collect_late_losses(self) -> None:
+        """Move events the sink reported delivered, and now knows were not, to discarded."""
+        take = getattr(self.sink, "take_late_losses", None)
+        if take is None:
+            return
+        try:
+            late, reason = take()
+        except Exception:  # a sink's bookkeeping must not stop the writer
+            return
+        if late:
+            with self._lock:
+                late = min(late, self.delivered)
+                self.delivered -= late
+                self._lost_locked(late, reason)
+        notices = getattr(self.sink, "take_late_notice_losses", None)
+        again = notices() if notices is not None else 0
+        if again:  # a 4612 that never arrived: its discards are to be announced again
+            with self._lock:
+                again = min(again, self.reported)
+                self.reported -= again
+                self.unreported += again
+
+    def _notify(self, written: Sequence[Event]) -> None:
         if self._on_delivered is not None:
             try:
                 self._on_delivered(self.sink.uri, written)
@@ -254,6 +321,8 @@ class EventPipeline:
         self.produced = 0
         self._workers = [_SinkWorker(s, queue_size, self, on_delivered) for s in sinks]
         self._closed: PipelineSummary | None = None
+        # Set by open_pipeline when the default store could not be opened (see there).
+        self.store_unavailable: str | None = None
 
     @property
     def uris(self) -> list[str]:
@@ -318,7 +387,7 @@ class EventPipeline:
             worker.stop()
         for worker in self._workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
-        summary = PipelineSummary(produced=self.produced)
+        summary = PipelineSummary(produced=self.produced, store_unavailable=self.store_unavailable)
         for worker in self._workers:
             uri = worker.sink.uri
             if worker.thread.is_alive():
@@ -330,6 +399,8 @@ class EventPipeline:
                     worker.sink.close()
                 except Exception as exc:  # closing must not hide the summary
                     worker.last_error = str(exc)
+                # A connection closed with unacknowledged data: those never arrived.
+                worker.collect_late_losses()
             summary.delivered[uri] = worker.delivered
             summary.discarded[uri] = worker.discarded
             summary.reported[uri] = worker.reported
@@ -360,12 +431,27 @@ def open_pipeline(
     ``store`` adds the embedded SQLite store (``store_path`` or :func:`default_store_path`).
     EventRecordIDs continue from the store's last one, so live sinks and the store agree
     while one process writes it.
+
+    A store named by ``store_path`` that cannot be opened raises (the user asked for it). The
+    *default* store that cannot be opened (a read-only home) does not stop anything: the
+    pipeline runs without it, and ``pipeline.store_unavailable`` (also in the summary, and in
+    its ``lines()``) says why, naming ``--no-store`` and ``CODEINTEGRITY_HOME``, for the caller
+    to print as a warning.
     """
     sinks: list[Sink] = []
+    store_unavailable: str | None = None
     try:
-        if store:
-            path = Path(store_path) if store_path else default_store_path()
+        if store and store_path:
+            path = Path(store_path)
             sinks.append(SqliteSink(f"sqlite:{path}", EventStore(path)))
+        elif store:
+            path = default_store_path()
+            try:
+                sinks.append(SqliteSink(f"sqlite:{path}", EventStore(path)))
+            except SinkError as exc:
+                store_unavailable = (
+                    f"{exc}; use --no-store, or set CODEINTEGRITY_HOME to a writable folder"
+                )
         for uri in uris:
             sink = open_sink(uri)
             if any(s.uri == sink.uri for s in sinks):
@@ -380,7 +466,7 @@ def open_pipeline(
     for sink in sinks:
         if isinstance(sink, SqliteSink):
             first = max(first, sink.store.next_record_id())
-    return EventPipeline(
+    pipeline = EventPipeline(
         sinks,
         host=Host.current(computer),
         queue_size=queue_size,
@@ -388,3 +474,5 @@ def open_pipeline(
         max_block=max_block,
         on_delivered=on_delivered,
     )
+    pipeline.store_unavailable = store_unavailable
+    return pipeline

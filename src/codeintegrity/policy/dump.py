@@ -7,7 +7,9 @@ tomllib only reads, so this is a small writer for exactly the policy schema: one
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
+from ..errors import PolicyError
 from .model import HashRule, Policy, SignerRule
 
 _ESCAPES = {
@@ -88,6 +90,36 @@ def dump_policy(policy: Policy, comments: Iterable[str] = ()) -> str:
             "disallowed", (toml_string(value) for value in sorted(policy.revocation.disallowed))
         )
     return "\n".join(lines) + "\n"
+
+
+def dump_loadable(policy: Policy, comments: Iterable[str] = ()) -> str:
+    """:func:`dump_policy`, proven loadable before anyone writes it: within the loader's size
+    bound, accepted by :func:`~codeintegrity.policy.load.parse_policy`, and read back equal to
+    ``policy``. An importer that cannot produce such a file fails with the reason instead of
+    writing a policy that ``policy check`` and ``verify --policy`` would refuse."""
+    from ..limits import MIB
+    from .inputs import MAX_POLICY_BYTES
+    from .load import parse_policy
+
+    text = dump_policy(policy, comments)
+    size = len(text.encode("utf-8"))
+    if size > MAX_POLICY_BYTES:
+        raise PolicyError(
+            f"{policy.source}: the imported policy would be {size / MIB:.1f} MiB of TOML, over "
+            f"the {MAX_POLICY_BYTES / MIB:g} MiB a policy may have; nothing written"
+        )
+    try:
+        loaded = parse_policy(text, source="imported policy")
+    except PolicyError as exc:
+        raise PolicyError(
+            f"{policy.source}: the imported policy would not load ({exc.diagnostics()}); "
+            "nothing written"
+        ) from None
+    if replace(loaded, source=policy.source) != policy:
+        raise PolicyError(
+            f"{policy.source}: the imported policy does not read back as imported; nothing written"
+        )
+    return text
 
 
 def _array(key: str, items: Iterable[str]) -> list[str]:

@@ -47,6 +47,14 @@ def load_policy(path: str | Path) -> Policy:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        from .wdac import compiled_policy_kind
+
+        kind = compiled_policy_kind(raw)
+        if kind is not None:
+            raise PolicyError(
+                f"{path}: {kind}, not a policy TOML; convert its XML source with "
+                "`codeintegrity policy import-wdac`"
+            ) from None
         raise PolicyError(f"{path}: policy is not UTF-8 (byte {exc.start})") from None
     policy = parse_policy(text, source=str(path), base_dir=path.parent)
     for number, crl in enumerate(policy.revocation.crls):

@@ -11,9 +11,11 @@ Not translated, counted by kind: file name / version / path rules, signers narro
 roots, rule options with no offline meaning, rules no scenario references. Skipping a deny rule
 can only make the result allow more, never deny a file WDAC would allow.
 
-SECURITY: the XML is untrusted. A DOCTYPE or ENTITY declaration is rejected before parsing by a
-plain text check (no DTD means no entity expansion and no external entities; SiPolicy files
-never have one), so xml.etree is safe here without defusedxml.
+SECURITY: the XML is untrusted. It is parsed by defusedxml, which refuses a DOCTYPE, entity
+declarations and external references inside the parser, as expat meets them, whatever the
+encoding (a text check before parsing was bypassed by UTF-16 without a byte-order mark, which
+expat detects on its own). SiPolicy files never have a DTD. A compiled (binary) policy, the
+``.p7b``/``.cip`` that Windows loads, is recognised and named instead of parsed as text.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from .model import HashRule, ImportResult, Policy, Scope, SignerRule, hex_algori
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
-_DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _XML_DECLARATION = re.compile(r"<\?xml[^>]*+>")
 _ENCODING = re.compile(r"\bencoding\s*+=\s*+(\"[^\"]*+\"|'[^']*+')")
 _PAGE_NAME = re.compile(r"\bHash\s+Page\b", re.IGNORECASE)
@@ -60,22 +61,8 @@ class _Scenario:
 
 def import_wdac(data: bytes | str, source: str = "<SiPolicy>") -> ImportResult:
     """Translate SiPolicy XML into a :class:`Policy`; raises PolicyError for unusable input."""
-    import xml.etree.ElementTree as ET  # noqa: S405 - DTDs are rejected before parsing
-
     started = time.perf_counter()
-    text = _decode(data, source)
-    match = _DTD.search(text)
-    if match:
-        line = text.count("\n", 0, match.start()) + 1
-        raise PolicyError(
-            f"{source}:{line}: DOCTYPE/ENTITY declarations are not allowed in a SiPolicy"
-        )
-    try:
-        root = ET.fromstring(text)  # noqa: S314 - no DTD possible, checked above
-    except ET.ParseError as exc:
-        line = exc.position[0] if exc.position else None
-        where = f"{source}:{line}" if line else source
-        raise PolicyError(f"{where}: XML syntax error: {str(exc).split(':')[0]}") from None
+    root = parse_sipolicy_xml(data, source)
     if _local(root.tag) != "SiPolicy":
         raise PolicyError(f"{source}: not a SiPolicy (root element <{_local(root.tag)}>)")
     result = _Importer(root, source).run()
@@ -84,18 +71,98 @@ def import_wdac(data: bytes | str, source: str = "<SiPolicy>") -> ImportResult:
     )
 
 
-def _decode(data: bytes | str, source: str) -> str:
+def parse_sipolicy_xml(data: bytes | str, source: str) -> Element:
+    """The root element of untrusted XML, parsed by defusedxml (no DTD, entities or external
+    references, whatever the encoding); PolicyError with the line for anything else."""
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import DefusedXMLParser, ParseError
+
     if isinstance(data, str):
-        return data.lstrip("\ufeff")
+        raw = _declaration_without_encoding(data.lstrip("\ufeff")).encode("utf-8")
+    else:
+        kind = compiled_policy_kind(data)
+        if kind is not None:
+            raise PolicyError(
+                f"{source}: {kind}, not XML; give the XML source it was compiled from"
+            )
+        raw = bytes(data)
+    parser = DefusedXMLParser(forbid_dtd=True, forbid_entities=True, forbid_external=True)
     try:
-        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            text = data.decode("utf-16")
-        else:
-            text = data.decode("utf-8-sig")
+        parser.feed(raw)
+        root: Element = parser.close()
+    except DefusedXmlException:
+        line = parser.parser.CurrentLineNumber
+        raise PolicyError(
+            f"{source}:{line}: DOCTYPE/ENTITY declarations are not allowed in a SiPolicy"
+        ) from None
+    except ParseError as exc:
+        bad = _undecodable_at(raw)
+        if bad is not None:
+            raise PolicyError(f"{source}: not UTF-8/UTF-16 text (byte {bad})") from None
+        line = exc.position[0] if exc.position else None
+        where = f"{source}:{line}" if line else source
+        raise PolicyError(f"{where}: XML syntax error: {str(exc).split(':')[0]}") from None
+    except (ValueError, LookupError) as exc:  # an encoding expat or Python does not know
+        raise PolicyError(f"{source}: cannot decode the XML: {exc}") from None
+    return root
+
+
+# A compiled policy: the signed form is CMS SignedData (DER: SEQUENCE, long length, then the
+# pkcs7-signedData OID); the unsigned form starts with a little-endian u32 format version
+# followed by the PolicyTypeID and PlatformID GUIDs.
+_SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
+_MAX_BINARY_FORMAT_VERSION = 64
+
+
+def compiled_policy_kind(data: bytes | bytearray | memoryview) -> str | None:
+    """A description of ``data`` when it is a compiled (binary) WDAC policy, else None."""
+    head = bytes(data[:64])
+    if len(head) >= 2 and head[0] == 0x30 and 0x81 <= head[1] <= 0x84:
+        if _SIGNED_DATA_OID in head[: 2 + (head[1] & 0x7F) + 2 + len(_SIGNED_DATA_OID)]:
+            return "a signed compiled (binary) WDAC policy (PKCS#7, .p7b/.cip)"
+    if len(head) >= 36 and not _looks_like_text(head):
+        version = int.from_bytes(head[:4], "little")
+        if 1 <= version <= _MAX_BINARY_FORMAT_VERSION:
+            return f"a compiled (binary) WDAC policy (.p7b/.cip, format version {version})"
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """XML starts with '<' (after a BOM and white space) in UTF-8 or either UTF-16."""
+    if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        return True
+    for encoding in ("utf-8", "utf-16-le", "utf-16-be"):
+        text = head[: len(head) - len(head) % 2].decode(encoding, "replace")
+        if text.lstrip(" \t\r\n").startswith("<"):
+            return True
+    return False
+
+
+def _undecodable_at(raw: bytes) -> int | None:
+    """Offset of the first byte that is not text in the encoding the XML spec's detection
+    (byte-order mark, or the first bytes of ``<?xml``) gives, for UTF-8 and UTF-16 only."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    elif raw.startswith(b"<\0"):
+        encoding = "utf-16-le"
+    elif raw.startswith(b"\0<"):
+        encoding = "utf-16-be"
+    else:
+        declared = _ENCODING.search(raw[:200].decode("latin-1"))
+        name = declared.group(1)[1:-1].lower() if declared else "utf-8"
+        if name not in {"utf-8", "utf8"}:
+            return None
+        encoding = "utf-8-sig"
+    try:
+        raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise PolicyError(f"{source}: not UTF-8/UTF-16 text (byte {exc.start})") from None
-    # The text is parsed as str: the declaration's encoding has been honoured already. The
-    # declaration is cut out first (possessive, linear) so no pattern backtracks over the input.
+        return exc.start
+    return None
+
+
+def _declaration_without_encoding(text: str) -> str:
+    """Text given as ``str`` is already decoded: its declaration's encoding no longer applies.
+    The declaration is cut out first (possessive, linear) so no pattern backtracks over it."""
     declaration = _XML_DECLARATION.match(text)
     if declaration is None:
         return text
@@ -353,6 +420,11 @@ class _Importer:
             return None
         publisher_element = _child(signer, "CertPublisher")
         publisher = publisher_element.get("Value") if publisher_element is not None else None
+        if publisher is not None and not publisher.strip():
+            # No leaf has a blank CN, so WDAC never matches this signer: leaving it out
+            # changes no decision (and our policies refuse a blank publisher).
+            self.skip(f"{role} signer with a blank CertPublisher (matches no certificate)")
+            return None
         eku_refs = [e.get("ID", "") for e in _children(signer, "CertEKU")]
         eku = None
         if eku_refs:
