@@ -25,7 +25,8 @@ BAD = FIXTURES / "bad_flip_text.exe"  # image hash broken (5038, 6281)
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "codeintegrity", "verify", *args]
+    # --sorted: these tests read outcomes in input order (with any number of workers).
+    return [sys.executable, "-m", "codeintegrity", "verify", "--sorted", *args]
 
 
 def run(*args: str, home, env_extra=None, without_dac=False, input=None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -185,6 +185,19 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     is_flag=True,
     help="Enter symlinked directories in trees (loops are detected and reported).",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Worker processes (default: the usable cores for directories, lists and more than two "
+    "files; 1 otherwise). --jobs 1 judges in this process.",
+)
+@click.option(
+    "--sorted",
+    "ordered",
+    is_flag=True,
+    help="Print results in input order (default: as they finish).",
+)
 def verify(
     paths: tuple[str, ...],
     as_json: bool,
@@ -213,6 +226,8 @@ def verify(
     max_size: int | None,
     one_file_system: bool,
     follow_dir_links: bool,
+    jobs: int | None,
+    ordered: bool,
 ) -> None:
     """Judge PE files (EXE, DLL, SYS, EFI) as Windows Code Integrity would.
 
@@ -286,6 +301,9 @@ def verify(
         follow_dir_links=follow_dir_links,
     )
     writer = _writer(as_json, as_csv, quiet, hash_algorithms, flat_algorithms)
+    if jobs is None:
+        many = files_from is not None or len(paths) > 2 or any(Path(p).is_dir() for p in paths)
+        jobs = _usable_cores() if many else 1
     try:
         status = _run(
             _inputs(paths, listing),
@@ -298,11 +316,19 @@ def verify(
             verbose_events=bool(event_uris),
             events_best_effort=events_best_effort,
             store_unavailable=events.store_unavailable is not None,
+            jobs=jobs,
+            ordered=ordered,
         )
     finally:
         if cache is not None:
             cache.close()
     sys.exit(status)
+
+
+def _usable_cores() -> int:
+    from ..scan.pool import usable_cores
+
+    return usable_cores()
 
 
 def _page_hash_requirement(every: bool, named: str | None) -> PageHashRequirement:
@@ -394,6 +420,8 @@ def _run(
     verbose_events: bool,
     events_best_effort: bool,
     store_unavailable: bool,
+    jobs: int,
+    ordered: bool,
 ) -> int:
     from ..scan.config import selftest
     from ..scan.outcome import Judged
@@ -413,8 +441,16 @@ def _run(
     tally = Tally()
     counter = ScanCounter()
     interrupted = broken = False
+    if jobs > 1:
+        from ..scan.pool import parallel_scan
+
+        outcomes = parallel_scan(
+            walk(inputs, selection), judge, jobs, ordered=ordered, counter=counter
+        )
+    else:
+        outcomes = scan(walk(inputs, selection), judge, counter)
     try:
-        for outcome in scan(walk(inputs, selection), judge, counter):
+        for outcome in outcomes:
             tally.add(outcome)
             if pipeline is not None and isinstance(outcome, Judged):
                 pipeline.emit_report(outcome.report)
@@ -432,6 +468,10 @@ def _run(
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+    finally:
+        # Stops the workers now, not when the generator is collected (no orphans).
+        if isinstance(outcomes, Generator):
+            outcomes.close()
     lost = False
     if pipeline is not None:
         summary = pipeline.close()

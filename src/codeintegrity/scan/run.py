@@ -51,28 +51,38 @@ class Judge:
         self.policy = policy
         self.cache = cache
 
+    def for_worker(self) -> Judge:
+        """The same judge without cache and policy: a worker only verifies (the parent owns
+        the cache and applies the policy)."""
+        return type(self)(self.options)
+
     def __call__(self, target: Target) -> Outcome | None:
         """The outcome for ``target``; None for a file of a tree that is not a PE."""
+        return self._judge(target, cached=True)
+
+    def unjudged(self, target: Target) -> Outcome | None:
+        """Verified only: no cache, no policy (a worker's part; the parent does the rest)."""
+        return self._judge(target, cached=False)
+
+    def _judge(self, target: Target, *, cached: bool) -> Outcome | None:
         started = time.perf_counter()
         try:
             if target.in_tree and not starts_with_mz(target.path):
                 return None
-            report = self.report(target.path)
+            if cached and self.cache is not None:
+                report = self.decide(self.cache.verify(target.path, self.options))
+            else:
+                # Looked up at call time: tests replace the engine's entry point.
+                from .. import verify as engine
+
+                report = engine.verify_path(target.path, self.options)
+                if cached:
+                    report = self.decide(report)
         except OSError as exc:
             return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
             return Crashed(target.path, internal_message(exc))
         return Judged(report, time.perf_counter() - started, target.size)
-
-    def report(self, path: str) -> Report:
-        if self.cache is not None:
-            report = self.cache.verify(path, self.options)
-        else:
-            # Looked up at call time: tests replace the engine's entry point.
-            from .. import verify as engine
-
-            report = engine.verify_path(path, self.options)
-        return self.decide(report)
 
     def decide(self, report: Report) -> Report:
         if self.policy is None:
