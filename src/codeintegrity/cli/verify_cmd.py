@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
     from ..options import PageHashRequirement, VerifyOptions
     from ..results_cache import ResultsCache
+    from ..scan.dask_backend import Session
     from ..scan.outcome import Outcome
     from .output import Writer
 
@@ -198,6 +199,20 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     is_flag=True,
     help="Print results in input order (default: as they finish).",
 )
+@click.option(
+    "--dask",
+    "dask_address",
+    metavar="ADDRESS",
+    help="Judge on a Dask cluster: a scheduler address (tcp://host:8786) whose workers see the "
+    "same files, or local:N for a LocalCluster of N workers (needs the 'dask' extra).",
+)
+@click.option(
+    "--path-map",
+    "path_maps",
+    multiple=True,
+    metavar="CLIENT=WORKER",
+    help="With --dask: the workers see files under CLIENT_PREFIX at WORKER_PREFIX (repeatable).",
+)
 def verify(
     paths: tuple[str, ...],
     as_json: bool,
@@ -228,6 +243,8 @@ def verify(
     follow_dir_links: bool,
     jobs: int | None,
     ordered: bool,
+    dask_address: str | None,
+    path_maps: tuple[str, ...],
 ) -> None:
     """Judge PE files (EXE, DLL, SYS, EFI) as Windows Code Integrity would.
 
@@ -257,6 +274,10 @@ def verify(
         )
     if no_cache and cache_path is not None:
         raise click.UsageError("--no-cache and --cache exclude each other")
+    if dask_address is not None and (catalogs or jobs is not None):
+        raise click.UsageError("--dask excludes --catalog (a local index) and --jobs")
+    if path_maps and dask_address is None:
+        raise click.UsageError("--path-map is for --dask")
     if no_store and store_path is not None:
         raise click.UsageError("--no-store and --store exclude each other")
     if not paths and files_from is None:
@@ -318,11 +339,30 @@ def verify(
             store_unavailable=events.store_unavailable is not None,
             jobs=jobs,
             ordered=ordered,
+            dask=_dask(dask_address, path_maps),
         )
     finally:
         if cache is not None:
             cache.close()
     sys.exit(status)
+
+
+def _dask(
+    address: str | None, path_maps: tuple[str, ...]
+) -> tuple[Session, list[tuple[str, str]]] | None:
+    if address is None:
+        return None
+    from ..scan.dask_backend import DaskUnavailable, connect, parse_path_map
+
+    try:
+        pairs = parse_path_map(path_maps)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--path-map") from None
+    try:
+        return connect(address), pairs
+    except DaskUnavailable as exc:
+        _fail(str(exc), exit_codes.CONFIG)
+        raise AssertionError("unreachable") from None
 
 
 def _usable_cores() -> int:
@@ -422,6 +462,7 @@ def _run(
     store_unavailable: bool,
     jobs: int,
     ordered: bool,
+    dask: tuple[Session, list[tuple[str, str]]] | None = None,
 ) -> int:
     from ..scan.config import selftest
     from ..scan.outcome import Judged
@@ -441,7 +482,19 @@ def _run(
     tally = Tally()
     counter = ScanCounter()
     interrupted = broken = False
-    if jobs > 1:
+    if dask is not None:
+        from ..scan.dask_backend import dask_scan
+
+        session, pairs = dask
+        outcomes = dask_scan(
+            walk(inputs, selection),
+            judge,
+            session.client,
+            ordered=ordered,
+            counter=counter,
+            path_map=pairs,
+        )
+    elif jobs > 1:
         from ..scan.pool import parallel_scan
 
         outcomes = parallel_scan(
@@ -472,6 +525,8 @@ def _run(
         # Stops the workers now, not when the generator is collected (no orphans).
         if isinstance(outcomes, Generator):
             outcomes.close()
+        if dask is not None:
+            dask[0].close()
     lost = False
     if pipeline is not None:
         summary = pipeline.close()
