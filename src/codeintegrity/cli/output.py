@@ -255,3 +255,38 @@ def _where(f: Finding) -> str:
     if f.offset is not None:
         parts.append(f"@{f.offset:#x}")
     return f" [{', '.join(parts)}]" if parts else ""
+
+
+class ProgressBar:
+    """A live line on stderr (rich): files and bytes done, rates, counts by verdict and
+    decision. Only for a terminal unless forced; refreshed by rich's own thread (10 Hz)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            BarColumn(bar_width=None, pulse_style="cyan"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task("", total=None)
+        self._progress.start()
+
+    def update(self, tally: Tally) -> None:
+        elapsed = max(tally.elapsed, 1e-9)
+        judged = sum(tally.statuses[k] for k in ("valid", "invalid", "unsigned", "malformed"))
+        counts = " ".join(f"{k} {n}" for k, n in sorted(tally.statuses.items()))
+        decisions = " ".join(f"{k} {n}" for k, n in sorted(tally.decisions.items()))
+        text = (
+            f"{tally.total} files {tally.bytes / 1e6:.1f} MB | {judged / elapsed:.0f} files/s "
+            f"{tally.bytes / 1e6 / elapsed:.1f} MB/s | {counts}"
+        )
+        if decisions:
+            text += f" | {decisions}"
+        self._progress.update(self._task, description=text)
+
+    def close(self) -> None:
+        self._progress.stop()

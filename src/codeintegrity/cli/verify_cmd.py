@@ -213,6 +213,11 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     metavar="CLIENT=WORKER",
     help="With --dask: the workers see files under CLIENT_PREFIX at WORKER_PREFIX (repeatable).",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A live progress line and an end summary on stderr (default: when stderr is a terminal).",
+)
 def verify(
     paths: tuple[str, ...],
     as_json: bool,
@@ -245,6 +250,7 @@ def verify(
     ordered: bool,
     dask_address: str | None,
     path_maps: tuple[str, ...],
+    progress: bool | None,
 ) -> None:
     """Judge PE files (EXE, DLL, SYS, EFI) as Windows Code Integrity would.
 
@@ -340,6 +346,7 @@ def verify(
             jobs=jobs,
             ordered=ordered,
             dask=_dask(dask_address, path_maps),
+            progress=(sys.stderr.isatty() and not quiet) if progress is None else progress,
         )
     finally:
         if cache is not None:
@@ -463,6 +470,7 @@ def _run(
     jobs: int,
     ordered: bool,
     dask: tuple[Session, list[tuple[str, str]]] | None = None,
+    progress: bool = False,
 ) -> int:
     from ..scan.config import selftest
     from ..scan.outcome import Judged
@@ -502,9 +510,14 @@ def _run(
         )
     else:
         outcomes = scan(walk(inputs, selection), judge, counter)
+    from .output import ProgressBar
+
+    bar = ProgressBar() if progress else None
     try:
         for outcome in outcomes:
             tally.add(outcome)
+            if bar is not None:
+                bar.update(tally)
             if pipeline is not None and isinstance(outcome, Judged):
                 pipeline.emit_report(outcome.report)
             line = _stderr_line(outcome)
@@ -527,6 +540,10 @@ def _run(
             outcomes.close()
         if dask is not None:
             dask[0].close()
+        if bar is not None:
+            bar.close()
+            for text in tally.detail_lines():
+                click.echo(f"codeintegrity: {text}", err=True)
     lost = False
     if pipeline is not None:
         summary = pipeline.close()
