@@ -257,6 +257,28 @@ def _where(f: Finding) -> str:
     return f" [{', '.join(parts)}]" if parts else ""
 
 
+def stderr_line(outcome: Outcome) -> str | None:
+    from ..scan.outcome import Crashed, Skipped, Unreadable
+
+    if isinstance(outcome, Unreadable):
+        return f"codeintegrity: cannot read {outcome.path}: {outcome.message}"
+    if isinstance(outcome, Crashed):
+        return f"codeintegrity: internal error on {outcome.path}: {outcome.message}"
+    if isinstance(outcome, Skipped):
+        return f"codeintegrity: skipped {outcome.path}: {outcome.message}"
+    return None
+
+
+def is_failure(outcome: Outcome) -> bool:
+    """--only-failures: files not valid or denied (in any mode), and paths not read."""
+    from ..scan.outcome import Judged, Skipped
+
+    if isinstance(outcome, Judged):
+        report = outcome.report
+        return not report.ok or (report.decision is not None and not report.decision.allowed)
+    return not isinstance(outcome, Skipped)
+
+
 class ProgressBar:
     """A live line on stderr (rich): files and bytes done, rates, counts by verdict and
     decision. Only for a terminal unless forced; refreshed by rich's own thread (10 Hz)."""

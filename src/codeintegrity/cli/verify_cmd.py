@@ -6,7 +6,6 @@ the command line into settings, outcomes into output and the tally into an exit 
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from collections.abc import Generator, Iterator
@@ -24,7 +23,8 @@ if TYPE_CHECKING:
     from ..options import PageHashRequirement, VerifyOptions
     from ..results_cache import ResultsCache
     from ..scan.dask_backend import Session
-    from ..scan.outcome import Outcome
+    from ..scan.run import Judge
+    from ..scan.walk import Selection
     from .output import Writer
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "demo_signed.dll"
@@ -269,6 +269,7 @@ def verify(
     """
     from ..errors import CIError
     from ..scan.config import Settings, build_options, open_events
+    from ..scan.sources import inputs, open_listing
 
     if sum((as_json, as_csv, quiet)) > 1:
         raise click.UsageError("--json, --csv and --quiet exclude each other")
@@ -309,7 +310,7 @@ def verify(
     )
     listing: BinaryIO | None = None
     try:
-        listing = _open_listing(files_from)
+        listing = open_listing(files_from)
         options, policy = build_options(settings, warn)
         events = open_events(event_uris, store=not no_store, store_path=store_path, warn=warn)
     except CIError as exc:
@@ -333,7 +334,7 @@ def verify(
         jobs = _usable_cores() if many else 1
     try:
         status = _run(
-            _inputs(paths, listing),
+            inputs(paths, listing),
             judge,
             selection,
             writer,
@@ -398,27 +399,6 @@ def _writer(
     return TableWriter(hashes=hashes, flat=flat)
 
 
-def _open_listing(files_from: str | None) -> BinaryIO | None:
-    from ..errors import ConfigError
-
-    if files_from is None:
-        return None
-    if files_from == "-":
-        return sys.stdin.buffer
-    try:
-        return open(files_from, "rb")  # noqa: SIM115 - read while the scan runs
-    except OSError as exc:
-        raise ConfigError(f"{files_from}: cannot read --files-from list: {exc.strerror}") from None
-
-
-def _inputs(paths: tuple[str, ...], listing: BinaryIO | None) -> Iterator[str]:
-    if listing is None:
-        return iter(paths)
-    from ..scan.sources import paths_from
-
-    return itertools.chain(paths, paths_from(listing))
-
-
 def _open_cache(options: VerifyOptions, path: str | None, warn: object) -> ResultsCache | None:
     """The results cache, unless these options are never cached (catalogs, revocation)."""
     from ..results_cache import ResultsCache, options_fingerprint
@@ -433,32 +413,10 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _stderr_line(outcome: Outcome) -> str | None:
-    from ..scan.outcome import Crashed, Skipped, Unreadable
-
-    if isinstance(outcome, Unreadable):
-        return f"codeintegrity: cannot read {outcome.path}: {outcome.message}"
-    if isinstance(outcome, Crashed):
-        return f"codeintegrity: internal error on {outcome.path}: {outcome.message}"
-    if isinstance(outcome, Skipped):
-        return f"codeintegrity: skipped {outcome.path}: {outcome.message}"
-    return None
-
-
-def _shown(outcome: Outcome) -> bool:
-    """--only-failures: files not valid or denied (in any mode), and paths not read."""
-    from ..scan.outcome import Judged, Skipped
-
-    if isinstance(outcome, Judged):
-        report = outcome.report
-        return not report.ok or (report.decision is not None and not report.decision.allowed)
-    return not isinstance(outcome, Skipped)
-
-
 def _run(
     inputs: Iterator[str],
-    judge: object,
-    selection: object,
+    judge: Judge,
+    selection: Selection,
     writer: Writer,
     pipeline: EventPipeline | None,
     *,
@@ -474,11 +432,10 @@ def _run(
 ) -> int:
     from ..scan.config import selftest
     from ..scan.outcome import Judged
-    from ..scan.run import Judge, ScanCounter, scan
+    from ..scan.run import ScanCounter, scan
     from ..scan.tally import Tally
-    from ..scan.walk import Selection, walk
+    from ..scan.walk import walk
 
-    assert isinstance(judge, Judge) and isinstance(selection, Selection)
     failed = selftest(pipeline)
     if failed:
         for detail in failed:
@@ -510,7 +467,7 @@ def _run(
         )
     else:
         outcomes = scan(walk(inputs, selection), judge, counter)
-    from .output import ProgressBar
+    from .output import ProgressBar, is_failure, stderr_line
 
     bar = ProgressBar() if progress else None
     try:
@@ -520,10 +477,10 @@ def _run(
                 bar.update(tally)
             if pipeline is not None and isinstance(outcome, Judged):
                 pipeline.emit_report(outcome.report)
-            line = _stderr_line(outcome)
+            line = stderr_line(outcome)
             if line is not None and not quiet:
                 click.echo(line, err=True)
-            if not only_failures or _shown(outcome):
+            if not only_failures or is_failure(outcome):
                 writer.add(outcome)
         writer.close(tally)
     except KeyboardInterrupt:

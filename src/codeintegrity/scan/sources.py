@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
+
+from ..errors import ConfigError
 
 CHUNK = 1 << 16
 
@@ -38,3 +42,22 @@ def _clean(raw: bytes, separator: bytes) -> str:
     if separator == b"\n" and raw.endswith(b"\r"):
         raw = raw[:-1]
     return os.fsdecode(raw)
+
+
+def open_listing(name: str | None) -> BinaryIO | None:
+    """The --files-from list: ``-`` is standard input. Raises ConfigError."""
+    if name is None:
+        return None
+    if name == "-":
+        return sys.stdin.buffer
+    try:
+        return open(name, "rb")  # noqa: SIM115 - read while the scan runs
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read --files-from list: {exc.strerror}") from None
+
+
+def inputs(paths: Iterable[str], listing: BinaryIO | None) -> Iterator[str]:
+    """The command-line paths, then those of the list."""
+    if listing is None:
+        return iter(paths)
+    return itertools.chain(paths, paths_from(listing))
