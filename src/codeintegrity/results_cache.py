@@ -98,6 +98,16 @@ def _stderr_warning(message: str) -> None:
     sys.stderr.write(f"codeintegrity: warning: {message}\n")
 
 
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """A cache miss that may be stored once the file is judged (see ResultsCache.lookup)."""
+
+    real: str  # the resolved path that was stat'ed: judge this one
+    fingerprint: str
+    key: StatKey
+    options: VerifyOptions
+
+
 class ResultsCache:
     """Reports of unchanged files, reused across runs. Use :meth:`open`, then :meth:`verify`."""
 
@@ -168,36 +178,51 @@ class ResultsCache:
             from .verify import verify_path
 
             verify = verify_path
+        cached, pending = self.lookup(name, options)
+        if cached is not None:
+            return cached
+        if pending is None:
+            return verify(name, options)
+        # Judge the resolved path: what is stored must be what was stat'ed.
+        report = dataclasses.replace(verify(pending.real, options), path=name)
+        self.store_result(pending, report)
+        return report
+
+    def lookup(self, name: str, options: VerifyOptions) -> tuple[Report | None, Pending | None]:
+        """The cached report for ``name`` (None on a miss) and, on a miss that may be stored,
+        what :meth:`store_result` needs once the file was judged elsewhere (a worker process
+        judging ``Pending.real``). Never raises."""
         fingerprint = self._fingerprint(options)
         if fingerprint is None or self._conn is None:
             self.bypassed += 1
-            return verify(name, options)
+            return None, None
         real = os.path.realpath(name)
         try:
             before = Path(real).stat()
         except OSError:
             self.bypassed += 1
-            return verify(name, options)
+            return None, None
         if not stat.S_ISREG(before.st_mode):
             self.bypassed += 1
-            return verify(name, options)
+            return None, None
         key = _stat_key(before)
         cached = self._lookup(real, fingerprint, key)
         if cached is not None:
             self.hits += 1
             if options.at is None:
                 cached = _restamp(cached, datetime.fromtimestamp(self._clock(), UTC))
-            return dataclasses.replace(cached, path=name)
+            return dataclasses.replace(cached, path=name), None
         self.misses += 1
-        # Judge the resolved path: what is stored must be what was stat'ed.
-        report = dataclasses.replace(verify(real, options), path=name)
+        return None, Pending(real, fingerprint, key, options)
+
+    def store_result(self, pending: Pending, report: Report) -> None:
+        """Keep ``report`` (judged from ``pending.real``) if the file did not change meanwhile."""
         try:
-            after = Path(real).stat()
+            after = Path(pending.real).stat()
         except OSError:
-            return report
-        if _stat_key(after) == key and self._storable(report, after):
-            self._store(real, fingerprint, key, report, options)
-        return report
+            return
+        if _stat_key(after) == pending.key and self._storable(report, after):
+            self._store(pending.real, pending.fingerprint, pending.key, report, pending.options)
 
     # --- keys and expiry -----------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """`verify --catalog` and `verify --policy` fed garbage, as a user runs them (real processes).
 
-A catalog that cannot be read is skipped with a one-line warning naming it: a catalog can only
-make a file more valid, so losing one never lets a file through. A policy that does not load
+A named catalog that cannot be read stops the run (exit 4, one line naming it): losing it would
+report the files it vouches for as unsigned. Junk .cat files inside a named directory (a CatRoot
+holds odd files) are skipped with a one-line warning each. A policy that does not load
 stops the run with one line and exit 4. Never a traceback.
 """
 
@@ -82,21 +83,24 @@ def test_junk_catalogs_are_skipped_with_one_warning_each(tmp_path, junk_catalogs
         ("fifo.cat", "not a regular file"),
     ],
 )
-def test_a_junk_catalog_named_alone_leaves_the_file_unsigned(tmp_path, junk_catalogs, name, reason):
+def test_a_junk_catalog_named_alone_stops_the_run(tmp_path, junk_catalogs, name, reason):
+    """Defect 5 of the CLI contract: a named catalog that does not load is exit 4 before
+    anything is verified (it used to be a warning and the member was reported unsigned)."""
     path = junk_catalogs / name
     result = verify(*ANCHORS, "--catalog", str(path), str(MEMBER), tmp_path=tmp_path)
-    assert result.returncode == NOT_VALID
-    assert report_of(result)["status"] == "unsigned"
-    (warning,) = stderr_lines(result)
-    assert warning.startswith(f"codeintegrity: warning: {path}: catalog skipped: {reason}")
+    assert result.returncode == CONFIG
+    assert result.stdout == ""
+    (line,) = stderr_lines(result)
+    assert line.startswith(f"codeintegrity: {path}: catalog does not load: {reason}")
 
 
-def test_missing_catalog_path_is_a_warning(tmp_path):
+def test_missing_catalog_path_stops_the_run(tmp_path):
     missing = tmp_path / "not-there" / "x.cat"
     result = verify(*ANCHORS, "--catalog", str(missing), str(SIGNED), tmp_path=tmp_path)
-    assert result.returncode == OK
-    assert report_of(result)["status"] == "valid"
-    assert stderr_lines(result) == [f"codeintegrity: warning: {missing}: catalog path not found"]
+    assert result.returncode == CONFIG and result.stdout == ""
+    assert stderr_lines(result) == [
+        f"codeintegrity: {missing}: catalog does not load: No such file or directory"
+    ]
 
 
 def test_tampered_signed_catalog_cannot_vouch(tmp_path):

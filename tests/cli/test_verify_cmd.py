@@ -75,7 +75,12 @@ def test_unreadable_path_is_reported_and_others_judged(tmp_path):
     assert result.returncode == 3
     err = [line for line in result.stderr.splitlines() if "nope.exe" in line]
     assert len(err) == 1 and "Traceback" not in result.stderr
-    (report,) = lines(result)
+    error, report = lines(result)
+    assert error == {
+        "path": str(missing),
+        "status": "error",
+        "error": {"errno": 2, "message": "No such file or directory", "internal": False},
+    }
     assert report["status"] == "valid"
 
 
@@ -144,7 +149,8 @@ def test_fifo_is_not_opened(tmp_path):
     os.mkfifo(fifo)
     result = run("--json", *ANCHORS, str(fifo), str(FIXTURES / "t64_sha256.exe"), tmp_path=tmp_path)
     assert result.returncode == 3
-    assert "not a regular file" in result.stderr and len(lines(result)) == 1
+    assert "not a regular file" in result.stderr
+    assert [r["status"] for r in lines(result)] == ["error", "valid"]
 
 
 def test_internal_error_on_one_file_does_not_end_the_run(tmp_path, monkeypatch):

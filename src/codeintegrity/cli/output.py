@@ -1,81 +1,209 @@
-"""How `verify` prints reports: JSON Lines for machines, a table for people."""
+"""How `verify` prints outcomes as each file finishes: a table for people, JSON Lines or CSV
+for machines, or nothing (--quiet)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
+import shutil
 import sys
-from typing import TYPE_CHECKING
+import textwrap
+from typing import TYPE_CHECKING, Protocol
+
+import click
 
 if TYPE_CHECKING:
     from ..findings import Finding
-    from ..report import Report
+    from ..report import Report, SignatureResult
+    from ..scan.outcome import Outcome
+    from ..scan.tally import Tally
 
-_STYLE = {"valid": "green", "invalid": "red", "unsigned": "yellow", "malformed": "magenta"}
+_STYLE = {
+    "valid": "green",
+    "invalid": "red",
+    "unsigned": "yellow",
+    "malformed": "magenta",
+    "error": "red",
+    "skipped": "cyan",
+}
+
+
+class Writer(Protocol):
+    def add(self, outcome: Outcome) -> None: ...
+
+    def close(self, tally: Tally) -> None: ...
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class QuietWriter:
+    """--quiet: the exit status says it all."""
+
+    def add(self, outcome: Outcome) -> None:
+        return None
+
+    def close(self, tally: Tally) -> None:
+        return None
 
 
 class JsonWriter:
-    """One JSON object per file, written as soon as the file is judged."""
+    """One JSON object per input path, written as soon as it is judged."""
 
-    def add(self, report: Report) -> None:
-        sys.stdout.write(json.dumps(report.to_dict(), separators=(",", ":")) + "\n")
+    def add(self, outcome: Outcome) -> None:
+        from ..scan.outcome import outcome_dict
+
+        _write(json.dumps(outcome_dict(outcome), separators=(",", ":")) + "\n")
+
+    def close(self, tally: Tally) -> None:
+        return None
+
+
+CSV_COLUMNS = (
+    "path",
+    "status",
+    "decision",
+    "events",
+    "signer",
+    "issuer",
+    "root",
+    "timestamp",
+    "authenticode_sha256",
+    "reasons",
+)
+
+
+class CsvWriter:
+    """One row per input path (RFC 4180, header first); lists inside a cell joined by '; '."""
+
+    def __init__(self) -> None:
+        self._csv = csv.writer(sys.stdout, lineterminator="\r\n")
+        self._csv.writerow(CSV_COLUMNS)
         sys.stdout.flush()
 
-    def close(self) -> None:
+    def add(self, outcome: Outcome) -> None:
+        from ..scan.outcome import Judged, Skipped
+        from ..scan.tally import decision_word
+
+        if isinstance(outcome, Judged):
+            report = outcome.report
+            sig = report.signatures[0] if report.signatures else None
+            if sig is None and report.catalog is not None:
+                sig = report.catalog.signature
+            row = [
+                report.path,
+                str(report.status),
+                decision_word(outcome) or "",
+                " ".join(str(e) for e in report.event_ids),
+                (sig.signer or "") if sig else "",
+                (sig.issuer or "") if sig else "",
+                _root(sig) if sig else "",
+                sig.timestamp.isoformat() if sig and sig.timestamp else "",
+                report.authentihash.get("sha256", ""),
+                "; ".join(_reason_lines(report)),
+            ]
+        elif isinstance(outcome, Skipped):
+            row = [outcome.path, "skipped", "", "", "", "", "", "", "", outcome.message]
+        else:
+            row = [outcome.path, "error", "", "", "", "", "", "", "", outcome.message]
+        self._csv.writerow(row)
+        sys.stdout.flush()
+
+    def close(self, tally: Tally) -> None:
         return None
 
 
 class TableWriter:
-    """A readable table: verdict, file, signer, events, reasons; then a one-line summary."""
+    """One line per file (status, decision, path: never broken), details indented below and
+    wrapped to the width (COLUMNS, else the terminal, else 80); a summary line at the end."""
 
-    def __init__(self) -> None:
-        self._rows: list[tuple[str, str, str, str, str]] = []
-        self._counts: dict[str, int] = {}
+    def __init__(self, *, hashes: tuple[str, ...] = (), flat: tuple[str, ...] = ()) -> None:
+        self.width = max(40, shutil.get_terminal_size((80, 24)).columns)
+        self.color = sys.stdout.isatty()
+        self.hashes = hashes
+        self.flat = flat
+        self.policy = False
 
-    def add(self, report: Report) -> None:
-        verdict = str(report.status)
-        if report.decision is not None:
-            d = report.decision
-            verdict += f" / {'allowed' if d.allowed else 'denied'}"
-            if not d.allowed and d.mode == "audit":
-                verdict += " (audit)"
-        self._counts[str(report.status)] = self._counts.get(str(report.status), 0) + 1
-        self._rows.append(
-            (verdict, report.path, _signer(report), _events(report), _reasons(report))
-        )
+    def add(self, outcome: Outcome) -> None:
+        from ..scan.outcome import Judged, Skipped, Unreadable
+        from ..scan.tally import decision_word
 
-    def close(self) -> None:
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-
-        console = Console(soft_wrap=False)
-        if not console.is_terminal:
-            # Piped output is read by people in pagers and logs: do not fold at 80 columns.
-            console.width = 200
-        table = Table(show_lines=False, header_style="bold")
-        for column in ("Verdict", "File", "Signer", "Events", "Reasons"):
-            table.add_column(column, overflow="fold")
-        for verdict, path, signer, events, reasons in self._rows:
-            style = _STYLE.get(verdict.split(" ")[0], "")
-            # Text cells: paths and reasons contain '[' which rich would read as markup.
-            table.add_row(
-                Text(verdict, style=style), Text(path), Text(signer), Text(events), Text(reasons)
+        if isinstance(outcome, Judged):
+            report = outcome.report
+            status = str(report.status)
+            decision = decision_word(outcome)
+            details = self._details(report)
+        elif isinstance(outcome, Skipped):
+            status, decision = "skipped", None
+            details = [f"{outcome.reason}: {outcome.message}"]
+        elif isinstance(outcome, Unreadable):
+            status, decision = "error", None
+            code = f"errno {outcome.errno}: " if outcome.errno else ""
+            details = [f"cannot read: {code}{outcome.message}"]
+        else:
+            status, decision = "error", None
+            details = [f"internal error: {outcome.message}"]
+        if decision is not None:
+            self.policy = True
+        head = click.style(f"{status:<9}", fg=_STYLE.get(status)) if self.color else f"{status:<9}"
+        column = f" {decision or '-':<12}" if (decision is not None or self.policy) else ""
+        lines = [f"{head}{column} {outcome.path}"]
+        for detail in details:
+            lines.extend(
+                textwrap.wrap(
+                    detail,
+                    self.width,
+                    initial_indent="    ",
+                    subsequent_indent="        ",
+                    break_on_hyphens=False,
+                )
+                or ["    "]
             )
-        console.print(table)
-        total = sum(self._counts.values())
-        parts = ", ".join(f"{n} {k}" for k, n in sorted(self._counts.items()))
-        console.print(f"{total} file{'s' if total != 1 else ''}: {parts}")
+        _write("\n".join(lines) + "\n")
+
+    def _details(self, report: Report) -> list[str]:
+        out = [
+            f"signer #{sig.index}: {_cn(sig.signer)}{_mark(sig)}{_root_text(sig)}"
+            for sig in report.signatures
+            if sig.signer
+        ]
+        if report.catalog is not None:
+            sig = report.catalog.signature
+            name = _cn(sig.signer) if sig.signer else "?"
+            out.append(f"catalog signer: {name}{_mark(sig)}{_root_text(sig)}")
+            out.append(f"catalog: {report.catalog.path}")
+        out.extend(
+            f"authenticode {a}: {report.authentihash[a]}"
+            for a in self.hashes
+            if a in report.authentihash
+        )
+        out.extend(f"file {a}: {report.flat_hash[a]}" for a in self.flat if a in report.flat_hash)
+        out.extend(_reason_lines(report))
+        return out
+
+    def close(self, tally: Tally) -> None:
+        _write(tally.summary_line() + "\n")
 
 
-def _signer(report: Report) -> str:
-    names = []
-    for sig in report.signatures:
-        if sig.signer:
-            mark = "" if sig.valid else " (bad)"
-            names.append(f"#{sig.index} {_cn(sig.signer)}{mark}")
-    if report.catalog is not None and report.catalog.signature.signer:
-        names.append(f"catalog: {_cn(report.catalog.signature.signer)}")
-    return "\n".join(names) or "-"
+def _root(sig: SignatureResult) -> str:
+    return sig.chain[-1].subject if sig.trusted and sig.chain else ""
+
+
+def _root_text(sig: SignatureResult) -> str:
+    root = _root(sig)
+    return f" (root: {_cn(root)})" if root else ""
+
+
+def _mark(sig: SignatureResult) -> str:
+    """The same marks for embedded and catalog signers."""
+    if sig.valid:
+        return ""
+    if sig.signature_valid and not sig.trusted:
+        return " (untrusted)"
+    return " (bad)"
 
 
 def _cn(subject: str) -> str:
@@ -87,24 +215,33 @@ def _cn(subject: str) -> str:
     return subject
 
 
-def _events(report: Report) -> str:
-    return ", ".join(str(e) for e in report.event_ids) or "-"
+_RULE_NAME = re.compile(r"rule '([^']*)'")
 
 
-def _reasons(report: Report) -> str:
-    """Short reasons for the table: the rule's summary and where; --json has the details."""
-    lines = []
+def _reason_lines(report: Report, limit: int = 8) -> list[str]:
+    """Each finding once; then the policy's own reasons, each matched rule named once (a deny
+    rule matches several digests of one file) and without repeating the report's errors."""
+    lines: list[str] = []
+    own: set[tuple[object, str]] = set()
     for f in report.findings:
+        own.add((f.code, f.detail))
         if str(f.severity) == "info" and f.event_id is None:
             continue
         event = str(f.event_id) if f.event_id else str(f.severity)
         lines.append(f"{event} {f.rule.summary}{_where(f)}")
     if report.decision is not None:
         mode = report.decision.mode
-        lines.extend(f"policy {mode}: {f.rule.summary}{_where(f)}" for f in report.decision.reasons)
-    if len(lines) > 8:
-        lines = lines[:8] + [f"... {len(lines) - 8} more (see --json)"]
-    return "\n".join(lines) or "-"
+        for f in report.decision.reasons:
+            if (f.code, f.detail) in own:
+                continue
+            match = _RULE_NAME.search(f.detail)
+            name = f" '{match.group(1)}'" if match else ""
+            line = f"policy {mode}: {f.rule.summary}{name}"
+            if line not in lines:
+                lines.append(line)
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... {len(lines) - limit} more (see --json)"]
+    return lines
 
 
 def _where(f: Finding) -> str:
@@ -118,3 +255,60 @@ def _where(f: Finding) -> str:
     if f.offset is not None:
         parts.append(f"@{f.offset:#x}")
     return f" [{', '.join(parts)}]" if parts else ""
+
+
+def stderr_line(outcome: Outcome) -> str | None:
+    from ..scan.outcome import Crashed, Skipped, Unreadable
+
+    if isinstance(outcome, Unreadable):
+        return f"codeintegrity: cannot read {outcome.path}: {outcome.message}"
+    if isinstance(outcome, Crashed):
+        return f"codeintegrity: internal error on {outcome.path}: {outcome.message}"
+    if isinstance(outcome, Skipped):
+        return f"codeintegrity: skipped {outcome.path}: {outcome.message}"
+    return None
+
+
+def is_failure(outcome: Outcome) -> bool:
+    """--only-failures: files not valid or denied (in any mode), and paths not read."""
+    from ..scan.outcome import Judged, Skipped
+
+    if isinstance(outcome, Judged):
+        report = outcome.report
+        return not report.ok or (report.decision is not None and not report.decision.allowed)
+    return not isinstance(outcome, Skipped)
+
+
+class ProgressBar:
+    """A live line on stderr (rich): files and bytes done, rates, counts by verdict and
+    decision. Only for a terminal unless forced; refreshed by rich's own thread (10 Hz)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            BarColumn(bar_width=None, pulse_style="cyan"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task("", total=None)
+        self._progress.start()
+
+    def update(self, tally: Tally) -> None:
+        elapsed = max(tally.elapsed, 1e-9)
+        judged = sum(tally.statuses[k] for k in ("valid", "invalid", "unsigned", "malformed"))
+        counts = " ".join(f"{k} {n}" for k, n in sorted(tally.statuses.items()))
+        decisions = " ".join(f"{k} {n}" for k, n in sorted(tally.decisions.items()))
+        text = (
+            f"{tally.total} files {tally.bytes / 1e6:.1f} MB | {judged / elapsed:.0f} files/s "
+            f"{tally.bytes / 1e6 / elapsed:.1f} MB/s | {counts}"
+        )
+        if decisions:
+            text += f" | {decisions}"
+        self._progress.update(self._task, description=text)
+
+    def close(self) -> None:
+        self._progress.stop()

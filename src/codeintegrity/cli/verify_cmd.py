@@ -1,25 +1,34 @@
-"""`codeintegrity verify`: judge PE files and report every finding with its event."""
+"""`codeintegrity verify`: parse the options, run a scan (codeintegrity.scan), print outcomes.
+
+Walking, judging, caching and policy live in :mod:`codeintegrity.scan`; this module only turns
+the command line into settings, outcomes into output and the tally into an exit status.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from . import exit_codes
-from .params import parse_iso_time
+from .params import parse_iso_time, parse_size
 
 if TYPE_CHECKING:
-    from ..options import VerifyOptions
-    from ..report import Report
+    from ..events.pipeline import EventPipeline
+    from ..options import PageHashRequirement, VerifyOptions
     from ..results_cache import ResultsCache
+    from ..scan.dask_backend import Session
+    from ..scan.run import Judge
+    from ..scan.walk import Selection
+    from .output import Writer
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "demo_signed.dll"
+_DIGESTS = click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"])
 
 
 def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -31,14 +40,36 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
 
 
+def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 4096, 64K, 10M, 2G)") from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines, one object per file.")
+@click.argument("paths", nargs=-1, type=str)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines, one object per path.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per path (header first).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing: the exit status says it all.")
+@click.option(
+    "--only-failures",
+    is_flag=True,
+    help="Show only files that are not valid or are denied, and paths that could not be read.",
+)
+@click.option(
+    "--files-from",
+    "files_from",
+    metavar="FILE|-",
+    help="Also judge the paths listed in FILE (- for stdin), one per line or NUL-separated "
+    "(find -print0).",
+)
 @click.option(
     "--trust",
     "trust_files",
     multiple=True,
-    type=click.Path(path_type=str),
     help="Add trust anchors from a PEM/DER file (repeatable).",
 )
 @click.option(
@@ -56,10 +87,9 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 )
 @click.option(
     "--require-page-hashes",
-    "require_page_hashes",
-    flag_value="all",
-    default=None,
-    help="A signature without page hashes raises 6281 ('signed without page hashes').",
+    "require_all_page_hashes",
+    is_flag=True,
+    help="Same as --require-page-hashes-for all: a signature without page hashes raises 6281.",
 )
 @click.option(
     "--require-page-hashes-for",
@@ -76,14 +106,12 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--policy",
     "policy_file",
-    type=click.Path(path_type=str),
     help="Apply a policy (TOML): mode, allowed signers, deny rules, revocation.",
 )
 @click.option(
     "--catalog",
     "catalogs",
     multiple=True,
-    type=click.Path(path_type=str),
     help="A .cat file or a directory of them (e.g. a mounted CatRoot); repeatable.",
 )
 @click.option(
@@ -95,18 +123,23 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     "syslog+tcp://HOST:PORT or - (stdout); repeatable.",
 )
 @click.option(
+    "--events-best-effort",
+    is_flag=True,
+    help="Do not exit 6 when some events could not be delivered (they are still counted).",
+)
+@click.option(
     "--hash",
     "hash_algorithms",
     multiple=True,
-    type=click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"]),
-    help="Also report the Authenticode hash with this algorithm (sha256 always; repeatable).",
+    type=_DIGESTS,
+    help="Also report (and show) the Authenticode hash with this algorithm (repeatable).",
 )
 @click.option(
     "--flat-hash",
     "flat_algorithms",
     multiple=True,
-    type=click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"]),
-    help="Also report the hash of the whole file with this algorithm (repeatable).",
+    type=_DIGESTS,
+    help="Also report (and show) the hash of the whole file with this algorithm (repeatable).",
 )
 @click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
 @click.option(
@@ -117,75 +150,204 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--cache",
     "cache_path",
-    type=click.Path(dir_okay=False, path_type=str),
     help="Keep reusable results in this SQLite file instead of the default one.",
 )
 @click.option(
     "--store",
     "store_path",
-    type=click.Path(dir_okay=False, path_type=str),
     help="Record events in this SQLite store instead of the default one.",
+)
+@click.option(
+    "--include",
+    "include",
+    multiple=True,
+    metavar="GLOB",
+    help="In directories, judge only files whose path relative to the argument matches "
+    "(repeatable).",
+)
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="In directories, skip files and directories whose relative path matches (repeatable).",
+)
+@click.option(
+    "--max-size",
+    callback=_parse_size,
+    metavar="SIZE",
+    help="Skip files larger than SIZE (bytes; K, M, G suffixes).",
+)
+@click.option(
+    "--one-file-system", is_flag=True, help="Do not enter directories on other file systems."
+)
+@click.option(
+    "--follow-dir-links",
+    is_flag=True,
+    help="Enter symlinked directories in trees (loops are detected and reported).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Worker processes (default: the usable cores for directories, lists and more than two "
+    "files; 1 otherwise). --jobs 1 judges in this process.",
+)
+@click.option(
+    "--sorted",
+    "ordered",
+    is_flag=True,
+    help="Print results in input order (default: as they finish).",
+)
+@click.option(
+    "--dask",
+    "dask_address",
+    metavar="ADDRESS",
+    help="Judge on a Dask cluster: a scheduler address (tcp://host:8786) whose workers see the "
+    "same files, or local:N for a LocalCluster of N workers (needs the 'dask' extra).",
+)
+@click.option(
+    "--path-map",
+    "path_maps",
+    multiple=True,
+    metavar="CLIENT=WORKER",
+    help="With --dask: the workers see files under CLIENT_PREFIX at WORKER_PREFIX (repeatable).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A live progress line and an end summary on stderr (default: when stderr is a terminal).",
 )
 def verify(
     paths: tuple[str, ...],
     as_json: bool,
+    as_csv: bool,
+    quiet: bool,
+    only_failures: bool,
+    files_from: str | None,
     trust_files: tuple[str, ...],
     no_default_trust: bool,
     at: datetime | None,
+    require_all_page_hashes: bool,
     require_page_hashes: str | None,
     cert_padding_check: bool,
     policy_file: str | None,
     catalogs: tuple[str, ...],
     event_uris: tuple[str, ...],
+    events_best_effort: bool,
     hash_algorithms: tuple[str, ...],
     flat_algorithms: tuple[str, ...],
     no_store: bool,
-    store_path: str | None,
     no_cache: bool,
     cache_path: str | None,
+    store_path: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    max_size: int | None,
+    one_file_system: bool,
+    follow_dir_links: bool,
+    jobs: int | None,
+    ordered: bool,
+    dask_address: str | None,
+    path_maps: tuple[str, ...],
+    progress: bool | None,
 ) -> None:
     """Judge PE files (EXE, DLL, SYS, EFI) as Windows Code Integrity would.
 
-    PATHS may be files or directories (walked for PE files). Without PATHS the bundled demo
-    sample, a small Microsoft-signed DLL, is verified. Exit status: 0 every file valid, 1 any
-    file not valid (with --policy: any denial in enforce mode), 2 usage error, 3 a path
-    unreadable (the other files are still judged), 4 a trust, policy, catalog or sink argument
-    that does not load, 5 self-test failed, 70 an internal error on some file (the others are
-    still judged).
+    PATHS may be files or directories (walked for PE files; symlinks to files are judged,
+    symlinked directories are reported and not entered). Without PATHS or --files-from the
+    bundled demo sample, a small Microsoft-signed DLL, is verified.
+
+    Exit status (the first that applies): 130 interrupted, 141 output pipe closed, 2 usage
+    error, 4 a trust, policy, catalog, sink or --files-from argument that does not load, 5
+    self-test failed, 70 an internal error on some file, 3 a path could not be read, 1 a file
+    not valid or denied, 6 events could not all be delivered (not with --events-best-effort),
+    0 otherwise. The other files are always judged.
 
     Results of unchanged files are reused from a cache (--no-cache: verify everything again);
     runs with --catalog or a policy that checks revocation are never cached.
     """
     from ..errors import CIError
+    from ..scan.config import Settings, build_options, open_events
+    from ..scan.sources import inputs, open_listing
 
+    if sum((as_json, as_csv, quiet)) > 1:
+        raise click.UsageError("--json, --csv and --quiet exclude each other")
+    if "-" in event_uris and (as_json or as_csv):
+        raise click.UsageError("--events - and --json/--csv cannot share stdout")
+    if require_all_page_hashes and require_page_hashes not in (None, "all"):
+        raise click.UsageError(
+            f"--require-page-hashes and --require-page-hashes-for {require_page_hashes} conflict"
+        )
     if no_cache and cache_path is not None:
         raise click.UsageError("--no-cache and --cache exclude each other")
-    if not paths:
-        click.echo(f"(no path given: verifying the bundled demo sample {DEMO_SAMPLE})", err=True)
+    if dask_address is not None and (catalogs or jobs is not None):
+        raise click.UsageError("--dask excludes --catalog (a local index) and --jobs")
+    if path_maps and dask_address is None:
+        raise click.UsageError("--path-map is for --dask")
+    if no_store and store_path is not None:
+        raise click.UsageError("--no-store and --store exclude each other")
+    if not paths and files_from is None:
+        if not quiet:
+            note = "(no path given: verifying the bundled demo sample"
+            click.echo(f"{note} {DEMO_SAMPLE})", err=True)
         paths = (str(DEMO_SAMPLE),)
+
+    def warn(message: str) -> None:
+        if not quiet:
+            click.echo(f"codeintegrity: warning: {message}", err=True)
+
+    settings = Settings(
+        trust_files=trust_files,
+        no_default_trust=no_default_trust,
+        at=at,
+        require_page_hashes=_page_hash_requirement(require_all_page_hashes, require_page_hashes),
+        cert_padding_check=cert_padding_check,
+        policy_file=policy_file,
+        catalogs=catalogs,
+        hash_algorithms=hash_algorithms,
+        flat_algorithms=flat_algorithms,
+    )
+    listing: BinaryIO | None = None
     try:
-        options, policy = _build_options(
-            trust_files,
-            no_default_trust,
-            at,
-            require_page_hashes or "off",
-            cert_padding_check,
-            policy_file,
-            catalogs,
-        )
-        options = replace(
-            options,
-            extra_digests=options.extra_digests | frozenset(hash_algorithms),
-            flat_digests=options.flat_digests | frozenset(flat_algorithms),
-        )
-        pipeline = _open_events(event_uris, no_store, store_path)
+        listing = open_listing(files_from)
+        options, policy = build_options(settings, warn)
+        events = open_events(event_uris, store=not no_store, store_path=store_path, warn=warn)
     except CIError as exc:
-        # Files named by options that do not load (anchors, policy, catalogs, sinks).
+        # Files named by options that do not load (anchors, policy, catalogs, sinks, lists).
         _fail(exc.diagnostics(), exit_codes.CONFIG)
-    cache = None if no_cache else _open_cache(options, cache_path)
+    from ..scan.run import Judge
+    from ..scan.walk import Selection
+
+    cache = None if no_cache else _open_cache(options, cache_path, warn)
+    judge = Judge(options, policy, cache)
+    selection = Selection(
+        include=include,
+        exclude=exclude,
+        max_size=max_size,
+        one_file_system=one_file_system,
+        follow_dir_links=follow_dir_links,
+    )
+    writer = _writer(as_json, as_csv, quiet, hash_algorithms, flat_algorithms)
+    if jobs is None:
+        many = files_from is not None or len(paths) > 2 or any(Path(p).is_dir() for p in paths)
+        jobs = _usable_cores() if many else 1
     try:
         status = _run(
-            paths, options, policy, pipeline, as_json, extra_sinks=bool(event_uris), cache=cache
+            inputs(paths, listing),
+            judge,
+            selection,
+            writer,
+            events.pipeline,
+            quiet=quiet,
+            only_failures=only_failures,
+            verbose_events=bool(event_uris),
+            events_best_effort=events_best_effort,
+            store_unavailable=events.store_unavailable is not None,
+            jobs=jobs,
+            ordered=ordered,
+            dask=_dask(dask_address, path_maps),
+            progress=(sys.stderr.isatty() and not quiet) if progress is None else progress,
         )
     finally:
         if cache is not None:
@@ -193,17 +355,57 @@ def verify(
     sys.exit(status)
 
 
-def _open_cache(options: VerifyOptions, path: str | None) -> ResultsCache | None:
+def _dask(
+    address: str | None, path_maps: tuple[str, ...]
+) -> tuple[Session, list[tuple[str, str]]] | None:
+    if address is None:
+        return None
+    from ..scan.dask_backend import DaskUnavailable, connect, parse_path_map
+
+    try:
+        pairs = parse_path_map(path_maps)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--path-map") from None
+    try:
+        return connect(address), pairs
+    except DaskUnavailable as exc:
+        _fail(str(exc), exit_codes.CONFIG)
+        raise AssertionError("unreachable") from None
+
+
+def _usable_cores() -> int:
+    from ..scan.pool import usable_cores
+
+    return usable_cores()
+
+
+def _page_hash_requirement(every: bool, named: str | None) -> PageHashRequirement:
+    if every or named == "all":
+        return "all"
+    return "drivers" if named == "drivers" else "off"
+
+
+def _writer(
+    as_json: bool, as_csv: bool, quiet: bool, hashes: tuple[str, ...], flat: tuple[str, ...]
+) -> Writer:
+    from .output import CsvWriter, JsonWriter, QuietWriter, TableWriter
+
+    if quiet:
+        return QuietWriter()
+    if as_json:
+        return JsonWriter()
+    if as_csv:
+        return CsvWriter()
+    return TableWriter(hashes=hashes, flat=flat)
+
+
+def _open_cache(options: VerifyOptions, path: str | None, warn: object) -> ResultsCache | None:
     """The results cache, unless these options are never cached (catalogs, revocation)."""
     from ..results_cache import ResultsCache, options_fingerprint
 
     if options_fingerprint(options) is None:
         return None
-
-    def warn(message: str) -> None:
-        click.echo(f"codeintegrity: warning: {message}", err=True)
-
-    return ResultsCache.open(path, warn=warn)
+    return ResultsCache.open(path, warn=warn)  # type: ignore[arg-type]
 
 
 def _fail(message: str, code: int) -> None:
@@ -211,159 +413,111 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _build_options(
-    trust_files: tuple[str, ...],
-    no_default_trust: bool,
-    at: datetime | None,
-    require_page_hashes: str,
-    cert_padding_check: bool,
-    policy_file: str | None,
-    catalogs: tuple[str, ...],
-) -> tuple[VerifyOptions, object | None]:
-    from ..authenticode.trust import TrustStore
-    from ..options import VerifyOptions
-
-    store = TrustStore.empty() if no_default_trust else TrustStore.default()
-    if trust_files:
-        store = store | TrustStore.from_paths(list(trust_files))
-    options = VerifyOptions(
-        trust=store,
-        at=at,
-        require_page_hashes=require_page_hashes,  # type: ignore[arg-type]
-        cert_padding_check=cert_padding_check,
-    )
-    policy = None
-    if policy_file is not None:
-        from ..policy.evaluate import apply_to_options
-        from ..policy.load import load_policy
-
-        policy = load_policy(policy_file)
-        options = apply_to_options(policy, options)
-    if catalogs:
-        from ..catalog.index import CatalogIndex
-
-        index = CatalogIndex.open(list(catalogs), limits=options.limits)
-        for warning in index.warnings:
-            click.echo(f"codeintegrity: warning: {warning}", err=True)
-        options = replace(options, catalogs=index)
-    return options, policy
-
-
-def _open_events(uris: tuple[str, ...], no_store: bool, store_path: str | None) -> object | None:
-    if not uris and no_store:
-        return None
-    from ..events.pipeline import open_pipeline
-
-    return open_pipeline(list(uris), store=not no_store, store_path=store_path)
-
-
-def _iter_files(paths: tuple[str, ...]) -> Iterator[tuple[str, OSError | None]]:
-    """Yield each file to judge; directories are walked for files that start with 'MZ'."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                try:
-                    with child.open("rb") as handle:
-                        if handle.read(2) != b"MZ":
-                            continue
-                except OSError as exc:
-                    yield str(child), exc
-                    continue
-                yield str(child), None
-        elif path.exists() and not path.is_file():
-            # FIFOs and devices would block or never end: only regular files are judged.
-            yield raw, OSError(0, "not a regular file")
-        else:
-            yield raw, None
-
-
 def _run(
-    paths: tuple[str, ...],
-    options: VerifyOptions,
-    policy: object | None,
-    pipeline: object | None,
-    as_json: bool,
+    inputs: Iterator[str],
+    judge: Judge,
+    selection: Selection,
+    writer: Writer,
+    pipeline: EventPipeline | None,
     *,
-    extra_sinks: bool,
-    cache: ResultsCache | None = None,
+    quiet: bool,
+    only_failures: bool,
+    verbose_events: bool,
+    events_best_effort: bool,
+    store_unavailable: bool,
+    jobs: int,
+    ordered: bool,
+    dask: tuple[Session, list[tuple[str, str]]] | None = None,
+    progress: bool = False,
 ) -> int:
-    from ..verify import verify_path
-    from .output import JsonWriter, TableWriter
+    from ..scan.config import selftest
+    from ..scan.outcome import Judged
+    from ..scan.run import ScanCounter, scan
+    from ..scan.tally import Tally
+    from ..scan.walk import walk
 
-    code = _selftest(pipeline)
-    if code:
-        return code
-    writer = JsonWriter() if as_json else TableWriter()
-    unreadable = not_valid = internal = 0
-    for name, error in _iter_files(paths):
-        if error is None:
-            try:
-                if cache is not None:
-                    report = cache.verify(name, options)
-                else:
-                    report = verify_path(name, options)
-            except OSError as exc:
-                error = exc
-            except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
-                click.echo(f"codeintegrity: internal error on {name}: {_line(exc)}", err=True)
-                internal += 1
-                continue
-        if error is not None:
-            reason = error.strerror or str(error)
-            click.echo(f"codeintegrity: cannot read {name}: {reason}", err=True)
-            unreadable += 1
-            continue
-        if policy is not None:
-            report = _decide(report, policy)
-        if _counts_as_failure(report, policy):
-            not_valid += 1
-        writer.add(report)
-        if pipeline is not None:
-            pipeline.emit_report(report)  # type: ignore[attr-defined]
-    writer.close()
-    if pipeline is not None:
-        summary = pipeline.close()  # type: ignore[attr-defined]
-        # The default store is quiet; extra sinks, and any loss, get a summary on stderr.
-        if extra_sinks or not summary.complete or summary.errors:
-            for line in summary.lines():
-                click.echo(f"codeintegrity: {line}", err=True)
-    if internal:
-        return exit_codes.INTERNAL
-    if unreadable:
-        return exit_codes.UNREADABLE
-    return exit_codes.NOT_VALID if not_valid else exit_codes.OK
-
-
-def _line(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text[:300] + " (a bug: please report it with the file)"
-
-
-def _decide(report: Report, policy: object) -> Report:
-    from ..policy.evaluate import evaluate
-
-    return replace(report, decision=evaluate(report, policy))  # type: ignore[arg-type]
-
-
-def _counts_as_failure(report: Report, policy: object | None) -> bool:
-    if report.decision is not None:
-        return report.decision.enforced_denial
-    return not report.ok
-
-
-def _selftest(pipeline: object | None) -> int:
-    """Known-answer tests before the first verification of this process (event 5056)."""
-    from ..events.selftest import run_selftest, selftest_event
-
-    result = run_selftest()
-    if pipeline is not None:
-        pipeline.emit(selftest_event(result))  # type: ignore[attr-defined]
-    if not result.ok:
-        for detail in result.details:
+    failed = selftest(pipeline)
+    if failed:
+        for detail in failed:
             click.echo(f"codeintegrity: self-test: {detail}", err=True)
         if pipeline is not None:
-            pipeline.close()  # type: ignore[attr-defined]
+            pipeline.close()
         click.echo("codeintegrity: cryptographic self-test failed; nothing verified", err=True)
         return exit_codes.SELFTEST_FAILED
-    return 0
+    tally = Tally()
+    counter = ScanCounter()
+    interrupted = broken = False
+    if dask is not None:
+        from ..scan.dask_backend import dask_scan
+
+        session, pairs = dask
+        outcomes = dask_scan(
+            walk(inputs, selection),
+            judge,
+            session.client,
+            ordered=ordered,
+            counter=counter,
+            path_map=pairs,
+        )
+    elif jobs > 1:
+        from ..scan.pool import parallel_scan
+
+        outcomes = parallel_scan(
+            walk(inputs, selection), judge, jobs, ordered=ordered, counter=counter
+        )
+    else:
+        outcomes = scan(walk(inputs, selection), judge, counter)
+    from .output import ProgressBar, is_failure, stderr_line
+
+    bar = ProgressBar() if progress else None
+    try:
+        for outcome in outcomes:
+            tally.add(outcome)
+            if bar is not None:
+                bar.update(tally)
+            if pipeline is not None and isinstance(outcome, Judged):
+                pipeline.emit_report(outcome.report)
+            line = stderr_line(outcome)
+            if line is not None and not quiet:
+                click.echo(line, err=True)
+            if not only_failures or is_failure(outcome):
+                writer.add(outcome)
+        writer.close(tally)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BrokenPipeError:
+        broken = True
+        # Nothing more can be written there; keep Python's exit flush from complaining.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    finally:
+        # Stops the workers now, not when the generator is collected (no orphans).
+        if isinstance(outcomes, Generator):
+            outcomes.close()
+        if dask is not None:
+            dask[0].close()
+        if bar is not None:
+            bar.close()
+            for text in tally.detail_lines():
+                click.echo(f"codeintegrity: {text}", err=True)
+    lost = False
+    if pipeline is not None:
+        summary = pipeline.close()
+        lost = not summary.complete
+        # The default store is quiet; extra sinks, and any loss, get a summary on stderr.
+        if verbose_events or lost or summary.errors:
+            for text in summary.lines():
+                click.echo(f"codeintegrity: {text}", err=True)
+    if store_unavailable and not quiet:
+        click.echo("codeintegrity: events were not recorded (default store unavailable)", err=True)
+    if interrupted:
+        click.echo(
+            f"codeintegrity: interrupted after {tally.total} of {counter.inputs} files "
+            f"({tally.summary_line()})",
+            err=True,
+        )
+        return exit_codes.INTERRUPTED
+    if broken:
+        return exit_codes.BROKEN_PIPE
+    return tally.exit_status(events_lost=lost and not events_best_effort)

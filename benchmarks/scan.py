@@ -1,0 +1,204 @@
+"""Benchmark tree scans: codeintegrity --jobs 1/2, --dask local:2, warm results cache, against
+signify (one process), osslsigncode (once per file) and the hashlib floor; parent peak RSS.
+
+Usage: python benchmarks/scan.py [--corpus DIR] [--copies 20] [--small 20000]
+                                 [--signify-python PATH] [--skip-dask]
+
+Every figure is the wall time of a whole process (or of all the processes for osslsigncode),
+measured once in this run, printed with its ratio to the hashlib floor and to codeintegrity
+--jobs 1. signify needs its own Python with the oscrypto patch of the corpus RECIPES.md (pass
+--signify-python; skipped if absent). Parent peak RSS is GNU time's %M of a --jobs 1 run (one
+process), on the copies tree and on a synthetic tree of --small tiny files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "samples"
+CI = [sys.executable, "-m", "codeintegrity", "verify", "--json", "--no-store"]
+
+SIGNIFY_SCRIPT = r"""
+import os, sys
+from signify.authenticode import AuthenticodeFile
+for root, _dirs, files in os.walk(sys.argv[1]):
+    for name in sorted(files):
+        path = os.path.join(root, name)
+        with open(path, "rb") as f:
+            if f.read(2) != b"MZ":
+                continue
+            f.seek(0)
+            try:
+                AuthenticodeFile.from_stream(f).explain_verify(multi_verify_mode="all")
+            except Exception:
+                pass
+"""
+
+FLOOR_SCRIPT = r"""
+import hashlib, os, sys
+for root, _dirs, files in os.walk(sys.argv[1]):
+    for name in files:
+        with open(os.path.join(root, name), "rb") as f:
+            if f.read(2) == b"MZ":
+                f.seek(0)
+                hashlib.sha256(f.read()).digest()
+"""
+
+
+def pe_files(folder: Path) -> list[Path]:
+    out = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as handle:
+                if handle.read(2) == b"MZ":
+                    out.append(path)
+    return out
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+    return time.perf_counter() - started
+
+
+def peak_rss_kb(cmd: list[str], env: dict[str, str]) -> int:
+    out = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        check=False,
+    )
+    return int(out.stderr.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--copies", type=int, default=20)
+    parser.add_argument("--small", type=int, default=20000)
+    parser.add_argument("--signify-python", default=os.environ.get("SIGNIFY_PYTHON"))
+    parser.add_argument("--skip-dask", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ci-scan-bench-"))
+    env = dict(os.environ, CODEINTEGRITY_HOME=str(work / "home"))
+    files = pe_files(args.corpus)
+    rows: list[tuple[str, float]] = []
+    try:
+        corpus = work / "corpus"
+        corpus.mkdir()
+        for i, path in enumerate(files):
+            os.link(path, corpus / f"{i:04d}_{path.name}")
+        # Compile bytecode first so no row pays for it.
+        subprocess.run(
+            [*CI, "--no-cache", "--jobs", "1", str(files[0])],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        floor = timed([sys.executable, "-c", FLOOR_SCRIPT, str(corpus)])
+        rows.append((f"hashlib sha256 floor ({len(files)} files)", floor))
+        one = timed([*CI, "--no-cache", "--jobs", "1", str(corpus)], env)
+        rows.append(("codeintegrity --jobs 1", one))
+        rows.append(
+            ("codeintegrity --jobs 2", timed([*CI, "--no-cache", "--jobs", "2", str(corpus)], env))
+        )
+        cache = str(work / "results.sqlite3")
+        timed([*CI, "--cache", cache, "--jobs", "1", str(corpus)], env)
+        rows.append(
+            (
+                "codeintegrity warm results cache",
+                timed([*CI, "--cache", cache, "--jobs", "1", str(corpus)], env),
+            )
+        )
+        if args.signify_python and Path(args.signify_python).exists():
+            rows.append(
+                (
+                    "signify 0.9 (one process)",
+                    timed([args.signify_python, "-c", SIGNIFY_SCRIPT, str(corpus)]),
+                )
+            )
+        if shutil.which("osslsigncode"):
+            started = time.perf_counter()
+            for path in corpus.iterdir():
+                subprocess.run(
+                    ["osslsigncode", "verify", "-in", str(path)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+            rows.append(("osslsigncode (once per file)", time.perf_counter() - started))
+        print_table(f"Corpus: {args.corpus} ({len(files)} PE files)", rows, floor, one)
+
+        tree = work / "tree"
+        for copy in range(args.copies):
+            folder = tree / f"copy{copy:02d}"
+            folder.mkdir(parents=True)
+            for path in corpus.iterdir():
+                os.link(path, folder / path.name)
+        count = len(files) * args.copies
+        floor = timed([sys.executable, "-c", FLOOR_SCRIPT, str(tree)])
+        rows = [(f"hashlib sha256 floor ({count} files)", floor)]
+        one = timed([*CI, "--no-cache", "--jobs", "1", str(tree)], env)
+        rows.append(("codeintegrity --jobs 1", one))
+        rows.append(
+            ("codeintegrity --jobs 2", timed([*CI, "--no-cache", "--jobs", "2", str(tree)], env))
+        )
+        if not args.skip_dask:
+            rows.append(
+                (
+                    "codeintegrity --dask local:2 (incl. cluster start)",
+                    timed([*CI, "--no-cache", "--dask", "local:2", str(tree)], env),
+                )
+            )
+        cache = str(work / "tree-results.sqlite3")
+        rows.append(
+            (
+                "codeintegrity cold results cache",
+                timed([*CI, "--cache", cache, "--jobs", "1", str(tree)], env),
+            )
+        )
+        rows.append(
+            (
+                "codeintegrity warm results cache",
+                timed([*CI, "--cache", cache, "--jobs", "1", str(tree)], env),
+            )
+        )
+        print_table(f"Tree: {count} files ({args.copies} hard-linked copies)", rows, floor, one)
+
+        small = work / "small"
+        for i in range(args.small):
+            folder = small / f"d{i // 1000:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"f{i:06d}.exe").write_bytes(b"MZ" + bytes(62))
+        rss_tree = peak_rss_kb([*CI, "--no-cache", "--jobs", "1", str(tree)], env)
+        rss_small = peak_rss_kb([*CI, "--no-cache", "--jobs", "1", str(small)], env)
+        print(
+            f"\nParent peak RSS (--jobs 1): {count} files {rss_tree / 1024:.1f} MiB, "
+            f"{args.small} small files {rss_small / 1024:.1f} MiB "
+            f"(ratio {rss_small / rss_tree:.2f})"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(title: str, rows: list[tuple[str, float]], floor: float, one: float) -> None:
+    print(f"\n{title}")
+    print(f"{'':52} {'seconds':>8} {'x floor':>8} {'vs --jobs 1':>12}")
+    for name, seconds in rows:
+        print(f"{name:52} {seconds:8.2f} {seconds / floor:8.1f} {one / seconds:11.2f}x")
+
+
+if __name__ == "__main__":
+    main()

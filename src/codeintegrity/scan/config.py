@@ -1,0 +1,148 @@
+"""Everything a scan needs before the first file: options, policy, catalogs, event sinks.
+
+Each function raises a :class:`~codeintegrity.errors.CIError` (one line) for an argument that
+does not load; the CLI turns that into exit 4 before anything is verified. Warnings that do not
+stop the run go to the ``warn`` callback.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError, SinkError
+
+if TYPE_CHECKING:
+    from ..catalog.index import CatalogIndex
+    from ..events.pipeline import EventPipeline
+    from ..options import PageHashRequirement, VerifyOptions
+    from ..policy.model import Policy
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The verdict-relevant inputs of a run, as given on the command line."""
+
+    trust_files: tuple[str, ...] = ()
+    no_default_trust: bool = False
+    at: datetime | None = None
+    require_page_hashes: PageHashRequirement = "off"
+    cert_padding_check: bool = False
+    policy_file: str | None = None
+    catalogs: tuple[str, ...] = ()
+    hash_algorithms: tuple[str, ...] = ()
+    flat_algorithms: tuple[str, ...] = ()
+
+
+def build_options(settings: Settings, warn: Warn) -> tuple[VerifyOptions, Policy | None]:
+    """Options and policy for a run. Raises CIError (trust, policy or catalog that does not
+    load)."""
+    from ..authenticode.trust import TrustStore
+    from ..options import VerifyOptions
+
+    store = TrustStore.empty() if settings.no_default_trust else TrustStore.default()
+    if settings.trust_files:
+        store = store | TrustStore.from_paths(list(settings.trust_files))
+    options = VerifyOptions(
+        trust=store,
+        at=settings.at,
+        require_page_hashes=settings.require_page_hashes,
+        cert_padding_check=settings.cert_padding_check,
+    )
+    policy: Policy | None = None
+    if settings.policy_file is not None:
+        from ..policy.evaluate import apply_to_options
+        from ..policy.load import load_policy
+
+        policy = load_policy(settings.policy_file)
+        options = apply_to_options(policy, options)
+    if settings.catalogs:
+        options = replace(options, catalogs=open_catalogs(settings.catalogs, options, warn))
+    return replace(
+        options,
+        extra_digests=options.extra_digests | frozenset(settings.hash_algorithms),
+        flat_digests=options.flat_digests | frozenset(settings.flat_algorithms),
+    ), policy
+
+
+def open_catalogs(paths: Sequence[str], options: VerifyOptions, warn: Warn) -> CatalogIndex:
+    """The catalog index. A named catalog that is missing, unreadable or does not parse is a
+    ConfigError: a run that silently lost a catalog would report files it vouches for as
+    unsigned. Bad .cat files found inside a named directory (a CatRoot holds odd files) are
+    warnings."""
+    from ..catalog.index import CatalogIndex
+
+    named_files: list[str] = []
+    for path in paths:
+        try:
+            st = Path(path).stat()
+        except OSError as exc:
+            raise ConfigError(f"{path}: catalog does not load: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: catalog does not load: not a regular file")
+        try:
+            with Path(path).open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: catalog does not load: {exc.strerror or exc}") from None
+        named_files.append(os.path.realpath(path))
+    index = CatalogIndex.open(list(paths), limits=options.limits)
+    for warning in index.warnings:
+        # The index names catalogs by their resolved path.
+        if any(warning.startswith(f"{named}: ") for named in named_files):
+            index.close()
+            raise ConfigError(warning.replace("catalog skipped", "catalog does not load", 1))
+    for warning in index.warnings:
+        warn(warning)
+    return index
+
+
+@dataclass
+class Events:
+    """The run's event pipeline, and whether the default store had to be left out."""
+
+    pipeline: EventPipeline | None
+    store_unavailable: str | None = None  # why the default store is not recording
+
+
+def open_events(uris: Sequence[str], *, store: bool, store_path: str | None, warn: Warn) -> Events:
+    """Open the sinks. A sink named on the command line (``--events``, ``--store``) that does
+    not open raises SinkError; the default store that cannot be opened (a read-only home) is a
+    warning and the run goes on without it."""
+    if not uris and not store:
+        return Events(None)
+    from ..events.pipeline import open_pipeline
+
+    try:
+        return Events(open_pipeline(list(uris), store=store, store_path=store_path))
+    except SinkError as exc:
+        if not store or store_path is not None:
+            raise
+        # Was it the default store? Open the named sinks alone to find out.
+        pipeline = open_pipeline(list(uris), store=False) if uris else None
+        reason = str(exc)
+    warn(
+        f"{reason}; events are not recorded in the default store "
+        "(use --no-store to run without it, or set CODEINTEGRITY_HOME to a writable directory)"
+    )
+    return Events(pipeline, store_unavailable=reason)
+
+
+def selftest(pipeline: EventPipeline | None) -> list[str]:
+    """The known-answer tests before the first verification of this process (event 5056);
+    returns what failed ([] when they pass)."""
+    from ..events.selftest import run_selftest, selftest_event
+
+    result = run_selftest()
+    if pipeline is not None:
+        pipeline.emit(selftest_event(result))
+    return [] if result.ok else list(result.details) or ["self-test failed"]

@@ -1,0 +1,250 @@
+"""Judge files on a Dask cluster (the ``distributed`` scheduler); the client walks, owns the
+results cache, the output and the events, exactly as with local worker processes.
+
+Workers read the files themselves, from storage they share with the client (NFS or SMB mounts,
+the same image files); ``path_map`` rewrites a client path prefix to the prefix the workers see.
+Paths go out in batches (``BATCH`` files per task), with a bounded number of batches in flight.
+When a worker is lost the scheduler runs its tasks again elsewhere; each task's result is read
+once, so a file is never reported twice.
+
+The verification options travel as a recipe (the trust anchors' DER, the other option values)
+and are rebuilt once per worker process: a trust store holds locks and caches that do not
+pickle. Catalogs (a local SQLite index) do not travel: ``--catalog`` is refused with Dask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .outcome import Crashed, Judged, Outcome
+from .run import Judge, ScanCounter, internal_message
+from .walk import Target, Unreadable, WalkItem
+
+if TYPE_CHECKING:
+    from ..options import VerifyOptions
+    from ..results_cache import Pending
+
+BATCH = 16  # files per task: amortises the scheduler's per-task cost (~1 ms) over ~16 files
+IN_FLIGHT_PER_WORKER = 3  # batches queued per worker thread
+
+
+class DaskUnavailable(Exception):
+    """The `dask` extra is not installed, or the scheduler cannot be reached."""
+
+
+@dataclass(frozen=True)
+class JudgeRecipe:
+    """What a worker needs to rebuild the judge: picklable, and small."""
+
+    anchors: tuple[bytes, ...]
+    trust_name: str
+    options: VerifyOptions  # with trust=None; rebuilt with the anchors on the worker
+
+    @classmethod
+    def of(cls, judge: Judge) -> JudgeRecipe:
+        options = judge.options
+        if options.catalogs is not None:
+            raise ValueError("--catalog cannot be used with --dask (the index is local)")
+        trust = options.trust
+        anchors: tuple[bytes, ...] = ()
+        name = "default"
+        if trust is not None:
+            anchors = tuple(cert.dump() for cert in trust.certificates)
+            name = trust.name
+        return cls(anchors, name, replace(options, trust=None))
+
+    def build(self) -> Judge:
+        from ..authenticode.trust import TrustStore
+
+        key = hash((self.anchors, self.trust_name, repr(self.options)))
+        judge = _WORKER_JUDGES.get(key)
+        if judge is None:
+            trust = TrustStore(self.anchors, self.trust_name)
+            judge = _WORKER_JUDGES[key] = Judge(replace(self.options, trust=trust))
+        return judge
+
+
+# One judge per worker process and recipe: chains and trust registries are built once.
+_WORKER_JUDGES: dict[int, Judge] = {}
+
+
+def judge_batch(
+    recipe: JudgeRecipe, batch: Sequence[tuple[int, Target]]
+) -> list[tuple[int, Outcome | None]]:
+    """Runs on a Dask worker: verify each file of the batch (no cache, no policy)."""
+    judge = recipe.build()
+    out: list[tuple[int, Outcome | None]] = []
+    for seq, target in batch:
+        try:
+            out.append((seq, judge.unjudged(target)))
+        except Exception as exc:  # noqa: BLE001 - one file, never the batch
+            out.append((seq, Crashed(target.path, internal_message(exc))))
+    return out
+
+
+def parse_path_map(specs: Iterable[str]) -> list[tuple[str, str]]:
+    """CLIENT_PREFIX=WORKER_PREFIX pairs, longest client prefix first. Raises ValueError."""
+    pairs = []
+    for spec in specs:
+        client, sep, worker = spec.partition("=")
+        if not sep or not client or not worker:
+            raise ValueError(f"{spec!r} is not CLIENT_PREFIX=WORKER_PREFIX")
+        pairs.append((client, worker))
+    return sorted(pairs, key=lambda p: len(p[0]), reverse=True)
+
+
+def _map(path: str, pairs: Sequence[tuple[str, str]]) -> str:
+    for client, worker in pairs:
+        if path == client or path.startswith(client.rstrip("/") + "/"):
+            return worker + path[len(client) :]
+    return path
+
+
+@dataclass
+class Session:
+    """A client, and the LocalCluster it started (closed together)."""
+
+    client: Any
+    cluster: Any = None
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def connect(address: str) -> Session:
+    """A distributed Client: ``local:N`` starts a LocalCluster of N single-threaded worker
+    processes (closed with the client); anything else is a scheduler address."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DaskUnavailable(
+            "--dask needs the 'dask' extra: pip install 'codeintegrity[dask]'"
+        ) from None
+    try:
+        if address.startswith("local:"):
+            workers = int(address.removeprefix("local:") or "0")
+            if workers < 1:
+                raise DaskUnavailable(f"{address!r}: local:N needs N >= 1")
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=40,
+            )
+            return Session(Client(cluster), cluster)
+        return Session(Client(address, timeout="10s"))
+    except (OSError, TimeoutError) as exc:
+        raise DaskUnavailable(f"cannot reach the Dask scheduler {address}: {exc}") from None
+
+
+def dask_scan(
+    items: Iterable[WalkItem],
+    judge: Judge,
+    client: Any,
+    *,
+    ordered: bool = False,
+    counter: ScanCounter | None = None,
+    path_map: Sequence[tuple[str, str]] = (),
+) -> Iterator[Outcome]:
+    """Like :func:`~.pool.parallel_scan`, on the cluster behind ``client``."""
+    from distributed import as_completed
+
+    recipe = client.scatter(JudgeRecipe.of(judge), broadcast=True)
+    threads = max(1, sum(client.nthreads().values()))
+    limit = threads * IN_FLIGHT_PER_WORKER
+    source = iter(items)
+    exhausted = False
+    seq = 0
+    next_out = 0
+    done: dict[int, Outcome | None] = {}
+    targets: dict[int, Target] = {}
+    pending: dict[int, Pending | None] = {}
+    running = as_completed()
+    batches: dict[Any, list[int]] = {}  # future key -> the sequence numbers it carries
+    in_flight = 0
+    try:
+        while True:
+            batch: list[tuple[int, Target]] = []
+            while not exhausted and in_flight < limit and len(batch) < BATCH:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                if counter is not None:
+                    counter.seen += 1
+                mine = seq
+                seq += 1
+                if not isinstance(item, Target):
+                    done[mine] = item
+                    continue
+                cached, miss = (None, None)
+                if judge.cache is not None:
+                    cached, miss = judge.cache.lookup(item.path, judge.options)
+                if cached is not None:
+                    done[mine] = Judged(judge.decide(cached), 0.0, item.size)
+                    continue
+                targets[mine] = item
+                pending[mine] = miss
+                real = item.path if miss is None else miss.real
+                batch.append((mine, Target(_map(real, path_map), item.in_tree, item.size)))
+                if len(batch) == BATCH or (done and not ordered):
+                    break
+            if batch:
+                future = client.submit(judge_batch, recipe, batch, pure=False)
+                batches[future.key] = [mine for mine, _ in batch]
+                running.add(future)
+                in_flight += 1
+            keys = list(done) if not ordered else []
+            if ordered:
+                while next_out + len(keys) in done:
+                    keys.append(next_out + len(keys))
+                next_out += len(keys)
+            for key in keys:
+                outcome = done.pop(key)
+                if outcome is None:
+                    if counter is not None:
+                        counter.not_pe += 1
+                    continue
+                yield outcome
+            if exhausted and in_flight == 0 and not done:
+                break
+            if batch and in_flight < limit and not exhausted:
+                continue  # keep filling the cluster before waiting
+            if in_flight:
+                future = next(running)
+                in_flight -= 1
+                for got, outcome in _result(future, batches.pop(future.key), targets):
+                    target = targets.pop(got)
+                    done[got] = _finish(judge, outcome, pending.pop(got, None), target)
+    finally:
+        running.clear()
+
+
+def _result(
+    future: Any, seqs: list[int], targets: dict[int, Target]
+) -> list[tuple[int, Outcome | None]]:
+    try:
+        result: list[tuple[int, Outcome | None]] = future.result()
+        return result
+    except Exception as exc:  # noqa: BLE001 - a task that failed on the cluster
+        # e.g. KilledWorker: the scheduler gave up after the task killed several workers.
+        message = f"Dask task failed: {internal_message(exc)}"
+        return [(seq, Crashed(targets[seq].path, message)) for seq in seqs]
+
+
+def _finish(
+    judge: Judge, outcome: Outcome | None, miss: Pending | None, target: Target
+) -> Outcome | None:
+    if isinstance(outcome, Judged):
+        report = replace(outcome.report, path=target.path)
+        if miss is not None and judge.cache is not None:
+            judge.cache.store_result(miss, report)
+        return Judged(judge.decide(report), outcome.seconds, target.size)
+    if isinstance(outcome, Unreadable | Crashed):
+        return replace(outcome, path=target.path)
+    return outcome

@@ -1,0 +1,125 @@
+"""Judge what the walk yields, one file after another in this process.
+
+:class:`Judge` turns a :class:`~.walk.Target` into an outcome (results cache, engine, policy);
+:func:`scan` drives it over a walk and yields one outcome per path met, as each is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .outcome import Crashed, Judged, Outcome
+from .walk import Skipped, Target, Unreadable, WalkItem
+
+if TYPE_CHECKING:
+    from ..options import VerifyOptions
+    from ..policy.model import Policy
+    from ..report import Report
+    from ..results_cache import ResultsCache
+
+
+def starts_with_mz(path: str) -> bool:
+    """Whether a file found in a tree looks like a PE. Raises OSError."""
+    # O_NONBLOCK: a file replaced by a FIFO since the walk must not block the scan.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        return os.read(fd, 2) == b"MZ"
+    finally:
+        os.close(fd)
+
+
+def internal_message(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text[:300] + " (a bug: please report it with the file)"
+
+
+class Judge:
+    """Everything needed to judge one file; picklable without the cache (worker processes
+    get ``cache=None``: the parent alone reads and writes the results cache)."""
+
+    def __init__(
+        self,
+        options: VerifyOptions,
+        policy: Policy | None = None,
+        cache: ResultsCache | None = None,
+    ) -> None:
+        self.options = options
+        self.policy = policy
+        self.cache = cache
+
+    def for_worker(self) -> Judge:
+        """The same judge without cache and policy: a worker only verifies (the parent owns
+        the cache and applies the policy)."""
+        return type(self)(self.options)
+
+    def __call__(self, target: Target) -> Outcome | None:
+        """The outcome for ``target``; None for a file of a tree that is not a PE."""
+        return self._judge(target, cached=True)
+
+    def unjudged(self, target: Target) -> Outcome | None:
+        """Verified only: no cache, no policy (a worker's part; the parent does the rest)."""
+        return self._judge(target, cached=False)
+
+    def _judge(self, target: Target, *, cached: bool) -> Outcome | None:
+        started = time.perf_counter()
+        try:
+            if target.in_tree and not starts_with_mz(target.path):
+                return None
+            if cached and self.cache is not None:
+                report = self.decide(self.cache.verify(target.path, self.options))
+            else:
+                # Looked up at call time: tests replace the engine's entry point.
+                from .. import verify as engine
+
+                report = engine.verify_path(target.path, self.options)
+                if cached:
+                    report = self.decide(report)
+        except OSError as exc:
+            return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
+            return Crashed(target.path, internal_message(exc))
+        return Judged(report, time.perf_counter() - started, target.size)
+
+    def decide(self, report: Report) -> Report:
+        if self.policy is None:
+            return report
+        from ..policy.evaluate import evaluate
+
+        return replace(report, decision=evaluate(report, self.policy))
+
+
+def scan(
+    items: Iterable[WalkItem], judge: Judge, progress: ScanCounter | None = None
+) -> Iterator[Outcome]:
+    """One outcome per path the walk met (files of a tree that are not PEs are left out)."""
+    for item in items:
+        if progress is not None:
+            progress.seen += 1
+        if isinstance(item, Target):
+            outcome = judge(item)
+            if outcome is None:
+                if progress is not None:
+                    progress.not_pe += 1
+                continue
+            yield outcome
+        else:
+            yield item
+
+
+class ScanCounter:
+    """How far the walk got: for "interrupted after N of M files"."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # paths taken from the walk
+        self.not_pe = 0  # files of a tree that are not PEs (not judged, not reported)
+
+    @property
+    def inputs(self) -> int:
+        return self.seen - self.not_pe
+
+
+__all__ = ["Judge", "ScanCounter", "Skipped", "Unreadable", "internal_message", "scan"]

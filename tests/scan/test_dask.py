@@ -1,0 +1,151 @@
+"""The Dask backend on real clusters: a LocalCluster, and `dask scheduler` / `dask worker`
+processes started here. Same results as local worker processes; --path-map; unreachable
+scheduler is exit 4."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codeintegrity.cli import exit_codes
+
+from ..conftest import FIXTURES, PKI
+
+pytest.importorskip("distributed", reason="the 'dask' extra (distributed) is not installed")
+
+ANCHORS = ["--no-default-trust", "--trust", str(PKI / "ca.pem"), "--trust", str(PKI / "tsaca.pem")]
+
+
+def verify(*args: str, home) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CODEINTEGRITY_HOME=str(home))
+    return subprocess.run(
+        [sys.executable, "-m", "codeintegrity", "verify", "--json", "--no-cache", *ANCHORS, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def results(result) -> list[tuple]:
+    out = []
+    for line in result.stdout.splitlines():
+        o = json.loads(line)
+        decision = o.get("decision") or {}
+        out.append((o["path"], o["status"], tuple(o.get("event_ids", ())), decision.get("allowed")))
+    return out
+
+
+def test_local_cluster_gives_the_same_results_as_local_workers(tmp_path):
+    policy = tmp_path / "p.toml"
+    policy.write_text('mode = "audit"\nmin_digest = "sha256"\n')
+    common = ["--policy", str(policy), str(FIXTURES)]
+    local = verify("--jobs", "2", *common, home=tmp_path)
+    dask = verify("--dask", "local:2", *common, home=tmp_path)
+    assert "Traceback" not in dask.stderr, dask.stderr
+    assert dask.returncode == local.returncode == exit_codes.NOT_VALID
+    assert len(results(local)) > 20
+    # As finished: the same set, each file once.
+    assert sorted(results(dask)) == sorted(results(local))
+    assert len(set(results(dask))) == len(results(dask))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dask_cli() -> str:
+    path = Path(sys.executable).with_name("dask")
+    if not path.exists():
+        pytest.skip("the `dask` command is not installed beside this Python")
+    return str(path)
+
+
+def test_scheduler_and_worker_processes_with_a_path_map(tmp_path):
+    """A real `dask scheduler` and `dask worker` (as on a cluster); the worker sees the files
+    under another prefix (a bind-mount-like copy), mapped with --path-map."""
+    client_root = tmp_path / "client-view"
+    worker_root = tmp_path / "worker-view"
+    client_root.mkdir()
+    worker_root.mkdir()
+    # The two views hold different bytes under the same names: the verdicts show which view
+    # the worker read.
+    shutil.copyfile(FIXTURES / "t64_sha256.exe", client_root / "a.exe")
+    shutil.copyfile(FIXTURES / "bad_flip_text.exe", client_root / "b.exe")
+    shutil.copyfile(FIXTURES / "bad_flip_text.exe", worker_root / "a.exe")
+    shutil.copyfile(FIXTURES / "t64_sha256.exe", worker_root / "b.exe")
+    port = _free_port()
+    dask = _dask_cli()
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    worker = subprocess.Popen(
+        [
+            dask,
+            "worker",
+            f"tcp://127.0.0.1:{port}",
+            "--nthreads",
+            "1",
+            "--nworkers",
+            "1",
+            "--no-dashboard",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout="60s") as client:
+            client.wait_for_workers(1, timeout=120)
+        args = [
+            "--dask",
+            f"tcp://127.0.0.1:{port}",
+            "--sorted",
+            "--path-map",
+            f"{client_root}={worker_root}",
+            str(client_root),
+        ]
+        result = verify(*args, home=tmp_path)
+        assert "Traceback" not in result.stderr, result.stderr
+        # Reported under the client's paths, judged from the worker's files.
+        assert results(result) == [
+            (str(client_root / "a.exe"), "invalid", (5038, 6281), None),
+            (str(client_root / "b.exe"), "valid", (), None),
+        ]
+        plain = verify(
+            "--dask", f"tcp://127.0.0.1:{port}", "--sorted", str(client_root), home=tmp_path
+        )
+        assert [r[1] for r in results(plain)] == ["valid", "invalid"]
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+        for proc in (worker, scheduler):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_unreachable_scheduler_is_exit_4(tmp_path):
+    port = _free_port()  # nothing listens there
+    result = verify(
+        "--dask", f"tcp://127.0.0.1:{port}", str(FIXTURES / "t64_sha256.exe"), home=tmp_path
+    )
+    assert result.returncode == exit_codes.CONFIG, result.stderr
+    assert "cannot reach the Dask scheduler" in result.stderr and result.stdout == ""

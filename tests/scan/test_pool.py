@@ -1,0 +1,124 @@
+"""Worker processes: same outcomes as one process, input order on request, a crashing worker
+costs one file, Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+from codeintegrity.cli import exit_codes
+from codeintegrity.scan.outcome import Crashed, Judged, outcome_dict
+from codeintegrity.scan.pool import parallel_scan
+from codeintegrity.scan.run import Judge, ScanCounter, scan
+from codeintegrity.scan.walk import walk
+
+from ..conftest import FIXTURES
+
+
+def _key(outcome) -> tuple:
+    d = outcome_dict(outcome)
+    return d["path"], d["status"], tuple(d.get("event_ids", ())), json.dumps(d.get("decision"))
+
+
+def test_workers_give_the_same_results_as_one_process(fixture_trust):
+    from codeintegrity.options import VerifyOptions
+
+    judge = Judge(VerifyOptions(trust=fixture_trust))
+    one = [_key(o) for o in scan(walk([str(FIXTURES)]), judge)]
+    counter = ScanCounter()
+    ordered = [
+        _key(o)
+        for o in parallel_scan(walk([str(FIXTURES)]), judge, 2, ordered=True, counter=counter)
+    ]
+    assert ordered == one  # --sorted: input order
+    assert len(one) > 20 and counter.inputs == len(one)
+    unordered = [_key(o) for o in parallel_scan(walk([str(FIXTURES)]), judge, 3)]
+    assert sorted(unordered) == sorted(one)
+
+
+class _CrashOn(Judge):
+    """Kills its own process (a segfault, as a broken C library would) on one file."""
+
+    def unjudged(self, target):
+        if target.path.endswith("t64_sha1_ph.exe"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().unjudged(target)
+
+
+def test_a_crashing_worker_loses_one_file(fixture_trust):
+    from codeintegrity.options import VerifyOptions
+
+    options = VerifyOptions(trust=fixture_trust)
+    names = ["t64_sha256.exe", "t64_sha1_ph.exe", "t64_sha256_ph_ts.exe", "t64_sha256.exe"]
+    paths = [str(FIXTURES / n) for n in names]
+    got = list(parallel_scan(walk(paths), _CrashOn(options), 2, ordered=True))
+    assert [type(o) for o in got] == [Judged, Crashed, Judged, Judged]
+    assert got[1].path == paths[1] and "SIGSEGV" in got[1].message
+    assert all(o.report.ok for o in got if isinstance(o, Judged))
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found.update(int(p) for p in handle.read().split())
+    return found
+
+
+def test_ctrl_c_with_workers_exits_130_flushes_and_leaves_no_orphans(tmp_path, fixture_trust):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copyfile(FIXTURES / "t64_sha256.exe", tree / "a.exe")
+    env = dict(os.environ, CODEINTEGRITY_HOME=str(tmp_path))
+    anchors = ["--no-default-trust", "--trust", str(FIXTURES.parent / "pki" / "ca.pem")]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "codeintegrity",
+            "verify",
+            "--json",
+            "--no-store",
+            "--jobs",
+            "2",
+            *anchors,
+            "--files-from",
+            "-",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        proc.stdin.write(f"{tree}\n".encode())
+        proc.stdin.flush()
+        first = json.loads(proc.stdout.readline())
+        assert first["status"] == "valid"
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        # Ctrl-C reaches the whole foreground process group: the parent and its workers.
+        os.kill(proc.pid, signal.SIGINT)
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == exit_codes.INTERRUPTED, err
+    assert b"interrupted after 1 of 1 files" in err and b"Traceback" not in err
+    assert out == b""
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie_of_nobody(pid)
+
+
+def _zombie_of_nobody(pid: int) -> bool:
+    # Reaped workers are gone; one that is listed must at least not be running.
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0] in ("Z", "X")
