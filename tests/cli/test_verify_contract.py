@@ -371,10 +371,20 @@ def test_default_store_that_cannot_be_opened_is_a_warning(tmp_path):
 # --- exit 6: events that could not be delivered --------------------------------------------------
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def _closed_port() -> int:
+    """A loopback TCP port with nothing listening (bound once, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_lost_events_exit_6_unless_best_effort(tmp_path):
-    args = ["--no-store", *ANCHORS, "--events", "jsonl:/dev/full", str(BAD), str(GOOD)]
-    only_good = ["--no-store", *ANCHORS, "--events", "jsonl:/dev/full", str(GOOD)]
+    # A collector that is down for the whole run: its events are queued, retried, then lost.
+    sink = f"syslog+tcp://127.0.0.1:{_closed_port()}"
+    args = ["--no-store", *ANCHORS, "--events", sink, str(BAD), str(GOOD)]
+    only_good = ["--no-store", *ANCHORS, "--events", sink, str(GOOD)]
     lost = run(*only_good, home=tmp_path)
     no_traceback(lost)
     assert lost.returncode == exit_codes.EVENTS_LOST, lost.stderr

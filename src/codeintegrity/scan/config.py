@@ -122,18 +122,13 @@ def open_events(uris: Sequence[str], *, store: bool, store_path: str | None, war
         return Events(None)
     from ..events.pipeline import open_pipeline
 
-    try:
-        return Events(open_pipeline(list(uris), store=store, store_path=store_path))
-    except SinkError as exc:
-        if not store or store_path is not None:
-            raise
-        # Was it the default store? Open the named sinks alone to find out.
-        pipeline = open_pipeline(list(uris), store=False) if uris else None
-        reason = str(exc)
-    warn(
-        f"{reason}; events are not recorded in the default store "
-        "(use --no-store to run without it, or set CODEINTEGRITY_HOME to a writable directory)"
-    )
+    # A sink named on the command line that does not open raises SinkError; the pipeline itself
+    # runs on without the *default* store when that cannot be opened, and says why.
+    pipeline = open_pipeline(list(uris), store=store, store_path=store_path)
+    reason = pipeline.store_unavailable
+    if reason is None:
+        return Events(pipeline)
+    warn(f"events are not recorded in the default store: {reason}")
     return Events(pipeline, store_unavailable=reason)
 
 
