@@ -8,5 +8,6 @@ USAGE = 2  # bad command line (click's own usage errors use 2 as well)
 UNREADABLE = 3  # at least one path could not be read (the others were still judged)
 CONFIG = 4  # a trust, policy, catalog or sink argument that does not load
 SELFTEST_FAILED = 5  # a cryptographic known-answer test failed; nothing was verified
+UNAVAILABLE = 69  # EX_UNAVAILABLE: guard cannot use fanotify here (not root, no kernel support)
 INTERNAL = 70  # a bug hit while judging some file (EX_SOFTWARE); the others were judged
 INTERRUPTED = 130
