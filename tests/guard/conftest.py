@@ -51,9 +51,12 @@ def need_fanotify() -> None:
 
 
 @pytest.fixture
-def tree(tmp_path: Path, need_fanotify: None) -> Iterator[Path]:
-    """A tmpfs of our own holding good.exe, tampered.exe and note.txt."""
-    mnt = tmp_path / "mnt"
+def tree(need_fanotify: None) -> Iterator[Path]:
+    """A tmpfs of our own holding good.exe, tampered.exe and note.txt, mounted where an
+    unprivileged server (smbd's guest) can reach it (pytest's tmp directories are 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="ci-guard-tree-"))
+    base.chmod(0o755)
+    mnt = base / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)], check=True)
     try:
@@ -63,6 +66,7 @@ def tree(tmp_path: Path, need_fanotify: None) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class GuardProcess:
