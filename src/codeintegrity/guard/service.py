@@ -97,6 +97,7 @@ class Guard:
         self._lock = threading.Lock()
         self._events_lock = threading.Lock()
         self._fan = -1
+        self._wake_w = -1
         self._stop = threading.Event()
         self._reload_requested = False
         self._workers: list[threading.Thread] = []
@@ -166,6 +167,7 @@ class Guard:
                 signal.set_wakeup_fd(-1)
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
+            self._wake_w = -1
             os.close(wake_r)
             os.close(wake_w)
 
@@ -184,10 +186,12 @@ class Guard:
         )
 
     def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (OSError, AttributeError):
-            pass
+        """Make the event loop look at its flags now (from another thread)."""
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:
+                pass  # the pipe is full: the loop is awake already
 
     def reload(self) -> bool:
         """Build the rules again from their files; the marks stay. False when they do not load
