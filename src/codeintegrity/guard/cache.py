@@ -31,6 +31,11 @@ class Verdict:
 
     allow: bool
     report: Report
+    raises_events: bool = False  # report.event_ids is not empty (computed once, not per open)
+
+    @classmethod
+    def of(cls, allow: bool, report: Report) -> Verdict:
+        return cls(allow=allow, report=report, raises_events=bool(report.event_ids))
 
 
 @dataclass(slots=True)
@@ -57,15 +62,26 @@ class VerdictCache:
         return len(self._entries)
 
     def get(self, version: FileVersion, fingerprint: str) -> Verdict | None:
+        """The verdict, counting a hit or a miss."""
+        verdict = self.lookup(version, fingerprint)
+        if verdict is None:
+            self.miss()
+        return verdict
+
+    def lookup(self, version: FileVersion, fingerprint: str) -> Verdict | None:
+        """The verdict, counting only a hit (the caller may not be judging this file)."""
         key = (version, fingerprint)
         with self._lock:
             verdict = self._entries.get(key)
             if verdict is None:
-                self.counters.misses += 1
                 return None
             self._entries.move_to_end(key)
             self.counters.hits += 1
             return verdict
+
+    def miss(self) -> None:
+        with self._lock:
+            self.counters.misses += 1
 
     def put(self, version: FileVersion, fingerprint: str, verdict: Verdict) -> None:
         key = (version, fingerprint)

@@ -43,10 +43,13 @@ def run_guard(settings: GuardSettings) -> int:
         if settings.event_uris or not settings.no_store:
             from ..events.pipeline import open_pipeline
 
+            # Never block on a slow sink: answering opens matters more than logging them.
+            # Events a full sink queue drops are counted and announced by a 4612.
             pipeline = open_pipeline(
                 list(settings.event_uris),
                 store=not settings.no_store,
                 store_path=settings.store_path,
+                max_block=0.0,
             )
     except (CIError, OSError) as exc:
         _log(exc.diagnostics() if isinstance(exc, CIError) else str(exc))
@@ -95,7 +98,7 @@ def run_guard(settings: GuardSettings) -> int:
         lost = 0
         if pipeline is not None:
             summary = pipeline.close()
-            lost = summary.lost if hasattr(summary, "lost") else 0
+            lost = sum(summary.discarded.values())
             for line in summary.lines():
                 _log(line)
         for line in format_report(guard.snapshot(events_lost=lost)):

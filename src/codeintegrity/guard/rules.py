@@ -76,7 +76,7 @@ class Rules:
                 finally:
                     view.release()
         allow, report = self.decide(report)
-        return Verdict(allow=allow, report=report)
+        return Verdict.of(allow, report)
 
 
 def build_rules(config: RulesConfig) -> Rules:

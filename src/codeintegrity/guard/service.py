@@ -182,7 +182,7 @@ class Guard:
             cache_invalidations=cache.invalidations,
             queue_depth=self._queue.qsize(),
             uptime_s=int(time.monotonic() - self.started),
-            **extra,
+            **({"events_lost": _events_lost(self.pipeline)} | extra),
         )
 
     def wake(self) -> None:
@@ -242,9 +242,9 @@ class Guard:
     # -- the event thread ----------------------------------------------------------------
 
     def _poll_timeout_ms(self) -> int:
-        with self._lock:
-            head = self._timeouts[0].deadline if self._timeouts else None
-        if head is None:
+        try:
+            head = self._timeouts[0].deadline  # only this thread removes from the left
+        except IndexError:
             return 500
         return max(0, min(500, int((head - time.monotonic()) * 1000) + 1))
 
@@ -281,22 +281,25 @@ class Guard:
 
     def _on_open(self, event: fan.FanEvent, now: float) -> None:
         fd = event.fd
+        rules = self.rules
+        cached: Verdict | None = None
         try:
-            verdict_path = self._triage(event)
+            triage = self._triage(event, rules.fingerprint)
         except OSError:
-            verdict_path = None
-        if verdict_path is None:
+            triage = None
+        if isinstance(triage, Verdict):
+            cached, triage = triage, None
+        if cached is not None:
+            self._deliver(cached, fd, event.pid, now, close=True)
+            return
+        if triage is None:
             with self.stats.lock:
                 self.stats.ignored += 1
             self._respond(fd, True)
             os.close(fd)
             return
-        version, path = verdict_path
-        rules = self.rules
-        cached = self.cache.get(version, rules.fingerprint)
-        if cached is not None:
-            self._deliver(cached, fd, event.pid, now, close=True)
-            return
+        version, path = triage
+        self.cache.miss()
         pending = Pending(
             fd=fd,
             pid=event.pid,
@@ -331,21 +334,33 @@ class Guard:
             self._answer(pending, self._fail_decision())
             os.close(fd)
 
-    def _triage(self, event: fan.FanEvent) -> tuple[FileVersion, str] | None:
-        """(file version, path) when this open must be judged, None to allow it at once."""
+    def _triage(
+        self, event: fan.FanEvent, fingerprint: str
+    ) -> Verdict | tuple[FileVersion, str] | None:
+        """The cached verdict for this open; else (file version, path) when it must be judged;
+        None to allow it at once (the guard itself, not a regular MZ file under the trees).
+
+        The cache is looked up first, from one fstat(): only files that were judged (MZ files
+        under the trees) are in it, so a hit needs neither the path nor the first bytes."""
         if event.pid == self._own_pid:
             return None
         st = os.fstat(event.fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size < 2:
             return None
+        version = file_version(st)
+        cached = self.cache.lookup(version, fingerprint)
+        if cached is not None:
+            return cached
         path = os.readlink(f"/proc/self/fd/{event.fd}")  # noqa: PTH115 - str in, str out
         if not any(path == root[:-1] or path.startswith(root) for root in self.roots):
             return None
         if os.pread(event.fd, 2, 0) != b"MZ":
             return None
-        return file_version(st), path
+        return version, path
 
     def _expire(self, now: float) -> None:
+        if not self._timeouts:
+            return
         due: list[Pending] = []
         with self._lock:
             pending = self._timeouts
@@ -414,7 +429,7 @@ class Guard:
     ) -> None:
         """Answer one open with a verdict, counting it and raising its events."""
         report = verdict.report
-        opener = opener_of(pid) if report.event_ids else None
+        opener = opener_of(pid) if verdict.raises_events else None
         if isinstance(target, Pending):
             if not self._answer(target, verdict.allow):
                 opener = None  # already answered by the fail mode: raise nothing twice
@@ -426,7 +441,7 @@ class Guard:
         with self.stats.lock:
             if verdict.allow:
                 self.stats.allowed += 1
-                if report.event_ids:
+                if verdict.raises_events:
                     self.stats.audited += 1
             else:
                 self.stats.denied += 1
@@ -464,6 +479,12 @@ class Guard:
                 pipeline.emit_batch(events)
         if self.patterns is not None:
             self.patterns.failure(report, opener)  # type: ignore[arg-type]
+
+
+def _events_lost(pipeline: EventPipeline | None) -> int:
+    """Events the sinks' queues dropped so far (each sink announces its own with a 4612)."""
+    workers = getattr(pipeline, "_workers", ())  # the pipeline keeps its counts per sink
+    return sum(int(getattr(worker, "discarded", 0)) for worker in workers)
 
 
 def _root(path: str) -> str:
