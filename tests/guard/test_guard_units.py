@@ -213,3 +213,10 @@ def test_policy_decision_follows_the_guard_mode(tmp_path: Path):
     assert not verdict.allow
     assert verdict.report.decision is not None and verdict.report.decision.mode == "enforce"
     assert verdict.report.decision.enforced_denial
+
+
+def test_the_example_config_loads():
+    example = Path(__file__).resolve().parents[2] / "examples" / "guard" / "guard.toml"
+    settings = load_settings((), {"config_file": str(example)})
+    assert settings.mode == "audit" and settings.paths
+    assert settings.high_value == ("/srv/samba/drivers",) and settings.pattern_failures == 5

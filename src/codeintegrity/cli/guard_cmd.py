@@ -116,7 +116,8 @@ def guard(paths: tuple[str, ...], **given: Any) -> None:
 
     `codeintegrity guard status|reload|stop` talks to a running guard over its control socket.
     Exit status: 0 stopped cleanly, 2 usage error, 4 a trust/policy/catalog/sink/config file
-    that does not load, 69 fanotify unavailable (not root, or no kernel support).
+    that does not load, 5 cryptographic self-test failed, 69 fanotify unavailable (not root,
+    or no kernel support).
     """
     from ..guard.settings import load_settings
 
