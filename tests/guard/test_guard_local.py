@@ -3,6 +3,7 @@ reload, patterns and the control port."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from codeintegrity.guard.control import ControlError, load_key, send_raw, sign
 from tests.conftest import PKI
 from tests.guard.conftest import FIXTURE_TRUST, GOOD, TAMPERED, cat
 
@@ -150,6 +154,15 @@ def test_control_port_status_refusal_bad_mac_and_stop(tree: Path, start_guard):
     forged.chmod(0o600)
     bad = _cli("guard", "stop", "--control-socket", str(guard.socket), "--key-file", str(forged))
     assert bad.returncode != 0 and "integrity check failed" in bad.stderr
+    # A correctly signed request sent twice: the replay is refused the same way.
+    key = load_key(str(guard.key), create=False)
+    when = f"{time.time():.3f}"
+    signed = {"command": "status", "time": when, "nonce": "n1"}
+    signed["mac"] = sign(key, "status", float(when), "n1")
+    payload = json.dumps(signed).encode() + b"\n"
+    assert send_raw(str(guard.socket), payload)["allowed"] == 1
+    with pytest.raises(ControlError, match="integrity check failed"):
+        send_raw(str(guard.socket), payload)
     assert guard.proc.poll() is None
     stop = _cli(
         "guard", "stop", "--control-socket", str(guard.socket), "--key-file", str(guard.key)
@@ -159,9 +172,9 @@ def test_control_port_status_refusal_bad_mac_and_stop(tree: Path, start_guard):
     [refused] = guard.events(4615)
     assert refused.value("SubjectUserSid") == "S-1-22-1-65534"
     assert refused.value("ServerPortName") == str(guard.socket)
-    [mac] = guard.events(4816)
-    assert mac.value("ProtocolSequence") == "ncalrpc"
-    assert "control_refused: 1" in guard.output and "control_bad_mac: 1" in guard.output
+    macs = guard.events(4816)
+    assert len(macs) == 2 and {e.value("ProtocolSequence") for e in macs} == {"ncalrpc"}
+    assert "control_refused: 1" in guard.output and "control_bad_mac: 2" in guard.output
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -181,6 +181,8 @@ def test_cli_bad_config_exits_4_and_no_path_is_a_usage_error(tmp_path: Path):
     assert result.exit_code == 4 and "wrong type" in result.output
     result = runner.invoke(cli, ["guard", "--control-socket", "none"])
     assert result.exit_code == 2 and "at least one PATH" in result.output
+    result = runner.invoke(cli, ["guard", str(tmp_path / "absent"), "--no-store"])
+    assert result.exit_code == 2 and "no such file or directory" in result.output
 
 
 def _judge(path: Path, mode: str, policy: Path | None = None) -> Verdict:

@@ -18,7 +18,9 @@ def _log(line: str) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str))
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=str)
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per judged file.")
 @click.option(
     "--debounce",

@@ -5,7 +5,8 @@ is connectable by anyone, so that a stranger's attempt is seen and raised as **4
 use of LPC port": this is our local control port). What is accepted: one JSON line per
 connection, ``{"command", "time", "nonce", "mac"}`` where ``mac`` is HMAC-SHA256 over
 ``command|time|nonce`` keyed by a root-only key file; a request whose MAC does not verify (or
-is older than a minute) raises **4816**, "RPC detected an integrity violation".
+is more than a minute off, or replays a nonce) raises **4816**, "RPC detected an integrity
+violation".
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class ControlServer:
         self.key = load_key(key_file, create=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._seen: dict[str, float] = {}  # nonces of the last minutes: a replay is refused
         try:
             where = Path(path)
             where.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -188,9 +190,15 @@ class ControlServer:
             nonce, mac = str(message["nonce"]), str(message["mac"])
         except (KeyError, ValueError):
             return False
-        if abs(time.time() - when) > _MAX_SKEW:
+        now = time.time()
+        if abs(now - when) > _MAX_SKEW or nonce in self._seen:
             return False
-        return hmac.compare_digest(sign(self.key, command, when, nonce), mac)
+        if not hmac.compare_digest(sign(self.key, command, when, nonce), mac):
+            return False
+        # Requests are served one at a time on this thread: no lock needed.
+        self._seen = {n: t for n, t in self._seen.items() if now - t <= 2 * _MAX_SKEW}
+        self._seen[nonce] = now
+        return True
 
     def _count(self, name: str) -> None:
         stats = self.guard.stats

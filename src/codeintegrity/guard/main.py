@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..cli import exit_codes
@@ -23,6 +25,10 @@ def run_guard(settings: GuardSettings) -> int:
     from .service import Guard, GuardConfig
     from .stats import format_report
 
+    for path in settings.paths:
+        if not Path(path).exists():
+            _log(f"{path}: no such file or directory")
+            return exit_codes.USAGE
     reason = fanotify.probe()
     if reason is not None:
         _log(f"fanotify permission events are not available here (root needed): {reason}")
@@ -110,9 +116,6 @@ def run_guard(settings: GuardSettings) -> int:
 def _warm_up(rules: object) -> None:
     """Judge the bundled demo DLL once before the marks go in: the first client open must not
     pay for importing the engine and loading the anchors (hundreds of ms against a 2 s timeout)."""
-    import os
-    from pathlib import Path
-
     demo = Path(__file__).resolve().parent.parent / "data" / "demo_signed.dll"
     try:
         fd = os.open(demo, os.O_RDONLY | os.O_CLOEXEC)
