@@ -21,8 +21,9 @@ from tests.guard.conftest import FIXTURE_TRUST, GOOD, TAMPERED, cat
 CAT = os.path.realpath(shutil.which("cat") or "/bin/cat")
 
 
-def test_enforce_denies_the_tampered_file_and_allows_the_rest(tree: Path, start_guard):
-    guard = start_guard([tree], "--mode", "enforce", *FIXTURE_TRUST)
+@pytest.mark.parametrize("mark", ["filesystem", "mount"])
+def test_enforce_denies_the_tampered_file_and_allows_the_rest(tree: Path, start_guard, mark):
+    guard = start_guard([tree], "--mode", "enforce", "--mark", mark, *FIXTURE_TRUST)
     good = cat(tree / "good.exe")
     assert good.returncode == 0 and good.stdout == GOOD.read_bytes()
     bad = cat(tree / "tampered.exe")

@@ -25,13 +25,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from . import fanotify as fan
 from .cache import FileVersion, Verdict, VerdictCache, file_version
 from .notify import sd_notify
 from .opener import Opener, opener_of
+from .pending import GuardConfig, Pending
 from .stats import GuardStats
 
 if TYPE_CHECKING:
@@ -41,33 +41,6 @@ if TYPE_CHECKING:
 
 _READ_SIZE = 64 * 1024  # up to ~2700 event records per read()
 _NOTIFY_MASK = fan.FAN_CLOSE_WRITE | fan.FAN_MODIFY
-
-
-@dataclass(frozen=True, slots=True)
-class GuardConfig:
-    paths: tuple[str, ...]
-    timeout: float = 2.0
-    on_timeout: Literal["allow", "deny"] = "allow"
-    workers: int = 4
-    queue_size: int = 1024
-    cache_size: int = 4096
-    mark: Literal["filesystem", "mount"] = "filesystem"
-
-
-@dataclass(slots=True)
-class Pending:
-    """One permission event waiting for its answer."""
-
-    fd: int
-    pid: int
-    path: str
-    version: FileVersion
-    rules: Rules
-    deadline: float
-    started: float
-    leader: bool = True  # the open whose fd is read; its fd is closed by the worker
-    answered: bool = False
-    followers: list[Pending] = field(default_factory=list)
 
 
 class Guard:
@@ -107,6 +80,7 @@ class Guard:
 
     def start(self) -> None:
         """Create the group and mark every path's filesystem (or mount)."""
+        _raise_fd_limit(self.config.queue_size + 256)
         self._fan = fan.open_group()
         flags = fan.FAN_MARK_ADD | (
             fan.FAN_MARK_FILESYSTEM if self.config.mark == "filesystem" else fan.FAN_MARK_MOUNT
@@ -251,7 +225,16 @@ class Guard:
     def _read_events(self) -> None:
         try:
             data = os.read(self._fan, _READ_SIZE)
-        except InterruptedError:
+        except (InterruptedError, BlockingIOError):
+            return
+        except OSError as exc:
+            # The kernel could not open the file for us (EMFILE, ENFILE, ...); it has denied
+            # that open itself. Count it and keep serving.
+            with self.stats.lock:
+                self.stats.read_errors += 1
+                first = self.stats.read_errors == 1
+            if first:
+                self.log(f"reading events failed ({exc.strerror}); counted as read_errors")
             return
         try:
             events = fan.parse_events(data)
@@ -479,6 +462,16 @@ class Guard:
                 pipeline.emit_batch(events)
         if self.patterns is not None:
             self.patterns.failure(report, opener)  # type: ignore[arg-type]
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Every pending open holds one fd: make room for a full queue (up to the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _events_lost(pipeline: EventPipeline | None) -> int:

@@ -22,6 +22,7 @@ class GuardStats:
     errors: int = 0  # a verification that raised (answered by the fail mode)
     coalesced: int = 0  # opens that waited for a verification already running
     kernel_overflows: int = 0  # FAN_Q_OVERFLOW: the kernel queue dropped notifications
+    read_errors: int = 0  # read() of the group failed (no fd left): the kernel denied that open
     queue_max_depth: int = 0
     patterns: int = 0  # 4618 raised
     control_refused: int = 0  # 4615 raised
@@ -56,6 +57,7 @@ class GuardStats:
                     "errors",
                     "coalesced",
                     "kernel_overflows",
+                    "read_errors",
                     "queue_max_depth",
                     "patterns",
                     "control_refused",
