@@ -167,15 +167,22 @@ def test_readiness_is_notified_to_systemd(tree: Path, tmp_path: Path, start_guar
         listener.close()
 
 
-def test_not_root_exits_unavailable(tmp_path: Path):
+def test_not_root_exits_unavailable():
     if os.geteuid() != 0:
         pytest.skip("already unprivileged: covered by the unit tests")
     import sys
+    import tempfile
 
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-         "codeintegrity", "guard", str(tmp_path), "--no-store", "--control-socket", "none"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 69
+    public = Path(tempfile.mkdtemp(prefix="ci-guard-public-"))
+    public.chmod(0o755)  # the unprivileged guard must see that the path exists
+    try:
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-m", "codeintegrity", "guard", str(public), "--no-store", "--control-socket",
+             "none"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+    assert result.returncode == 69, result.stderr
     assert "not available" in result.stderr
