@@ -186,3 +186,56 @@ def test_not_root_exits_unavailable():
         shutil.rmtree(public, ignore_errors=True)
     assert result.returncode == 69, result.stderr
     assert "not available" in result.stderr
+
+
+class HeldSink:
+    """A sink that stalls until released, as a SIEM that stopped reading would."""
+
+    uri = "test:held"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.written: list = []
+
+    def write(self, events):
+        self.release.wait(60)
+        self.written.extend(events)
+        return events
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_stalled_sink_never_blocks_opens_and_its_losses_raise_4612(tree: Path):
+    from codeintegrity.events.build import Host
+    from codeintegrity.events.pipeline import EventPipeline
+
+    sink = HeldSink()
+    pipeline = EventPipeline([sink], host=Host.current(), queue_size=4, max_block=0.0)
+    config = RulesConfig(
+        mode="audit",
+        trust_files=(str(PKI / "ca.pem"), str(PKI / "tsaca.pem")),
+        no_default_trust=True,
+    )
+    guard = Guard(GuardConfig(paths=(str(tree),)), build_rules(config), config, pipeline)
+    guard.start()
+    thread = threading.Thread(target=guard.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        # Each open of the tampered file raises 4 events (3089, 3033, 5038, 6281); the sink
+        # holds the first batch, its queue takes 4 more events, the rest are dropped.
+        for _ in range(5):
+            assert cat(tree / "tampered.exe").returncode == 0
+        assert guard.snapshot()["events_lost"] > 0
+        sink.release.set()
+        assert cat(tree / "tampered.exe").returncode == 0
+    finally:
+        sink.release.set()
+        guard.request_stop()
+        guard.wake()
+        thread.join(30)
+    summary = pipeline.close()
+    lost = sum(summary.discarded.values())
+    assert lost > 0
+    notices = [e for e in sink.written if e.event_id == 4612]
+    assert notices and sum(int(e.value("AuditsDiscarded")) for e in notices) == lost
