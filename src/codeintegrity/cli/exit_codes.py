@@ -15,6 +15,7 @@ USAGE = 2  # bad command line (click's own usage errors use 2 as well)
 UNREADABLE = _tally.UNREADABLE  # a path could not be read (the others were still judged)
 CONFIG = 4  # a trust, policy, catalog, sink or --files-from argument that does not load
 SELFTEST_FAILED = 5  # a cryptographic known-answer test failed; nothing was verified
+UNAVAILABLE = 69  # EX_UNAVAILABLE: guard cannot use fanotify here (not root, no kernel support)
 EVENTS_LOST = _tally.EVENTS_LOST  # events not delivered to a sink (see --events-best-effort)
 INTERNAL = _tally.INTERNAL  # a bug hit while judging some file (EX_SOFTWARE); others judged
 INTERRUPTED = 130  # SIGINT (Ctrl-C): what was judged is written, then a summary on stderr

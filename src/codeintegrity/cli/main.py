@@ -24,6 +24,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Run the cryptographic known-answer tests (event 5056).",
     ),
     "policy": ("codeintegrity.cli.policy_cmd", "policy", "Import, check and inspect policies."),
+    "guard": ("codeintegrity.cli.guard_cmd", "guard", "Judge PE files as they are opened (root)."),
+    "watch": ("codeintegrity.cli.watch_cmd", "watch", "Judge PE files as they are written."),
 }
 
 

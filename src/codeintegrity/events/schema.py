@@ -28,6 +28,9 @@ CI_CHANNEL = "Microsoft-Windows-CodeIntegrity/Operational"
 CI_KEYWORDS = 0x8000000000000000
 
 EVENT_AUDITS_DISCARDED = 4612
+EVENT_INVALID_LPC_PORT_USE = 4615
+EVENT_PATTERN = 4618
+EVENT_RPC_INTEGRITY = 4816
 EVENT_IMAGE_HASH = 5038
 EVENT_SELFTEST = 5056
 EVENT_PRIMITIVE_FAILED = 5057
@@ -92,6 +95,32 @@ _MSG_4612 = (
     "most commonly occurs when security events are being generated faster than they are being "
     "written to disk, or when the auditing system loses connectivity to the event log, such as "
     "when the event log service is stopped."
+)
+_MSG_4615 = (
+    "Invalid use of LPC port.\n\n"
+    + _SUBJECT_TEXT
+    + (
+        "\n\nProcess Information:\n\tPID:\t\t\t%7\n\tName:\t\t\t%8\n\n"
+        "Invalid Use:\t\t%5\n\nLPC Server Port Name:\t%6\n\n"
+        "Windows Local Security Authority (LSA) communicates with the Windows kernel using Local "
+        "Procedure Call (LPC) ports. If you see this event, an application has inadvertently or "
+        "intentionally accessed this port which is reserved exclusively for LSA's use. The "
+        "application (process) should be investigated to ensure that it is not attempting to "
+        "tamper with this communications channel."
+    )
+)
+_MSG_4618 = (
+    "A monitored security event pattern has occurred.\n\n"
+    "Subject:\n\tSecurity ID:\t\t%3\n\tAccount Name:\t\t%4\n\tAccount Domain:\t\t%5\n"
+    "\tLogon ID:\t\t%6\n\nAlert Information:\n\tComputer:\t\t%2\n\tEvent ID:\t\t%1\n"
+    "\tNumber of Events:\t%7\n\tDuration:\t\t%8\n\n"
+    "This event is generated when Windows is configured to generate alerts in accordance with "
+    "the Common Criteria Security Audit Analysis requirements (FAU_SAA) and an auditable event "
+    "pattern occurs."
+)
+_MSG_4816 = (
+    "RPC detected an integrity violation while decrypting an incoming message.\n\n"
+    "Peer Name:\t%1\nProtocol Sequence:\t%2\nSecurity Error:\t%3"
 )
 _MSG_5038 = (
     "Code integrity determined that the image hash of a file is not valid.  The file could be "
@@ -273,6 +302,29 @@ _S, _F = KEYWORDS_AUDIT_SUCCESS, KEYWORDS_AUDIT_FAILURE
 #: Every event this package writes, by event ID.
 KINDS: dict[int, EventKind] = {
     4612: _sec(4612, _S, ("AuditsDiscarded",), _MSG_4612),
+    4615: _sec(
+        4615,
+        _S,
+        (*_SUBJECT, "InvalidCallName", "ServerPortName", "ProcessId", "ProcessName"),
+        _MSG_4615,
+    ),
+    4618: _sec(
+        4618,
+        _S,
+        (
+            "EventId",
+            "ComputerName",
+            "TargetUserSid",
+            "TargetUserName",
+            "TargetUserDomain",
+            "TargetLogonId",
+            "EventCount",
+            "Duration",
+        ),
+        _MSG_4618,
+    ),
+    # Version 1 of 4816 (PeerName, ProtocolSequence, SecurityError); see research/events.md.
+    4816: _sec(4816, _S, ("PeerName", "ProtocolSequence", "SecurityError"), _MSG_4816),
     5038: _sec(5038, _F, ("param1",), _MSG_5038),
     5056: _sec(5056, _S, (*_SUBJECT, "Module", "ReturnCode"), _MSG_5056),
     5057: _sec(
