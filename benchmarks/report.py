@@ -40,8 +40,9 @@ def template_events() -> list[list[tuple[int, str, str, str, str]]]:
     """Per failing fixture: its events as (event_id, channel, outcome, path, body) rows."""
     trust = TrustStore.default() | TrustStore.from_paths([str(ROOT / "tests/data/pki/ca.pem")])
     options = VerifyOptions(trust=trust)
-    host = Host(computer="TEMPLATE-HOST", process_id=4242, process_name="codeintegrity",
-                user_name="bench")
+    host = Host(
+        computer="TEMPLATE-HOST", process_id=4242, process_name="codeintegrity", user_name="bench"
+    )
     out = []
     for path in sorted((ROOT / "tests/data/fixtures").iterdir()):
         if not path.is_file():
@@ -52,8 +53,12 @@ def template_events() -> list[list[tuple[int, str, str, str, str]]]:
             continue
         events = events_for_report(replace(report, path="TEMPLATE-PATH"), host=host)
         if events:
-            out.append([(e.event_id, e.channel, e.outcome, e.to_json(with_record_id=False))
-                        for e in events])
+            out.append(
+                [
+                    (e.event_id, e.channel, e.outcome, e.to_json(with_record_id=False))
+                    for e in events
+                ]
+            )
     return out
 
 
@@ -83,24 +88,31 @@ def build_store(path: Path, count: int) -> None:
                 .replace('"file.name","TEMPLATE-PATH"', f'"file.name","{name_json}"')
                 .replace("TEMPLATE-HOST", computer)
             )
-            text = text[:text.index('"t":"') + 5] + f"{stamp}.0000000Z" + text[
-                text.index('Z"', text.index('"t":"')) + 1:]
+            text = (
+                text[: text.index('"t":"') + 5]
+                + f"{stamp}.0000000Z"
+                + text[text.index('Z"', text.index('"t":"')) + 1 :]
+            )
             first_a = text.find('"a":"')
             if first_a > 0:
                 end = text.index('"', first_a + 5)
-                text = text[:first_a + 5] + activity + text[end:]
+                text = text[: first_a + 5] + activity + text[end:]
             rows.append((event_id, channel, time_us, outcome, file_path, activity, text))
             written += 1
         n += 1
         if len(rows) >= BATCH:
             db.executemany(
                 "INSERT INTO events (event_id, channel, time_us, outcome, path, activity_id, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             rows.clear()
     if rows:
         db.executemany(
             "INSERT INTO events (event_id, channel, time_us, outcome, path, activity_id, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     db.close()
 
 
@@ -115,17 +127,21 @@ def main() -> None:
     if not store.exists():
         started = time.perf_counter()
         build_store(store, args.events)
-        print(f"built {args.events:,} events in {time.perf_counter() - started:.1f} s "
-              f"({store.stat().st_size / 1e6:.0f} MB)")
+        print(
+            f"built {args.events:,} events in {time.perf_counter() - started:.1f} s "
+            f"({store.stat().st_size / 1e6:.0f} MB)"
+        )
     from codeintegrity.htmlreport import write_report
 
     out = work / "report.html"
     started = time.perf_counter()
     summary = write_report(store, out)
     elapsed = time.perf_counter() - started
-    print(f"report of {summary.event_count:,} events, {summary.file_count:,} files: "
-          f"{elapsed:.2f} s ({elapsed / TARGET_SECONDS:.2f}x the {TARGET_SECONDS:.0f} s target), "
-          f"{out.stat().st_size / 1e3:.0f} KB HTML")
+    print(
+        f"report of {summary.event_count:,} events, {summary.file_count:,} files: "
+        f"{elapsed:.2f} s ({elapsed / TARGET_SECONDS:.2f}x the {TARGET_SECONDS:.0f} s target), "
+        f"{out.stat().st_size / 1e3:.0f} KB HTML"
+    )
     if args.keep:
         print(f"kept {work}")
     else:

@@ -151,15 +151,19 @@ class Chromium:
         self.wait_for("Page.loadEventFired", session)
         evaluated = self.call(
             "Runtime.evaluate",
-            {"expression": "JSON.stringify([document.title, document.body.innerText])",
-             "returnByValue": True},
+            {
+                "expression": "JSON.stringify([document.title, document.body.innerText])",
+                "returnByValue": True,
+            },
             session=session,
         )
         title, text = json.loads(evaluated["result"]["value"])
         shot = self.call(
             "Page.captureScreenshot",
-            {"format": "png", "clip": {"x": 0, "y": 0, "width": width, "height": height,
-                                       "scale": 1}},
+            {
+                "format": "png",
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            },
             session=session,
         )
         # Let late console messages arrive, then collect everything about this page.
@@ -183,8 +187,10 @@ class Chromium:
     # --- teardown ----------------------------------------------------------------------------
     def _stop(self) -> str:
         try:
-            os.write(self._to_browser, json.dumps(
-                {"id": 0, "method": "Browser.close", "params": {}}).encode() + b"\0")
+            os.write(
+                self._to_browser,
+                json.dumps({"id": 0, "method": "Browser.close", "params": {}}).encode() + b"\0",
+            )
         except OSError:
             pass
         try:

@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Run the cryptographic known-answer tests (event 5056).",
     ),
     "policy": ("codeintegrity.cli.policy_cmd", "policy", "Import, check and inspect policies."),
+    "report": ("codeintegrity.cli.report_cmd", "report", "Write an HTML report with charts."),
 }
 
 

@@ -86,20 +86,27 @@ def write_report(
     until: datetime | None = None,
     computers: Sequence[str] = (),
     fingerprints: dict[str, str] | None = None,
+    kind: str = "auto",
 ) -> Summary:
     """Write the HTML report of ``source`` to ``out`` and return what it shows.
 
     ``source`` is an event store (SQLite file), a `verify --json` output (JSON Lines), a
     :class:`ResultsCollector` or an iterable of :class:`Report`. ``since``/``until``/
     ``computers`` select events of a store. Raises :class:`ReportInputError` for input that
-    cannot be read.
+    cannot be read. ``kind`` ("store" or "results") refuses a path of the other kind; "auto"
+    tells them apart by the SQLite header.
     """
     version = _version()
     if isinstance(source, ResultsCollector):
         summary = source.summary(tool_version=version, fingerprints=fingerprints)
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
-        if _is_sqlite(path):
+        is_store = _is_sqlite(path)
+        if kind == "store" and not is_store:
+            raise ReportInputError(f"{path} is not an event store (SQLite)")
+        if kind == "results" and is_store:
+            raise ReportInputError(f"{path} is an SQLite file, not `verify --json` output")
+        if is_store:
             summary = summarize_store(
                 path, since=since, until=until, computers=computers, tool_version=version
             )

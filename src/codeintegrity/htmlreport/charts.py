@@ -71,9 +71,7 @@ def _to_svg(figure: object, label: str) -> str:
     # Inline in HTML: no XML prologue; an accessible name; scale with the page.
     from markupsafe import escape
 
-    return svg.replace(
-        "<svg ", f'<svg role="img" aria-label="{escape(label)}" class="chart" ', 1
-    )
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{escape(label)}" class="chart" ', 1)
 
 
 def verdict_chart(summary: Summary) -> str:

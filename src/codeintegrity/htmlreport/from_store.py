@@ -149,9 +149,7 @@ def _packed_columns() -> tuple[str, str]:
     sums, unpack = [], []
     for column in range(-(-len(EVENT_IDS) // _PACK_PER_COLUMN)):
         ids = EVENT_IDS[column * _PACK_PER_COLUMN : (column + 1) * _PACK_PER_COLUMN]
-        whens = " ".join(
-            f"WHEN {i} THEN {1 << (_PACK_BITS * slot)}" for slot, i in enumerate(ids)
-        )
+        whens = " ".join(f"WHEN {i} THEN {1 << (_PACK_BITS * slot)}" for slot, i in enumerate(ids))
         sums.append(f"sum(CASE event_id {whens} ELSE 0 END) AS p{column}")
         unpack += [
             f"((p{column} >> {_PACK_BITS * slot}) & {(1 << _PACK_BITS) - 1}) AS n{i}"

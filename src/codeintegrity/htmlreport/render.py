@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from .model import STATUSES
 
 if TYPE_CHECKING:
@@ -38,8 +39,21 @@ def _num(value: int) -> str:
     return f"{value:,}".replace(",", "\u202f")  # narrow no-break space: 1 000 000
 
 
+class MissingDependency(ConfigError):
+    """matplotlib or Jinja2 is not installed (they are the optional extra `report`)."""
+
+    reference = "report-dependency-missing"
+
+
 def render_html(summary: Summary) -> str:
-    from jinja2 import Environment, PackageLoader, StrictUndefined
+    try:
+        import matplotlib  # noqa: F401 - checked here, used by .charts
+        from jinja2 import Environment, PackageLoader, StrictUndefined
+    except ImportError as exc:
+        raise MissingDependency(
+            f"reports need {exc.name or 'matplotlib and Jinja2'}: "
+            "pip install 'codeintegrity[report]'"
+        ) from None
 
     from .charts import timeline_chart, verdict_chart
 
