@@ -59,6 +59,7 @@ _STYLE = {
     "axes.titlelocation": "left",
 }
 _PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)  # RDF about the file
 
 
 def _to_svg(figure: object, label: str) -> str:
@@ -67,7 +68,7 @@ def _to_svg(figure: object, label: str) -> str:
     assert isinstance(figure, Figure)
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    svg = _PROLOGUE.sub("", buffer.getvalue(), count=1)
+    svg = _METADATA.sub("", _PROLOGUE.sub("", buffer.getvalue(), count=1), count=1)
     # Inline in HTML: no XML prologue; an accessible name; scale with the page.
     from markupsafe import escape
 
