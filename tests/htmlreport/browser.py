@@ -51,8 +51,10 @@ class Chromium:
         self._from_browser, from_browser_w = os.pipe()
 
         def wire_pipes() -> None:  # in the child: the protocol pipes become fds 3 and 4
-            read_end = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
-            write_end = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+            # Copies above 10 first, so neither dup2 overwrites the other pipe's end; dup2
+            # leaves 3 and 4 inheritable, every other descriptor of ours is close-on-exec.
+            read_end = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD_CLOEXEC, 10)
+            write_end = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD_CLOEXEC, 10)
             os.dup2(read_end, 3)
             os.dup2(write_end, 4)
 
@@ -76,7 +78,7 @@ class Chromium:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                pass_fds=(3, 4),
+                close_fds=False,  # closing would run after wire_pipes and take 3 and 4
                 preexec_fn=wire_pipes,  # noqa: PLW1509 - no threads hold locks we need here
             )
         except OSError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -97,6 +98,7 @@ def write_report(
     tells them apart by the SQLite header.
     """
     version = _version()
+    warm = _import_renderer_beside()
     if isinstance(source, ResultsCollector):
         summary = source.summary(tool_version=version, fingerprints=fingerprints)
     elif isinstance(source, str | os.PathLike):
@@ -120,8 +122,26 @@ def write_report(
             )
     else:
         summary = summarize_results(source, tool_version=version, fingerprints=fingerprints)
+    warm.join()
     write_summary(summary, out)
     return summary
+
+
+def _import_renderer_beside() -> threading.Thread:
+    """Import matplotlib and Jinja2 (about a second) on another thread while the summary is
+    computed: SQLite releases the GIL while it scans, so the imports use the other core."""
+
+    def load() -> None:
+        try:
+            import jinja2  # noqa: F401
+            import matplotlib.dates  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except ImportError:
+            pass  # render_html reports the missing extra in one line
+
+    thread = threading.Thread(target=load, name="report-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _is_sqlite(path: Path) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .model import Summary, Timeline
@@ -36,7 +36,7 @@ EVENT_COLORS = {
     6281: "#ad1457",
     6410: "#6a1b9a",
     5057: "#4527a0",
-    3077: "#b71c1c",
+    3077: "#37474f",
     3076: "#fb8c00",
     3033: "#ef9a9a",
     3063: "#ce93d8",
@@ -45,7 +45,7 @@ EVENT_COLORS = {
     5056: "#00897b",
 }
 _FALLBACK = ("#1565c0", "#00838f", "#558b2f", "#9e9d24", "#4e342e")
-_STYLE = {
+_STYLE: Any = {  # matplotlib types rc keys as literals
     "svg.fonttype": "none",
     "svg.hashsalt": "codeintegrity-report",  # stable element ids: same input, same file
     "font.family": "sans-serif",
@@ -129,8 +129,9 @@ def timeline_chart(timeline: Timeline) -> str:
     from matplotlib.figure import Figure
 
     buckets = len(next(iter(timeline.series.values())))
-    width = timedelta(seconds=timeline.bucket_seconds)
-    starts = [timeline.start + width * i for i in range(buckets)]
+    step = timedelta(seconds=timeline.bucket_seconds)
+    starts = mdates.date2num([timeline.start + step * i for i in range(buckets)])
+    width = timeline.bucket_seconds / 86400  # in days, matplotlib's date unit
     with matplotlib.rc_context(_STYLE):
         figure = Figure(figsize=(6.6, 2.6), layout="constrained")
         axes = figure.subplots()
@@ -146,6 +147,7 @@ def timeline_chart(timeline: Timeline) -> str:
             base = [b + c for b, c in zip(base, counts, strict=True)]
         axes.set_title("Events by ID over time (UTC)")
         axes.set_ylabel("events")
+        axes.xaxis_date()
         locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
