@@ -112,3 +112,35 @@ def test_bad_json_lines_name_the_line(tmp_path):
         list(read_results(path))
     with pytest.raises(ReportInputError, match="cannot read"):
         list(read_results(tmp_path / "missing.jsonl"))
+
+
+def test_a_verify_run_collected_as_verify_report_would(tmp_path):
+    """The path `verify --report` takes: collect each report with its time and computer, then
+    write with the run's trust and policy fingerprints."""
+    import hashlib
+    from pathlib import Path
+
+    from codeintegrity.authenticode.trust import TrustStore
+    from codeintegrity.htmlreport import fingerprints_for, write_report
+    from codeintegrity.options import VerifyOptions
+    from codeintegrity.verify import verify_path
+    from tests.conftest import FIXTURES, PKI
+
+    policy = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
+    options = VerifyOptions(trust=TrustStore.from_paths([str(PKI / "ca.pem")]))
+    collector = ResultsCollector("codeintegrity verify fixtures")
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    for n, name in enumerate(("t64_sha256.exe", "bad_flip_text.exe", "bad_truncate_cert.exe")):
+        report = verify_path(FIXTURES / name, options)
+        collector.add(report, when=start + timedelta(seconds=n), computer="host-a")
+    prints = fingerprints_for(options, policy)
+    assert prints["Trust anchors (SHA-256)"] == options.trust.key.hex()
+    assert prints["Policy file (SHA-256)"].startswith(
+        hashlib.sha256(policy.read_bytes()).hexdigest()
+    )
+    out = tmp_path / "run.html"
+    summary = write_report(collector, out, fingerprints=prints)
+    assert summary.by_status == {"valid": 1, "invalid": 1, "unsigned": 0, "malformed": 1}
+    assert summary.timeline is not None and summary.computers[0].name == "host-a"
+    text = out.read_text(encoding="utf-8")
+    assert options.trust.key.hex() in text and "Policy file (SHA-256)" in text
