@@ -186,6 +186,23 @@ class Chromium:
         self.call("Target.closeTarget", {"targetId": target})
         return result
 
+    def print_pdf(self, url: str) -> bytes:
+        """The page printed to PDF (A4, print media styles), as Chromium's print does."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        self.call("Page.enable", session=session)
+        self.call("Page.navigate", {"url": url}, session=session)
+        self.wait_for("Page.loadEventFired", session)
+        pdf = self.call(
+            "Page.printToPDF",
+            {"paperWidth": 8.27, "paperHeight": 11.69, "printBackground": False},
+            session=session,
+        )
+        self.call("Target.closeTarget", {"targetId": target})
+        return base64.b64decode(pdf["data"])
+
     # --- teardown ----------------------------------------------------------------------------
     def _stop(self) -> str:
         try:

@@ -59,6 +59,17 @@ def test_results_report_renders_too(browser, verified_run, tmp_path):
     assert f"{len(verified_run.reports)}\nFILES" in page.text.upper()
 
 
+def test_the_report_prints(browser, verified_run, tmp_path):
+    import re
+
+    out = tmp_path / "report.html"
+    write_report(verified_run.store, out)
+    pdf = browser.print_pdf(file_url(out))
+    assert pdf.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    assert 1 <= pages <= 10, pages
+
+
 def test_the_error_check_catches_errors_and_blocked_scripts(browser, verified_run, tmp_path):
     """Controls: the same report with an injected script. Without the page's policy the script
     runs and its console error is caught; with the policy it is blocked, and the block itself is
