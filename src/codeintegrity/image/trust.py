@@ -20,7 +20,7 @@ from ..errors import CIError
 
 if TYPE_CHECKING:
     from ..catalog.index import CatalogIndex
-    from ..policy.model import Policy
+    from ..policy.model import ImportResult, Policy
     from .source import Volume
 
 CATROOT = "Windows/System32/CatRoot"
@@ -28,6 +28,10 @@ CODE_INTEGRITY = "Windows/System32/CodeIntegrity"
 BLOCKLIST_FILE = f"{CODE_INTEGRITY}/driversipolicy.p7b"
 MAX_CATALOG_BYTES = 256 * 1024 * 1024
 MAX_POLICY_BYTES = 64 * 1024 * 1024
+# Translated policies by (content hash, shown name): the same blocklist on many images (or the
+# same image in several containers) is parsed once per process.
+_POLICY_MEMO: dict[tuple[str, str], object] = {}
+_POLICY_MEMO_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -143,11 +147,19 @@ def load_policies(
             if len(data) > MAX_POLICY_BYTES:
                 raise CIError(f"larger than {MAX_POLICY_BYTES} bytes")
             _payload, signed = unwrap(data)
-            result = import_binary_policy(data, source=name)
+            key = (hashlib.sha256(data).hexdigest(), name)
+            result = _POLICY_MEMO.get(key)
+            if result is None:
+                result = import_binary_policy(data, source=name)
+                if len(_POLICY_MEMO) >= _POLICY_MEMO_SIZE:
+                    _POLICY_MEMO.pop(next(iter(_POLICY_MEMO)))
+                _POLICY_MEMO[key] = result
         except (CIError, OSError) as exc:
-            text = exc.diagnostics() if isinstance(exc, CIError) else str(exc)
-            material.warnings.append(f"{name}: policy skipped: {text}")
+            # Parser errors name the file already; read errors do not.
+            text = exc.diagnostics() if isinstance(exc, CIError) else f"{name}: {exc}"
+            material.warnings.append(f"policy skipped: {text}")
             continue
+        imported: ImportResult = result  # type: ignore[assignment]
         material.policies.append(
-            ImagePolicy(name, result.policy, signed, kind, sum(result.untranslated.values()))
+            ImagePolicy(name, imported.policy, signed, kind, sum(imported.untranslated.values()))
         )
