@@ -13,7 +13,9 @@ from .imagedata import ImageSet, build, missing_tools
 def image_set(tmp_path_factory: pytest.TempPathFactory) -> ImageSet:
     missing = missing_tools()
     if missing:
-        pytest.skip(f"image tools not installed: {', '.join(missing)} (apt: ntfs-3g qemu-utils ewf-tools)")
+        pytest.skip(
+            f"image tools not installed: {', '.join(missing)} (apt: ntfs-3g qemu-utils ewf-tools)"
+        )
     if os.geteuid() != 0:
         pytest.skip("building the NTFS test volume mounts it with ntfs-3g (FUSE), which needs root")
     if not os.path.exists("/dev/fuse"):

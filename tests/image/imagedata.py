@@ -70,9 +70,7 @@ def system_hive() -> bytes:
     cs = root.key("ControlSet001")
     cs.key(r"Control\ComputerName\ComputerName").set_sz("ComputerName", COMPUTER_NAME)
     cs.key(r"Control\CI\Config").set_dword("VulnerableDriverBlocklistEnable", 1)
-    cs.key(r"Control\DeviceGuard\Scenarios\HypervisorEnforcedCodeIntegrity").set_dword(
-        "Enabled", 1
-    )
+    cs.key(r"Control\DeviceGuard\Scenarios\HypervisorEnforcedCodeIntegrity").set_dword("Enabled", 1)
     services = cs.key("Services")
 
     def service(name: str, image_path: str, start: int, kind: int) -> None:

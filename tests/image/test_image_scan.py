@@ -46,9 +46,9 @@ def _comparable(scan):
             v.windows_path,
             v.nt_path,
             v.problem,
-            None if v.report is None else {
-                k: val for k, val in v.report.to_dict().items() if k != "path"
-            },
+            None
+            if v.report is None
+            else {k: val for k, val in v.report.to_dict().items() if k != "path"},
         )
         for v in scan.files
     ]
@@ -58,12 +58,19 @@ def _comparable(scan):
 
 def test_raw_image_verdicts(image_set, trust, tmp_path):
     scan = _scan(image_set.disks["raw"], trust, tmp_path)
-    got = {v.windows_path.removeprefix(SYSTEM32): str(v.report.status) for v in scan.files if v.report is not None}
+    got = {
+        v.windows_path.removeprefix(SYSTEM32): str(v.report.status)
+        for v in scan.files
+        if v.report is not None
+    }
     assert got == EXPECTED
     assert scan.computer_name == "WIN-IMAGE01"
     assert scan.device == "\\Device\\HarddiskVolume1"
     tampered = next(v for v in scan.files if v.rel.endswith("WinDivert64_tampered.sys"))
-    assert tampered.nt_path == "\\Device\\HarddiskVolume1\\Windows\\System32\\drivers\\WinDivert64_tampered.sys"
+    assert (
+        tampered.nt_path
+        == "\\Device\\HarddiskVolume1\\Windows\\System32\\drivers\\WinDivert64_tampered.sys"
+    )
     assert [s.name for s in tampered.services] == ["BadFlt"]  # OldDrv is disabled
     member = next(v for v in scan.files if v.rel.endswith("cat_member_t64.exe"))
     assert member.report.catalog.path == (
@@ -89,7 +96,10 @@ def test_summary_says_what_would_be_refused_at_next_boot(image_set, trust, tmp_p
     assert not policies["active"]["signed"] and policies["active"]["mode"] == "enforce"
     assert summary["catalogs"] == 2 and summary["blocklist_enforced"]
     bad = {item["path"]: item for item in summary["not_valid"]}
-    assert set(bad) == {SYSTEM32 + "drivers\\WinDivert64_tampered.sys", SYSTEM32 + "t64_tampered.exe"}
+    assert set(bad) == {
+        SYSTEM32 + "drivers\\WinDivert64_tampered.sys",
+        SYSTEM32 + "t64_tampered.exe",
+    }
     assert bad[SYSTEM32 + "t64_tampered.exe"]["reasons"]
 
 
@@ -105,9 +115,7 @@ def test_identical_results_across_containers_and_the_mounted_tree(image_set, tru
 def test_reference_policies_name_what_they_would_deny(image_set, trust, tmp_path):
     windivert = verify_path(WINDIVERT)
     sha256 = windivert.authentihash["sha256"].upper()
-    newer = import_wdac(
-        _DENY_ONE.replace("HASH", sha256), source="newer-blocklist.xml"
-    ).policy
+    newer = import_wdac(_DENY_ONE.replace("HASH", sha256), source="newer-blocklist.xml").policy
     loldrivers = import_loldrivers((DATA / "policy" / "loldrivers-drivers.csv").read_bytes()).policy
     scan = _scan(
         image_set.disks["qcow2"],

@@ -38,7 +38,9 @@ def test_path_forms():
     assert nt_path(rel, device_name(3)) == r"\Device\HarddiskVolume3\Windows\System32\drivers\x.sys"
 
 
-@pytest.mark.skipif(shutil.which("hivexget") is None, reason="hivexget (libhivex-bin) not installed")
+@pytest.mark.skipif(
+    shutil.which("hivexget") is None, reason="hivexget (libhivex-bin) not installed"
+)
 def test_fixture_hive_reads_the_same_with_hivex(tmp_path):
     """Our regf writer checked by an independent reader, then our reader checked against it."""
     hive = tmp_path / "SYSTEM"

@@ -30,6 +30,7 @@ IMAGE_POLICY = DATA / "image" / "image-policy.xml"
 
 def _content(policy):
     """What a binary policy carries: everything but rule/signer names and the source."""
+
     def hashes(rules):
         return sorted((r.value, r.scope) for r in rules)
 
@@ -63,7 +64,9 @@ def test_binary_import_equals_xml_import(xml_path):
     assert _content(from_bin.policy) == _content(from_xml.policy)
     assert from_bin.untranslated == from_xml.untranslated
     # What was found is the same, plus the format version (page twins are not counted twice).
-    assert {k: v for k, v in from_bin.found.items() if k != "binary format version"} == from_xml.found
+    assert {
+        k: v for k, v in from_bin.found.items() if k != "binary format version"
+    } == from_xml.found
     assert from_bin.found["binary format version"] == 7
 
 
@@ -108,7 +111,9 @@ def test_pkcs7_wrapped_policy_made_by_openssl(tmp_path):
     parsed = parse_binary_policy(data)
     assert parsed.signed
     assert parsed.policy_id == uuid.UUID("6C1E4F2A-93B1-4D2E-A1C4-2B7D5E8F9A01")
-    assert _content(import_wdac_any(data).policy) == _content(import_wdac(IMAGE_POLICY.read_bytes()).policy)
+    assert _content(import_wdac_any(data).policy) == _content(
+        import_wdac(IMAGE_POLICY.read_bytes()).policy
+    )
     policy, name = load_policy_any(str(signed))
     assert policy.name == "Contoso image policy" and name.endswith("(SiPolicy.p7b)")
     # A signed blob of another content type is not a CI policy.

@@ -28,7 +28,9 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per file, then a summary.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON Lines: one object per file, then a summary."
+)
 @click.option("--all", "all_files", is_flag=True, help="Judge every PE on every volume.")
 @click.option(
     "--policy",
@@ -53,7 +55,8 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--device", metavar="NT-DEVICE",
               help="NT device of the system volume in events (default \\Device\\HarddiskVolumeN, "
               "N = its partition number).")  # fmt: skip
-@click.option("--max-file-size", default=512, show_default=True, metavar="MIB", type=click.IntRange(1),
+@click.option("--max-file-size", default=512, show_default=True, metavar="MIB",
+              type=click.IntRange(1),
               help="Files larger than this are reported as not judged.")  # fmt: skip
 @click.option("--events", "event_uris", multiple=True, metavar="URI",
               help="Also send events to jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, "
@@ -155,7 +158,9 @@ class _Writer:
             from ..events.build import events_for_report
 
             # Events name the file as Windows does, by its NT device path.
-            events = events_for_report(replace(report, path=verdict.nt_path), host=self.pipeline.host)
+            events = events_for_report(
+                replace(report, path=verdict.nt_path), host=self.pipeline.host
+            )
             self.pipeline.emit_batch(events)
 
     def finish(self, scan: Any, extra_sinks: bool) -> int:
@@ -179,13 +184,17 @@ class _Writer:
             return exit_codes.UNREADABLE
         bad = summary["refused_at_next_boot"] or summary["not_valid"]
         denied = any(
-            v.report is not None and v.report.decision is not None and v.report.decision.enforced_denial
+            v.report is not None
+            and v.report.decision is not None
+            and v.report.decision.enforced_denial
             for v in scan.files
         )
         return exit_codes.NOT_VALID if bad or denied else exit_codes.OK
 
 
-def _verify_options(trust_files: tuple[str, ...], no_default_trust: bool, at: datetime | None) -> Any:
+def _verify_options(
+    trust_files: tuple[str, ...], no_default_trust: bool, at: datetime | None
+) -> Any:
     from ..authenticode.trust import TrustStore
     from ..options import VerifyOptions
 

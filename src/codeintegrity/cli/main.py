@@ -24,7 +24,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Run the cryptographic known-answer tests (event 5056).",
     ),
     "policy": ("codeintegrity.cli.policy_cmd", "policy", "Import, check and inspect policies."),
-    "image": ("codeintegrity.cli.image_cmd", "image", "Judge a Windows disk image as its CI would."),
+    "image": ("codeintegrity.cli.image_cmd", "image", "Judge a Windows disk image as its CI does."),
 }
 
 

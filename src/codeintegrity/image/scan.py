@@ -135,7 +135,9 @@ def open_image(path: str, verify_options: VerifyOptions, options: ImageOptions) 
         options.catalog_cache_dir,
         options.catalog_index,
     )
-    shown = {v.number: (drive if v is system else f"{device_name(v.number)}\\") for v in source.volumes}
+    shown = {
+        v.number: (drive if v is system else f"{device_name(v.number)}\\") for v in source.volumes
+    }
     load_policies(source.volumes, system, scan.trust, shown)
     scan.warnings.extend(scan.trust.warnings)
     scan.options = _options_for(scan, verify_options, options)
@@ -162,8 +164,8 @@ def _options_for(scan: ImageScan, base: VerifyOptions, options: ImageOptions) ->
     from ..policy.evaluate import apply_to_options
 
     opts = replace(base, catalogs=scan.trust.catalogs) if scan.trust.catalogs else base
-    for policy in _enforced_policies(scan):
-        opts = _digests_only(apply_to_options(policy[1], opts), opts)
+    for _name, own in _enforced_policies(scan):
+        opts = _digests_only(apply_to_options(own, opts), opts)
     for _name, policy in options.reference_policies:
         opts = _digests_only(apply_to_options(policy, opts), opts)
     return opts
@@ -268,7 +270,9 @@ def _judge(
     try:
         size = volume.size(rel)
         if size > options.max_file_size:
-            return problem(f"not judged: {size} bytes is over the {options.max_file_size}-byte limit")
+            return problem(
+                f"not judged: {size} bytes is over the {options.max_file_size}-byte limit"
+            )
         data = volume.read(rel, options.max_file_size)
     except OSError as exc:
         return problem(f"unreadable: {exc.strerror or exc}")

@@ -8,7 +8,6 @@ GPT) and their NTFS volumes without mounting anything; nothing is copied to disk
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,7 +132,7 @@ class DirectoryVolume:
                 path = exact
                 continue
             try:
-                names = os.listdir(path)
+                names = [child.name for child in path.iterdir()]
             except OSError:
                 return None
             match = next((n for n in names if n.lower() == part.lower()), None)
@@ -222,7 +221,7 @@ def open_source(path: str) -> Source:
     for index, part in enumerate(partitions, start=1):
         try:
             fs = filesystem.open(part)
-        except Exception:  # noqa: BLE001 - MSR, swap, unknown filesystems are skipped
+        except Exception:  # noqa: BLE001, S112 - MSR, swap, unknown filesystems are skipped
             continue
         keep.append(part)
         volumes.append(DissectVolume(fs, getattr(part, "number", None) or index, part.name or ""))

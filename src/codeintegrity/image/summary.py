@@ -20,21 +20,25 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
         if not verdict.services:
             continue
         reasons = verdict.boot_refusal_reasons
-        if reasons:
-            for service in verdict.services:
-                refused.append(
-                    {
-                        "service": service.name,
-                        "start": service.start_name,
-                        "path": verdict.windows_path,
-                        "reasons": reasons,
-                    }
-                )
+        refused.extend(
+            {
+                "service": service.name,
+                "start": service.start_name,
+                "path": verdict.windows_path,
+                "reasons": reasons,
+            }
+            for service in verdict.services
+            if reasons
+        )
     reference: dict[str, list[dict[str, Any]]] = {}
     for verdict in scan.files:
         for name, rules in verdict.reference_denials():
             reference.setdefault(name, []).append(
-                {"path": verdict.windows_path, "loaded_at_boot": bool(verdict.services), "rules": rules}
+                {
+                    "path": verdict.windows_path,
+                    "loaded_at_boot": bool(verdict.services),
+                    "rules": rules,
+                }
             )
     return {
         "image": scan.source.path,

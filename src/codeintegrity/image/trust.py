@@ -123,7 +123,10 @@ def policy_files(volumes: list[Volume], system: Volume) -> list[tuple[Volume, st
     if system.is_file(f"{CODE_INTEGRITY}/SiPolicy.p7b"):
         found.append((system, f"{CODE_INTEGRITY}/SiPolicy.p7b", "active"))
     for volume in volumes:
-        for folder in (f"{CODE_INTEGRITY}/CiPolicies/Active", "EFI/Microsoft/Boot/CiPolicies/Active"):
+        for folder in (
+            f"{CODE_INTEGRITY}/CiPolicies/Active",
+            "EFI/Microsoft/Boot/CiPolicies/Active",
+        ):
             if volume is not system and folder.startswith("Windows"):
                 continue
             for name, is_dir in volume.listdir(folder):

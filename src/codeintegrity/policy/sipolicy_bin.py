@@ -1,4 +1,4 @@
-"""Compiled (binary) App Control / WDAC policies: ``SiPolicy.p7b``, ``*.cip``, ``driversipolicy.p7b``.
+"""Compiled (binary) App Control policies: ``SiPolicy.p7b``, ``*.cip``, ``driversipolicy.p7b``.
 
 Windows enforces the binary form that ``ConvertFrom-CIPolicy`` compiles from the XML. This module
 reads it, PKCS#7-wrapped (content type 1.3.6.1.4.1.311.79.1) or bare, and translates it to the
@@ -36,6 +36,8 @@ from ..errors import MalformedError, PolicyError
 from ..reader import Reader
 
 if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
     from .model import ImportResult, Policy
 
 OID_CI_POLICY = "1.3.6.1.4.1.311.79.1"
@@ -396,7 +398,10 @@ def _scenario(c: _Cursor, n_scenarios: int, n_signers: int, n_rules: int) -> Sce
     minimum = c.u32("MinimumHashAlgorithm") & 0xFFFF
     groups = tuple(_group(c, n_signers, n_rules) for _ in range(3))
     return Scenario(
-        value, inherited, None if minimum == _NO_MINIMUM_HASH else minimum, groups  # type: ignore[arg-type]
+        value,
+        inherited,
+        None if minimum == _NO_MINIMUM_HASH else minimum,
+        groups,  # type: ignore[arg-type]
     )
 
 
@@ -485,10 +490,7 @@ def to_xml(policy: BinaryPolicy) -> str:
     """The policy as SiPolicy XML with generated IDs (``ID_DENY_D_0001``...)."""
     import xml.etree.ElementTree as ET  # noqa: S405 - builds XML, parses nothing
 
-    def sub(parent: ET.Element, tag: str, **attrs: str | None) -> ET.Element:
-        clean = {k: v for k, v in attrs.items() if v is not None}
-        return ET.SubElement(parent, f"{{{_NS}}}{tag}", clean)
-
+    sub = _sub
     ET.register_namespace("", _NS)
     root = ET.Element(f"{{{_NS}}}SiPolicy")
     if policy.policy_id is not None:
@@ -504,8 +506,8 @@ def to_xml(policy: BinaryPolicy) -> str:
     for option in policy.options:
         sub(sub(rules, "Rule"), "Option").text = option
     ekus = sub(root, "EKUs")
-    for i, value in enumerate(policy.ekus):
-        sub(ekus, "EKU", ID=f"ID_EKU_E_{i + 1:04X}", Value=value.hex().upper())
+    for i, eku_value in enumerate(policy.ekus):
+        sub(ekus, "EKU", ID=f"ID_EKU_E_{i + 1:04X}", Value=eku_value.hex().upper())
 
     rule_ids: list[str] = []
     page_twins: dict[int, str] = {}
@@ -549,7 +551,7 @@ def to_xml(policy: BinaryPolicy) -> str:
             ("ProductSigners", "TestSigners", "TestSigningSigners"), scenario.groups, strict=True
         ):
             holder = sub(element, tag)
-            _group_xml(sub, holder, group, signer_ids, rule_ids, page_twins)
+            _group_xml(holder, group, signer_ids, rule_ids, page_twins)
     for tag, refs in (
         ("UpdatePolicySigners", policy.update_signers),
         ("CiSigners", policy.ci_signers),
@@ -591,33 +593,38 @@ def _rule_attrs(rule: FileRule) -> dict[str, str | None]:
     }
 
 
+def _sub(parent: Element, tag: str, **attrs: str | None) -> Element:
+    from xml.etree.ElementTree import SubElement  # noqa: S405 - builds XML, parses nothing
+
+    clean = {k: v for k, v in attrs.items() if v is not None}
+    return SubElement(parent, f"{{{_NS}}}{tag}", clean)
+
+
 def _group_xml(
-    sub: object,
-    holder: object,
+    holder: Element,
     group: SignerGroup,
     signer_ids: list[str],
     rule_ids: list[str],
     page_twins: dict[int, str],
 ) -> None:
-    make = sub  # typed loosely: a local helper of to_xml
     if group.allowed:
-        allowed = make(holder, "AllowedSigners")  # type: ignore[operator]
+        allowed = _sub(holder, "AllowedSigners")
         for signer, exceptions in group.allowed:
-            element = make(allowed, "AllowedSigner", SignerId=signer_ids[signer])  # type: ignore[operator]
+            element = _sub(allowed, "AllowedSigner", SignerId=signer_ids[signer])
             for ref in exceptions:
-                make(element, "ExceptDenyRule", DenyRuleID=rule_ids[ref])  # type: ignore[operator]
+                _sub(element, "ExceptDenyRule", DenyRuleID=rule_ids[ref])
     if group.denied:
-        denied = make(holder, "DeniedSigners")  # type: ignore[operator]
+        denied = _sub(holder, "DeniedSigners")
         for signer, exceptions in group.denied:
-            element = make(denied, "DeniedSigner", SignerId=signer_ids[signer])  # type: ignore[operator]
+            element = _sub(denied, "DeniedSigner", SignerId=signer_ids[signer])
             for ref in exceptions:
-                make(element, "ExceptAllowRule", AllowRuleID=rule_ids[ref])  # type: ignore[operator]
+                _sub(element, "ExceptAllowRule", AllowRuleID=rule_ids[ref])
     if group.file_rules:
-        refs = make(holder, "FileRulesRef")  # type: ignore[operator]
+        refs = _sub(holder, "FileRulesRef")
         for ref in group.file_rules:
-            make(refs, "FileRuleRef", RuleID=rule_ids[ref])  # type: ignore[operator]
+            _sub(refs, "FileRuleRef", RuleID=rule_ids[ref])
             if ref in page_twins:
-                make(refs, "FileRuleRef", RuleID=page_twins[ref])  # type: ignore[operator]
+                _sub(refs, "FileRuleRef", RuleID=page_twins[ref])
 
 
 def _guid(value: uuid.UUID) -> str:
