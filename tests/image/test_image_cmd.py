@@ -96,3 +96,26 @@ def test_one_line_errors_and_exit_codes(tmp_path):
     assert "bad.cip: binary policy:" in result.stderr and "Traceback" not in result.stderr
     result = run("--no-store", str(tmp_path), home=tmp_path)
     assert result.returncode == 3 and "no volume holds Windows\\System32" in result.stderr
+
+
+def test_damaged_images_are_reported_not_crashed_on(image_set, tmp_path):
+    raw = image_set.disks["raw"].read_bytes()
+    truncated = tmp_path / "truncated.raw"
+    truncated.write_bytes(raw[: 6 * 1024 * 1024])
+    result = run("--no-store", str(truncated), home=tmp_path)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "WinDivert64.sys: unreadable: short read: 0 of 94144 bytes" in result.stderr
+    # The MFT (located through the NTFS boot sector) damaged from record 24 on, where the
+    # files live: whatever dissect makes of it is a warning or a one-line error, no traceback.
+    part = 1024 * 1024
+    boot = raw[part : part + 512]
+    cluster = int.from_bytes(boot[11:13], "little") * boot[13]
+    mft = part + int.from_bytes(boot[0x30:0x38], "little") * cluster
+    damaged = bytearray(raw)
+    for offset in range(mft + 24 * 1024, mft + 96 * 1024, 61):
+        damaged[offset] ^= 0xFF
+    corrupt = tmp_path / "corrupt.raw"
+    corrupt.write_bytes(bytes(damaged))
+    result = run("--json", "--no-store", str(corrupt), home=tmp_path)
+    assert result.returncode in (1, 3), result.stderr
+    assert "Traceback" not in result.stderr

@@ -180,7 +180,7 @@ class _Writer:
                     click.echo(f"codeintegrity: {text}", err=True)
         if self.internal:
             return exit_codes.INTERNAL
-        if self.problems:
+        if self.problems or any(v.errors for v in scan.source.volumes):
             return exit_codes.UNREADABLE
         bad = summary["refused_at_next_boot"] or summary["not_valid"]
         denied = any(

@@ -246,6 +246,8 @@ def scan_image(
         scan.files.append(verdict)
         if on_file is not None:
             on_file(verdict)
+    for volume in scan.source.volumes:
+        scan.warnings.extend(f"volume {volume.number}: {error}" for error in volume.errors)
     return scan.files
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,8 @@ class Volume(Protocol):
     def size(self, rel: str) -> int: ...
     def read(self, rel: str, limit: int) -> bytes: ...
     def listdir(self, rel: str) -> list[tuple[str, bool]]: ...  # (name, is_dir)
+    @property
+    def errors(self) -> list[str]: ...  # folders that could not be listed, one line each
     def walk(self, rel: str) -> Iterator[str]: ...  # files under rel, recursively
 
 
@@ -48,6 +50,7 @@ class DissectVolume:
     fs: Any
     number: int
     label: str
+    errors: list[str] = field(default_factory=list)
 
     def _entry(self, rel: str) -> Any | None:
         try:
@@ -74,6 +77,7 @@ class DissectVolume:
         entry = self._entry(rel)
         if entry is None:
             raise FileNotFoundError(rel)
+        expected = int(entry.stat().st_size)
         handle = entry.open()
         try:
             chunks = bytearray()
@@ -82,6 +86,10 @@ class DissectVolume:
                 if not chunk:
                     break
                 chunks += chunk
+            if len(chunks) < min(expected, limit + 1):
+                # A truncated image (or a damaged run list) ends a file early: never judge
+                # what is left as if it were the whole file.
+                raise OSError(0, f"short read: {len(chunks)} of {expected} bytes")
             return bytes(chunks)
         finally:
             close = getattr(handle, "close", None)
@@ -93,10 +101,13 @@ class DissectVolume:
         if entry is None or not _safe(entry.is_dir):
             return []
         out = []
-        for child in entry.scandir():
-            if child.name in (".", ".."):
-                continue
-            out.append((child.name, bool(_safe(child.is_dir))))
+        try:
+            for child in entry.scandir():
+                if child.name in (".", ".."):
+                    continue
+                out.append((child.name, bool(_safe(child.is_dir))))
+        except Exception as exc:  # noqa: BLE001 - a damaged index: say so, keep what was read
+            self.errors.append(f"cannot list {rel or '/'}: {_line(exc)}")
         return sorted(out, key=lambda item: item[0].lower())
 
     def walk(self, rel: str) -> Iterator[str]:
@@ -123,6 +134,7 @@ class DirectoryVolume:
     root: Path
     number: int = 1
     label: str = "directory"
+    errors: list[str] = field(default_factory=list)
 
     def _resolve(self, rel: str) -> Path | None:
         path = self.root
@@ -170,11 +182,11 @@ class DirectoryVolume:
         if path is None or not path.is_dir():
             return []
         out = []
-        for child in path.iterdir():
-            try:
+        try:
+            for child in path.iterdir():
                 out.append((child.name, child.is_dir() and not child.is_symlink()))
-            except OSError:
-                continue
+        except OSError as exc:
+            self.errors.append(f"cannot list {rel or '/'}: {exc.strerror or exc}")
         return sorted(out, key=lambda item: item[0].lower())
 
     def walk(self, rel: str) -> Iterator[str]:

@@ -80,7 +80,7 @@ def extract_catalogs(
         try:
             data = volume.read(rel, MAX_CATALOG_BYTES)
         except OSError as exc:
-            warnings.append(f"{shown}: catalog skipped: {exc}")
+            warnings.append(f"{shown}: catalog skipped: {exc.strerror or exc}")
             continue
         if len(data) > MAX_CATALOG_BYTES:
             warnings.append(f"{shown}: catalog skipped: larger than {MAX_CATALOG_BYTES} bytes")
@@ -159,7 +159,9 @@ def load_policies(
                 _POLICY_MEMO[key] = result
         except (CIError, OSError) as exc:
             # Parser errors name the file already; read errors do not.
-            text = exc.diagnostics() if isinstance(exc, CIError) else f"{name}: {exc}"
+            text = (
+                exc.diagnostics() if isinstance(exc, CIError) else f"{name}: {exc.strerror or exc}"
+            )
             material.warnings.append(f"policy skipped: {text}")
             continue
         imported: ImportResult = result  # type: ignore[assignment]
