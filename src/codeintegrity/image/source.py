@@ -183,8 +183,9 @@ class DirectoryVolume:
             return []
         out = []
         try:
-            for child in path.iterdir():
-                out.append((child.name, child.is_dir() and not child.is_symlink()))
+            out.extend(
+                (child.name, child.is_dir() and not child.is_symlink()) for child in path.iterdir()
+            )
         except OSError as exc:
             self.errors.append(f"cannot list {rel or '/'}: {exc.strerror or exc}")
         return sorted(out, key=lambda item: item[0].lower())
