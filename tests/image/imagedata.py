@@ -43,7 +43,7 @@ POLICY_GUID = "{6C1E4F2A-93B1-4D2E-A1C4-2B7D5E8F9A01}"
 COMPUTER_NAME = "WIN-IMAGE01"
 TOOLS = ("mkntfs", "ntfs-3g", "qemu-img", "ewfacquire", "openssl")
 PART_START = 2048  # sectors: the first partition at 1 MiB, as Windows lays it out
-PART_SECTORS = 16 * 2048  # 16 MiB
+PART_SECTORS = 16 * 2048  # 16 MiB (the benchmark asks for more)
 CONTAINERS = ("raw", "vhdx", "vmdk", "qcow2", "E01")
 
 
@@ -132,12 +132,12 @@ def build_tree(tree: Path) -> None:
     shutil.copyfile(FIXTURES / "unsigned_removed.exe", tools / "tool.exe")
 
 
-def _mbr(total_sectors: int) -> bytes:
+def _mbr(part_sectors: int) -> bytes:
     mbr = bytearray(512)
     entry = bytearray(16)
     entry[4] = 0x07  # NTFS / exFAT
     entry[8:12] = PART_START.to_bytes(4, "little")
-    entry[12:16] = PART_SECTORS.to_bytes(4, "little")
+    entry[12:16] = part_sectors.to_bytes(4, "little")
     entry[1:4] = entry[5:8] = b"\xfe\xff\xff"  # CHS unused: LBA addressing
     mbr[440:444] = (0x1C0DE1A7).to_bytes(4, "little")  # disk signature
     mbr[446:462] = entry
@@ -145,9 +145,9 @@ def _mbr(total_sectors: int) -> bytes:
     return bytes(mbr)
 
 
-def build_ntfs(tree: Path, partition: Path, mount_point: Path) -> None:
+def build_ntfs(tree: Path, partition: Path, mount_point: Path, sectors: int) -> None:
     with partition.open("wb") as handle:
-        handle.truncate(PART_SECTORS * 512)
+        handle.truncate(sectors * 512)
     subprocess.run(
         ["mkntfs", "-F", "-Q", "-q", "-L", "Windows", "-s", "512", "-p", str(PART_START),
          "-H", "0", "-S", "0", str(partition)],
@@ -165,38 +165,49 @@ def build_ntfs(tree: Path, partition: Path, mount_point: Path) -> None:
         subprocess.run(["fusermount", "-u", str(mount_point)], check=True, capture_output=True)
 
 
-def build(out: Path) -> ImageSet:
-    """Build everything under ``out`` (created); raises CalledProcessError if a tool fails."""
+def build(
+    out: Path,
+    extra: dict[str, Path] | None = None,
+    part_sectors: int = PART_SECTORS,
+    containers: tuple[str, ...] = CONTAINERS,
+) -> ImageSet:
+    """Build everything under ``out`` (created); raises CalledProcessError if a tool fails.
+
+    ``extra`` adds files (volume-relative path -> source file), for the benchmark."""
     out.mkdir(parents=True, exist_ok=True)
     tree = out / "tree"
     if tree.exists():
         shutil.rmtree(tree)
     build_tree(tree)
+    for rel, source in (extra or {}).items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, tree / rel)
     partition = out / "part.ntfs"
-    build_ntfs(tree, partition, out / "mnt")
+    build_ntfs(tree, partition, out / "mnt", part_sectors)
     raw = out / "disk.raw"
-    total = PART_START + PART_SECTORS + 2048
+    total = PART_START + part_sectors + 2048
     with raw.open("wb") as handle:
-        handle.write(_mbr(total))
+        handle.write(_mbr(part_sectors))
         handle.seek(PART_START * 512)
         with partition.open("rb") as source:
             shutil.copyfileobj(source, handle, 1 << 20)
         handle.truncate(total * 512)
     partition.unlink()
     disks = {"raw": raw}
-    for fmt in ("vhdx", "vmdk", "qcow2"):
+    for fmt in (c for c in ("vhdx", "vmdk", "qcow2") if c in containers):
         target = out / f"disk.{fmt}"
         subprocess.run(
             ["qemu-img", "convert", "-f", "raw", "-O", fmt, str(raw), str(target)],
             check=True, capture_output=True,
         )  # fmt: skip
         disks[fmt] = target
-    base = out / "disk"
-    subprocess.run(
-        ["ewfacquire", "-u", "-q", "-c", "none", "-f", "encase6", "-t", str(base), str(raw)],
-        check=True, capture_output=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    disks["E01"] = out / "disk.E01"
+    if "E01" in containers:
+        base = out / "disk"
+        subprocess.run(
+            ["ewfacquire", "-u", "-q", "-c", "none", "-f", "encase6", "-t", str(base), str(raw)],
+            check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        disks["E01"] = out / "disk.E01"
     return ImageSet(tree, disks)
 
 

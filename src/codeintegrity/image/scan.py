@@ -152,7 +152,7 @@ def _read_hive(system: Volume, warnings: list[str]) -> SystemHive | None:
         warnings.append("C:\\Windows\\System32\\config\\SYSTEM: not on the image (no services)")
         return None
     try:
-        hive = parse_system_hive(system.read(HIVE, MAX_HIVE_BYTES))
+        hive = parse_system_hive(bytes(system.read(HIVE, MAX_HIVE_BYTES)))
     except (CIError, OSError) as exc:
         warnings.append(f"C:\\Windows\\System32\\config\\SYSTEM: {exc}")
         return None

@@ -32,7 +32,7 @@ class Volume(Protocol):
     def is_file(self, rel: str) -> bool: ...
     def is_dir(self, rel: str) -> bool: ...
     def size(self, rel: str) -> int: ...
-    def read(self, rel: str, limit: int) -> bytes: ...
+    def read(self, rel: str, limit: int) -> bytes | bytearray: ...
     def listdir(self, rel: str) -> list[tuple[str, bool]]: ...  # (name, is_dir)
     @property
     def errors(self) -> list[str]: ...  # folders that could not be listed, one line each
@@ -51,12 +51,25 @@ class DissectVolume:
     number: int
     label: str
     errors: list[str] = field(default_factory=list)
+    # A path lookup walks every folder's index from the root: listings remember their entries
+    # (dereferencing one is a single MFT read) and the last files looked up are kept.
+    _listed: dict[str, Any] = field(default_factory=dict, repr=False)
+    _recent: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def _entry(self, rel: str) -> Any | None:
+        key = "/".join(_parts(rel)).lower()
+        found = self._recent.get(key)
+        if found is not None:
+            return found
         try:
-            return self.fs.get("/".join(_parts(rel)) or "/")
+            listed = self._listed.pop(key, None)
+            found = listed.get() if listed is not None else self.fs.get(key or "/")
         except Exception:  # noqa: BLE001 - dissect raises its own FileNotFoundError variants
             return None
+        if len(self._recent) >= 64:
+            self._recent.clear()
+        self._recent[key] = found
+        return found
 
     def is_file(self, rel: str) -> bool:
         entry = self._entry(rel)
@@ -72,25 +85,28 @@ class DissectVolume:
             raise FileNotFoundError(rel)
         return int(entry.stat().st_size)
 
-    def read(self, rel: str, limit: int) -> bytes:
-        """The file's bytes, read in 1 MiB chunks through dissect's file object."""
+    def read(self, rel: str, limit: int) -> bytes | bytearray:
+        """The file's bytes (at most ``limit`` + 1), read through dissect's file object."""
         entry = self._entry(rel)
         if entry is None:
             raise FileNotFoundError(rel)
         expected = int(entry.stat().st_size)
         handle = entry.open()
         try:
-            chunks = bytearray()
-            while len(chunks) <= limit:
-                chunk = handle.read(1 << 20)
+            # One read of the whole (bounded) file: dissect maps it onto the volume's runs and
+            # reads them in order; building it from small chunks cost a copy more.
+            want = min(expected, limit + 1)
+            chunks = bytearray(handle.read(want))
+            while len(chunks) < want:
+                chunk = handle.read(want - len(chunks))
                 if not chunk:
                     break
                 chunks += chunk
-            if len(chunks) < min(expected, limit + 1):
+            if len(chunks) < want:
                 # A truncated image (or a damaged run list) ends a file early: never judge
                 # what is left as if it were the whole file.
                 raise OSError(0, f"short read: {len(chunks)} of {expected} bytes")
-            return bytes(chunks)
+            return chunks
         finally:
             close = getattr(handle, "close", None)
             if close is not None:
@@ -101,11 +117,15 @@ class DissectVolume:
         if entry is None or not _safe(entry.is_dir):
             return []
         out = []
+        base = "/".join(_parts(rel)).lower()
         try:
             for child in entry.scandir():
                 if child.name in (".", ".."):
                     continue
-                out.append((child.name, bool(_safe(child.is_dir))))
+                is_dir = bool(_safe(child.is_dir))
+                out.append((child.name, is_dir))
+                if not is_dir:
+                    self._listed[f"{base}/{child.name}".lower().lstrip("/")] = child
         except Exception as exc:  # noqa: BLE001 - a damaged index: say so, keep what was read
             self.errors.append(f"cannot list {rel or '/'}: {_line(exc)}")
         return sorted(out, key=lambda item: item[0].lower())
@@ -181,7 +201,7 @@ class DirectoryVolume:
         path = self._resolve(rel)
         if path is None or not path.is_dir():
             return []
-        out = []
+        out: list[tuple[str, bool]] = []
         try:
             out.extend(
                 (child.name, child.is_dir() and not child.is_symlink()) for child in path.iterdir()

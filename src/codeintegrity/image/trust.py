@@ -146,7 +146,7 @@ def load_policies(
     for volume, rel, kind in policy_files(volumes, system):
         name = shown.get(volume.number, f"Volume{volume.number}:\\") + rel.replace("/", "\\")
         try:
-            data = volume.read(rel, MAX_POLICY_BYTES)
+            data = bytes(volume.read(rel, MAX_POLICY_BYTES))
             if len(data) > MAX_POLICY_BYTES:
                 raise CIError(f"larger than {MAX_POLICY_BYTES} bytes")
             _payload, signed = unwrap(data)
