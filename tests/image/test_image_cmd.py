@@ -119,3 +119,15 @@ def test_damaged_images_are_reported_not_crashed_on(image_set, tmp_path):
     result = run("--json", "--no-store", str(corrupt), home=tmp_path)
     assert result.returncode in (1, 3), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_worker_processes_give_the_same_output(image_set, image_home):
+    one = run("--json", *ANCHORS, "--no-store", str(image_set.disks["qcow2"]), home=image_home)
+    two = run(
+        "--json", *ANCHORS, "--no-store", "--jobs", "2", str(image_set.disks["qcow2"]),
+        home=image_home,
+    )  # fmt: skip
+    assert (one.returncode, two.returncode) == (1, 1), two.stderr
+    parse = [json.loads(line) for line in one.stdout.splitlines()]
+    assert len(parse) == 7
+    assert [json.loads(line) for line in two.stdout.splitlines()] == parse

@@ -58,6 +58,8 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--max-file-size", default=512, show_default=True, metavar="MIB",
               type=click.IntRange(1),
               help="Files larger than this are reported as not judged.")  # fmt: skip
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Judge files in this many worker processes (output order is kept).")  # fmt: skip
 @click.option("--events", "event_uris", multiple=True, metavar="URI",
               help="Also send events to jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, "
               "syslog+tcp://HOST:PORT or - (repeatable).")  # fmt: skip
@@ -75,6 +77,7 @@ def image(
     at: datetime | None,
     device: str | None,
     max_file_size: int,
+    jobs: int,
     event_uris: tuple[str, ...],
     no_store: bool,
     store_path: str | None,
@@ -94,7 +97,9 @@ def image(
     from ..image.source import ImageOpenError
 
     try:
-        options = _verify_options(trust_files, no_default_trust, at)
+        from ..image.parallel import verify_options
+
+        options = verify_options(trust_files, not no_default_trust, at)
         references = tuple(_load_policy(p) for p in policy_files)
     except CIError as exc:
         _fail(exc.diagnostics(), exit_codes.CONFIG)
@@ -120,7 +125,18 @@ def image(
         if code:
             sys.exit(code)
         writer = _Writer(as_json, pipeline)
-        scan_image(scan, image_options, writer.add)
+        if jobs > 1:
+            from ..image.parallel import WorkerConfig, Workers
+
+            config = WorkerConfig(path, trust_files, not no_default_trust, at, image_options)
+            try:
+                with Workers(config, jobs) as workers:
+                    scan_image(scan, image_options, writer.add, workers)
+            except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
+                text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                _fail(f"worker processes failed: {text} (a bug: please report it)", 70)
+        else:
+            scan_image(scan, image_options, writer.add)
     finally:
         scan.close()
     sys.exit(writer.finish(scan, bool(event_uris)))
@@ -190,18 +206,6 @@ class _Writer:
             for v in scan.files
         )
         return exit_codes.NOT_VALID if bad or denied else exit_codes.OK
-
-
-def _verify_options(
-    trust_files: tuple[str, ...], no_default_trust: bool, at: datetime | None
-) -> Any:
-    from ..authenticode.trust import TrustStore
-    from ..options import VerifyOptions
-
-    store = TrustStore.empty() if no_default_trust else TrustStore.default()
-    if trust_files:
-        store = store | TrustStore.from_paths(list(trust_files))
-    return VerifyOptions(trust=store, at=at)
 
 
 def _load_policy(path: str) -> Any:

@@ -70,15 +70,15 @@ def parse_system_hive(data: bytes) -> SystemHive:
     control_set = f"ControlSet{int(current) if isinstance(current, int) else 1:03d}"
     out = SystemHive(control_set, None)
     name = _value(hive, rf"{control_set}\Control\ComputerName\ComputerName", "ComputerName")
-    out.computer_name = name if isinstance(name, str) and name else None
+    out.computer_name = str(name) if isinstance(name, str) and name else None
     ci = _value(hive, rf"{control_set}\Control\CI\Config", "VulnerableDriverBlocklistEnable")
-    out.blocklist_enabled = ci if isinstance(ci, int) else None
+    out.blocklist_enabled = int(ci) if isinstance(ci, int) else None
     hvci = _value(
         hive,
         rf"{control_set}\Control\DeviceGuard\Scenarios\HypervisorEnforcedCodeIntegrity",
         "Enabled",
     )
-    out.hvci_enabled = hvci if isinstance(hvci, int) else None
+    out.hvci_enabled = int(hvci) if isinstance(hvci, int) else None
     try:
         services = list(hive.open(rf"{control_set}\Services").subkeys())
     except Exception as exc:  # noqa: BLE001
@@ -89,11 +89,12 @@ def parse_system_hive(data: bytes) -> SystemHive:
         image_path = values.get("imagepath")
         start, kind = values.get("start"), values.get("type")
         out.services.append(
+            # Plain int/str: dissect hands out its own integer types, which do not pickle.
             Service(
                 name=str(key.name),
-                image_path=image_path if isinstance(image_path, str) else None,
-                start=start if isinstance(start, int) else None,
-                type=kind if isinstance(kind, int) else None,
+                image_path=str(image_path) if isinstance(image_path, str) else None,
+                start=int(start) if isinstance(start, int) else None,
+                type=int(kind) if isinstance(kind, int) else None,
             )
         )
     out.services.sort(key=lambda s: s.name.lower())

@@ -223,24 +223,51 @@ def planned_files(scan: ImageScan, all_files: bool) -> Iterator[tuple[Volume, st
                     yield volume, rel, False
 
 
-def scan_image(
-    scan: ImageScan, options: ImageOptions, on_file: Callable[[FileVerdict], None] | None = None
-) -> list[FileVerdict]:
-    """Judge every planned file; ``on_file`` sees each verdict as soon as it is made."""
+@dataclass(frozen=True)
+class Task:
+    """One file to judge, with every name it goes by (plain values: it crosses processes)."""
+
+    volume: int
+    rel: str
+    shown: str
+    nt: str
+    must: bool
+    services: tuple[Service, ...]
+
+
+def plan(scan: ImageScan, options: ImageOptions) -> Iterator[Task]:
     services: dict[str, list[Service]] = {}
     if scan.hive is not None:
         for service in scan.hive.drivers_to_start():
             key = driver_image_path(service.image_path, service.name).lower()
             services.setdefault(key, []).append(service)
-    enforced = _enforced_policies(scan)
     for volume, rel, must in planned_files(scan, options.all_files):
         on_system = volume is scan.system
         device = scan.device if on_system else device_name(volume.number)
         shown = windows_path(rel, options.drive) if on_system else nt_path(rel, device)
-        verdict = _judge(
-            scan, volume, rel, shown, nt_path(rel, device), must, options, enforced,
-            tuple(services.get(rel.lower(), ())) if on_system else (),
-        )  # fmt: skip
+        found = tuple(services.get(rel.lower(), ())) if on_system else ()
+        yield Task(volume.number, rel, shown, nt_path(rel, device), must, found)
+
+
+def judge(scan: ImageScan, task: Task, options: ImageOptions) -> FileVerdict | None:
+    volume = next(v for v in scan.source.volumes if v.number == task.volume)
+    return _judge(
+        scan, volume, task.rel, task.shown, task.nt, task.must, options,
+        _enforced_policies(scan), task.services,
+    )  # fmt: skip
+
+
+def scan_image(
+    scan: ImageScan,
+    options: ImageOptions,
+    on_file: Callable[[FileVerdict], None] | None = None,
+    verdicts: Callable[[Iterator[Task]], Iterator[FileVerdict | None]] | None = None,
+) -> list[FileVerdict]:
+    """Judge every planned file; ``on_file`` sees each verdict as soon as it is made, in plan
+    order. ``verdicts`` judges the tasks elsewhere (worker processes), in order."""
+    tasks = plan(scan, options)
+    results = verdicts(tasks) if verdicts is not None else (judge(scan, t, options) for t in tasks)
+    for verdict in results:
         if verdict is None:
             continue
         scan.files.append(verdict)
