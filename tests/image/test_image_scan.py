@@ -177,3 +177,18 @@ _DENY_ONE = """<?xml version="1.0" encoding="utf-8"?>
   </SigningScenarios>
 </SiPolicy>
 """
+
+
+def test_walks_sniff_for_pe_before_reading(image_set, trust, tmp_path):
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    (tree / "pagefile.sys").write_bytes(b"\0" * 300_000)  # not a PE, over the limit below
+    (tree / "Windows" / "System32" / "drivers" / "notes.sys").write_bytes(b"text")
+    scan = _scan(tree, trust, tmp_path, all_files=True, max_file_size=200_000)
+    shown = {v.windows_path: v for v in scan.files}
+    assert "C:\\pagefile.sys" not in shown
+    assert "C:\\Windows\\System32\\drivers\\notes.sys" not in shown
+    # A PE over the limit is still named, never silently dropped.
+    assert "over the 200000-byte limit" in shown["C:\\Windows\\System32\\DXCore.dll"].problem

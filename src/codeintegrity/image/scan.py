@@ -297,6 +297,10 @@ def _judge(
     if not volume.is_file(rel):
         return problem("file missing") if must else None
     try:
+        # Only PE files are judged when walking: sniff first, so a pagefile or a database on
+        # the volume is neither read nor reported as too large.
+        if not must and volume.head(rel, 2) != b"MZ":
+            return None
         size = volume.size(rel)
         if size > options.max_file_size:
             return problem(
@@ -307,8 +311,6 @@ def _judge(
         return problem(f"unreadable: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - a damaged image must not end the scan
         return problem(f"unreadable: {type(exc).__name__}: {exc}")
-    if not must and data[:2] != b"MZ":
-        return None
     try:
         report = verify_bytes(data, scan.options, path=shown)
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run

@@ -33,6 +33,7 @@ class Volume(Protocol):
     def is_dir(self, rel: str) -> bool: ...
     def size(self, rel: str) -> int: ...
     def read(self, rel: str, limit: int) -> bytes | bytearray: ...
+    def head(self, rel: str, length: int) -> bytes: ...  # the first bytes (MZ sniffing)
     def listdir(self, rel: str) -> list[tuple[str, bool]]: ...  # (name, is_dir)
     @property
     def errors(self) -> list[str]: ...  # folders that could not be listed, one line each
@@ -107,6 +108,18 @@ class DissectVolume:
                 # what is left as if it were the whole file.
                 raise OSError(0, f"short read: {len(chunks)} of {expected} bytes")
             return chunks
+        finally:
+            close = getattr(handle, "close", None)
+            if close is not None:
+                close()
+
+    def head(self, rel: str, length: int) -> bytes:
+        entry = self._entry(rel)
+        if entry is None:
+            raise FileNotFoundError(rel)
+        handle = entry.open()
+        try:
+            return bytes(handle.read(length))
         finally:
             close = getattr(handle, "close", None)
             if close is not None:
@@ -196,6 +209,13 @@ class DirectoryVolume:
             raise FileNotFoundError(rel)
         with path.open("rb") as handle:
             return handle.read(limit + 1)
+
+    def head(self, rel: str, length: int) -> bytes:
+        path = self._resolve(rel)
+        if path is None or not stat.S_ISREG(path.stat().st_mode):
+            raise FileNotFoundError(rel)
+        with path.open("rb") as handle:
+            return handle.read(length)
 
     def listdir(self, rel: str) -> list[tuple[str, bool]]:
         path = self._resolve(rel)
