@@ -192,3 +192,27 @@ def test_walks_sniff_for_pe_before_reading(image_set, trust, tmp_path):
     assert "C:\\Windows\\System32\\drivers\\notes.sys" not in shown
     # A PE over the limit is still named, never silently dropped.
     assert "over the 200000-byte limit" in shown["C:\\Windows\\System32\\DXCore.dll"].problem
+
+
+def test_a_supplemental_policy_is_reported_not_enforced_alone(image_set, trust, tmp_path):
+    import shutil
+
+    from .sipolicy_compile import compile_policy
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    xml = (DATA / "image" / "image-policy.xml").read_text(encoding="utf-8")
+    supplemental = xml.replace('PolicyType="Base Policy"', 'PolicyType="Supplemental Policy"')
+    supplemental = supplemental.replace(
+        "<BasePolicyID>{6C1E4F2A-93B1-4D2E-A1C4-2B7D5E8F9A01}",
+        "<BasePolicyID>{11111111-2222-3333-4444-555555555555}",
+    ).replace("<PolicyID>{6C1E4F2A", "<PolicyID>{7C1E4F2A")
+    active = tree / "Windows" / "System32" / "CodeIntegrity" / "CiPolicies" / "Active"
+    (active / "{7C1E4F2A-93B1-4D2E-A1C4-2B7D5E8F9A01}.cip").write_bytes(
+        compile_policy(supplemental)
+    )
+    summary = summarize(_scan(tree, trust, tmp_path))
+    kinds = sorted((p["kind"], p["enforced"]) for p in summary["policies"])
+    assert kinds == [("active", True), ("blocklist", True), ("supplemental", False)]
+    assert any("supplemental policy not merged" in w for w in summary["warnings"])
+    assert {r["service"] for r in summary["refused_at_next_boot"]} == {"BadFlt", "Ghost", "pciide"}

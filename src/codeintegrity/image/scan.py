@@ -185,6 +185,8 @@ def _digests_only(applied: VerifyOptions, before: VerifyOptions) -> VerifyOption
 def _enforced_policies(scan: ImageScan) -> list[tuple[str, Policy]]:
     out = []
     for found in scan.trust.policies:
+        if found.kind == "supplemental":
+            continue
         if found.kind == "blocklist" and not scan.blocklist_enforced:
             continue
         out.append((f"{found.policy.name} ({found.windows_path})", found.policy))

@@ -58,7 +58,8 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
                 "mode": p.policy.mode,
                 "kind": p.kind,
                 "signed": p.signed,
-                "enforced": p.kind != "blocklist" or scan.blocklist_enforced,
+                "enforced": p.kind == "active"
+                or (p.kind == "blocklist" and scan.blocklist_enforced),
                 "untranslated": p.untranslated,
             }
             for p in scan.trust.policies

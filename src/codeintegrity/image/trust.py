@@ -41,7 +41,9 @@ class ImagePolicy:
     windows_path: str
     policy: Policy
     signed: bool
-    kind: str  # "active" (SiPolicy / CiPolicies\Active) or "blocklist" (driversipolicy)
+    # "active" (SiPolicy / CiPolicies\Active), "supplemental" (an active policy that extends a
+    # base one: not enforced on its own) or "blocklist" (driversipolicy)
+    kind: str
     untranslated: int  # rules and options the translation had to leave out
 
 
@@ -165,6 +167,16 @@ def load_policies(
             material.warnings.append(f"policy skipped: {text}")
             continue
         imported: ImportResult = result  # type: ignore[assignment]
-        material.policies.append(
-            ImagePolicy(name, imported.policy, signed, kind, sum(imported.untranslated.values()))
-        )
+        untranslated = sum(imported.untranslated.values())
+        if any(key.startswith("supplemental policy") for key in imported.untranslated):
+            # Alone, its allow rules would deny everything else: merging is not done yet.
+            kind = "supplemental"
+            material.warnings.append(
+                f"{name}: supplemental policy not merged with its base; not enforced here"
+            )
+        elif imported.policy.has_allow_rules(None) and untranslated:
+            material.warnings.append(
+                f"{name}: allowlist policy with {untranslated} rules or options that could not "
+                "be translated: its denials may include files Windows allows"
+            )
+        material.policies.append(ImagePolicy(name, imported.policy, signed, kind, untranslated))
