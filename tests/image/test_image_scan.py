@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codeintegrity.authenticode.trust import TrustStore
+from codeintegrity.image.limits import ImageLimits
 from codeintegrity.image.scan import ImageOptions, open_and_scan
 from codeintegrity.image.source import ImageOpenError, open_source
 from codeintegrity.image.summary import summarize
@@ -136,7 +137,9 @@ def test_all_files_and_the_size_limit(image_set, trust, tmp_path):
     paths = {v.windows_path for v in everything.files}
     assert "C:\\Program Files\\Tool\\tool.exe" in paths
     assert not any(p.lower().endswith((".cat", ".txt", "system")) for p in paths)
-    small = _scan(image_set.disks["vhdx"], trust, tmp_path, max_file_size=100_000)
+    small = _scan(
+        image_set.disks["vhdx"], trust, tmp_path, limits=ImageLimits(max_file_size=100_000)
+    )
     dxcore = next(v for v in small.files if v.rel.endswith("DXCore.dll"))
     assert dxcore.report is None and "over the 100000-byte limit" in dxcore.problem
     assert dxcore.windows_path in {i["path"] for i in summarize(small)["not_valid"]}
@@ -186,7 +189,7 @@ def test_walks_sniff_for_pe_before_reading(image_set, trust, tmp_path):
     shutil.copytree(image_set.tree, tree)
     (tree / "pagefile.sys").write_bytes(b"\0" * 300_000)  # not a PE, over the limit below
     (tree / "Windows" / "System32" / "drivers" / "notes.sys").write_bytes(b"text")
-    scan = _scan(tree, trust, tmp_path, all_files=True, max_file_size=200_000)
+    scan = _scan(tree, trust, tmp_path, all_files=True, limits=ImageLimits(max_file_size=200_000))
     shown = {v.windows_path: v for v in scan.files}
     assert "C:\\pagefile.sys" not in shown
     assert "C:\\Windows\\System32\\drivers\\notes.sys" not in shown

@@ -93,6 +93,7 @@ def image(
     internal error on some file.
     """
     from ..errors import CIError
+    from ..image.limits import ImageLimits
     from ..image.scan import ImageOptions, open_image, scan_image
     from ..image.source import ImageOpenError
 
@@ -105,7 +106,7 @@ def image(
         _fail(exc.diagnostics(), exit_codes.CONFIG)
     image_options = ImageOptions(
         all_files=all_files,
-        max_file_size=max_file_size * 1024 * 1024,
+        limits=ImageLimits(max_file_size=max_file_size * 1024 * 1024),
         device=device,
         extra_catalogs=catalogs,
         reference_policies=references,

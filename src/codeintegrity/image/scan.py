@@ -3,9 +3,10 @@
 By default the files Windows loads: the drivers its SYSTEM hive sets to start (Start 0-3,
 kernel or file-system driver), everything under ``System32\\drivers`` and ``System32\\*.dll|exe``;
 with ``all_files`` every PE on every volume. Each file is read through the source's file object
-(1 MiB chunks, no copy to disk) up to ``max_file_size`` and judged by the ordinary engine with
-the image's own catalogs; then by the image's enforced policies (its active CI policies, and the
-vulnerable driver blocklist when the registry enables it) and by reference policies (``--policy``).
+(one bounded read, no copy to disk; ``limits.max_file_size``) and judged by the ordinary engine
+with the image's own catalogs; then by the image's enforced policies (its active CI policies,
+and the vulnerable driver blocklist when the registry enables it) and by reference policies
+(``--policy``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .limits import DEFAULT_IMAGE_LIMITS, ImageLimits
 from .paths import device_name, driver_image_path, nt_path, windows_path
 from .source import ImageOpenError, Source, Volume, open_source
 from .trust import TrustMaterial, load_catalogs, load_policies
@@ -25,17 +27,15 @@ if TYPE_CHECKING:
     from ..report import Decision, Report
     from .registry import Service, SystemHive
 
-MIB = 1024 * 1024
 HIVE = "Windows/System32/config/SYSTEM"
 SYSTEM32 = "Windows/System32"
 DRIVERS = "Windows/System32/drivers"
-MAX_HIVE_BYTES = 512 * MIB
 
 
 @dataclass(frozen=True)
 class ImageOptions:
     all_files: bool = False
-    max_file_size: int = 512 * MIB  # larger files are reported as not judged, never dropped
+    limits: ImageLimits = DEFAULT_IMAGE_LIMITS  # larger files are reported, never dropped
     device: str | None = None  # NT device of the system volume (default HarddiskVolumeN)
     drive: str = "C"
     extra_catalogs: tuple[str, ...] = ()
@@ -125,7 +125,7 @@ def open_image(path: str, verify_options: VerifyOptions, options: ImageOptions) 
         raise ImageOpenError(f"{path}: no volume holds Windows\\System32")
     device = options.device or device_name(system.number)
     scan = ImageScan(source, system, device, None, TrustMaterial(), verify_options)
-    scan.hive = _read_hive(system, scan.warnings)
+    scan.hive = _read_hive(system, scan.warnings, options.limits.max_hive_size)
     drive = f"{options.drive}:\\"
     load_catalogs(
         system,
@@ -134,17 +134,18 @@ def open_image(path: str, verify_options: VerifyOptions, options: ImageOptions) 
         list(options.extra_catalogs),
         options.catalog_cache_dir,
         options.catalog_index,
+        options.limits,
     )
     shown = {
         v.number: (drive if v is system else f"{device_name(v.number)}\\") for v in source.volumes
     }
-    load_policies(source.volumes, system, scan.trust, shown)
+    load_policies(source.volumes, system, scan.trust, shown, options.limits)
     scan.warnings.extend(scan.trust.warnings)
     scan.options = _options_for(scan, verify_options, options)
     return scan
 
 
-def _read_hive(system: Volume, warnings: list[str]) -> SystemHive | None:
+def _read_hive(system: Volume, warnings: list[str], limit: int) -> SystemHive | None:
     from ..errors import CIError
     from .registry import parse_system_hive
 
@@ -152,7 +153,10 @@ def _read_hive(system: Volume, warnings: list[str]) -> SystemHive | None:
         warnings.append("C:\\Windows\\System32\\config\\SYSTEM: not on the image (no services)")
         return None
     try:
-        hive = parse_system_hive(bytes(system.read(HIVE, MAX_HIVE_BYTES)))
+        data = bytes(system.read(HIVE, limit))
+        if len(data) > limit:
+            raise OSError(0, f"larger than the {limit}-byte hive limit")
+        hive = parse_system_hive(data)
     except (CIError, OSError) as exc:
         warnings.append(f"C:\\Windows\\System32\\config\\SYSTEM: {exc}")
         return None
@@ -304,11 +308,11 @@ def _judge(
         if not must and volume.head(rel, 2) != b"MZ":
             return None
         size = volume.size(rel)
-        if size > options.max_file_size:
+        if size > options.limits.max_file_size:
             return problem(
-                f"not judged: {size} bytes is over the {options.max_file_size}-byte limit"
+                f"not judged: {size} bytes is over the {options.limits.max_file_size}-byte limit"
             )
-        data = volume.read(rel, options.max_file_size)
+        data = volume.read(rel, options.limits.max_file_size)
     except OSError as exc:
         return problem(f"unreadable: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - a damaged image must not end the scan

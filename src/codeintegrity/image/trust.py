@@ -21,13 +21,12 @@ from ..errors import CIError
 if TYPE_CHECKING:
     from ..catalog.index import CatalogIndex
     from ..policy.model import ImportResult, Policy
+    from .limits import ImageLimits
     from .source import Volume
 
 CATROOT = "Windows/System32/CatRoot"
 CODE_INTEGRITY = "Windows/System32/CodeIntegrity"
 BLOCKLIST_FILE = f"{CODE_INTEGRITY}/driversipolicy.p7b"
-MAX_CATALOG_BYTES = 256 * 1024 * 1024
-MAX_POLICY_BYTES = 64 * 1024 * 1024
 # Translated policies by (content hash, shown name): the same blocklist on many images (or the
 # same image in several containers) is parsed once per process.
 _POLICY_MEMO: dict[tuple[str, str], object] = {}
@@ -67,7 +66,7 @@ def catalog_cache_dir(environ: os._Environ[str] | dict[str, str] | None = None) 
 
 
 def extract_catalogs(
-    volume: Volume, cache_dir: Path, warnings: list[str], windows: str
+    volume: Volume, cache_dir: Path, warnings: list[str], windows: str, limit: int
 ) -> dict[str, str]:
     """Copy every CatRoot *.cat out by content hash; returns extracted path -> Windows path."""
     out: dict[str, str] = {}
@@ -80,12 +79,12 @@ def extract_catalogs(
             continue
         shown = windows + rel.replace("/", "\\")
         try:
-            data = volume.read(rel, MAX_CATALOG_BYTES)
+            data = volume.read(rel, limit)
         except OSError as exc:
             warnings.append(f"{shown}: catalog skipped: {exc.strerror or exc}")
             continue
-        if len(data) > MAX_CATALOG_BYTES:
-            warnings.append(f"{shown}: catalog skipped: larger than {MAX_CATALOG_BYTES} bytes")
+        if len(data) > limit:
+            warnings.append(f"{shown}: catalog skipped: larger than {limit} bytes")
             continue
         target = cache_dir / f"{hashlib.sha256(data).hexdigest()}.cat"
         if not target.exists():
@@ -105,10 +104,17 @@ def load_catalogs(
     extra: list[str],
     cache_dir: Path | None,
     index_path: str | None,
+    limits: ImageLimits,
 ) -> None:
     from ..catalog.index import CatalogIndex
 
-    names = extract_catalogs(volume, cache_dir or catalog_cache_dir(), material.warnings, windows)
+    names = extract_catalogs(
+        volume,
+        cache_dir or catalog_cache_dir(),
+        material.warnings,
+        windows,
+        limits.max_catalog_size,
+    )
     paths = sorted(names) + list(extra)
     material.catalog_names = names
     if not paths:
@@ -140,7 +146,11 @@ def policy_files(volumes: list[Volume], system: Volume) -> list[tuple[Volume, st
 
 
 def load_policies(
-    volumes: list[Volume], system: Volume, material: TrustMaterial, shown: dict[int, str]
+    volumes: list[Volume],
+    system: Volume,
+    material: TrustMaterial,
+    shown: dict[int, str],
+    limits: ImageLimits,
 ) -> None:
     """Parse every policy file; one that does not parse is a warning, not a stop."""
     from ..policy.sipolicy_bin import import_binary_policy, unwrap
@@ -148,9 +158,9 @@ def load_policies(
     for volume, rel, kind in policy_files(volumes, system):
         name = shown.get(volume.number, f"Volume{volume.number}:\\") + rel.replace("/", "\\")
         try:
-            data = bytes(volume.read(rel, MAX_POLICY_BYTES))
-            if len(data) > MAX_POLICY_BYTES:
-                raise CIError(f"larger than {MAX_POLICY_BYTES} bytes")
+            data = bytes(volume.read(rel, limits.max_policy_size))
+            if len(data) > limits.max_policy_size:
+                raise CIError(f"larger than {limits.max_policy_size} bytes")
             _payload, signed = unwrap(data)
             key = (hashlib.sha256(data).hexdigest(), name)
             result = _POLICY_MEMO.get(key)
