@@ -162,7 +162,9 @@ def build_ntfs(tree: Path, partition: Path, mount_point: Path, sectors: int) -> 
             else:
                 shutil.copyfile(item, mount_point / item.name)
     finally:
-        subprocess.run(["fusermount", "-u", str(mount_point)], check=True, capture_output=True)
+        unmount = shutil.which("fusermount3") or shutil.which("fusermount")
+        command = [unmount, "-u"] if unmount else ["umount"]
+        subprocess.run([*command, str(mount_point)], check=True, capture_output=True)
 
 
 def build(
