@@ -130,6 +130,10 @@ def test_reference_policies_name_what_they_would_deny(image_set, trust, tmp_path
     assert set(newer_paths) == {SYSTEM32 + "drivers\\WinDivert64.sys"}
     assert newer_paths[SYSTEM32 + "drivers\\WinDivert64.sys"]["loaded_at_boot"]
     assert SYSTEM32 + "drivers\\WinDivert64.sys" in {i["path"] for i in denied["LOLDrivers"]}
+    # A reference policy that denies nothing is still answered, with an empty list.
+    nothing = import_wdac(_DENY_ONE.replace("HASH", "00" * 32)).policy
+    quiet = summarize(_scan(image_set.tree, trust, tmp_path, reference_policies=(("q", nothing),)))
+    assert quiet["denied_by_reference_policies"] == {"q": []}
 
 
 def test_all_files_and_the_size_limit(image_set, trust, tmp_path):

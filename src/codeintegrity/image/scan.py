@@ -98,6 +98,7 @@ class ImageScan:
     options: VerifyOptions
     warnings: list[str] = field(default_factory=list)
     files: list[FileVerdict] = field(default_factory=list)
+    reference_names: list[str] = field(default_factory=list)  # --policy, in order
 
     @property
     def computer_name(self) -> str | None:
@@ -125,6 +126,7 @@ def open_image(path: str, verify_options: VerifyOptions, options: ImageOptions) 
         raise ImageOpenError(f"{path}: no volume holds Windows\\System32")
     device = options.device or device_name(system.number)
     scan = ImageScan(source, system, device, None, TrustMaterial(), verify_options)
+    scan.reference_names = [name for name, _policy in options.reference_policies]
     scan.hive = _read_hive(system, scan.warnings, options.limits.max_hive_size)
     drive = f"{options.drive}:\\"
     load_catalogs(

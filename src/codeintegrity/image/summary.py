@@ -30,7 +30,8 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
             for service in verdict.services
             if reasons
         )
-    reference: dict[str, list[dict[str, Any]]] = {}
+    # Every reference policy is listed, also one that denies nothing (that is an answer too).
+    reference: dict[str, list[dict[str, Any]]] = {name: [] for name in scan.reference_names}
     for verdict in scan.files:
         for name, rules in verdict.reference_denials():
             reference.setdefault(name, []).append(
