@@ -56,6 +56,7 @@ class DissectVolume:
     # (dereferencing one is a single MFT read) and the last files looked up are kept.
     _listed: dict[str, Any] = field(default_factory=dict, repr=False)
     _recent: dict[str, Any] = field(default_factory=dict, repr=False)
+    _held: tuple[str, Any] | None = field(default=None, repr=False)
 
     def _entry(self, rel: str) -> Any | None:
         key = "/".join(_parts(rel)).lower()
@@ -86,13 +87,24 @@ class DissectVolume:
             raise FileNotFoundError(rel)
         return int(entry.stat().st_size)
 
-    def read(self, rel: str, limit: int) -> bytes | bytearray:
-        """The file's bytes (at most ``limit`` + 1), read through dissect's file object."""
+    def _open(self, rel: str) -> Any:
+        """The file object of ``rel``: the one ``head`` opened is reused once (opening parses
+        the record's attributes and run list again)."""
+        key = "/".join(_parts(rel)).lower()
+        if self._held is not None and self._held[0] == key:
+            handle = self._held[1]
+            self._held = None
+            handle.seek(0)
+            return handle
         entry = self._entry(rel)
         if entry is None:
             raise FileNotFoundError(rel)
-        expected = int(entry.stat().st_size)
-        handle = entry.open()
+        return entry.open()
+
+    def read(self, rel: str, limit: int) -> bytes | bytearray:
+        """The file's bytes (at most ``limit`` + 1), read through dissect's file object."""
+        expected = self.size(rel)
+        handle = self._open(rel)
         try:
             # One read of the whole (bounded) file: dissect maps it onto the volume's runs and
             # reads them in order; building it from small chunks cost a copy more.
@@ -109,21 +121,15 @@ class DissectVolume:
                 raise OSError(0, f"short read: {len(chunks)} of {expected} bytes")
             return chunks
         finally:
-            close = getattr(handle, "close", None)
-            if close is not None:
-                close()
+            _close(handle)
 
     def head(self, rel: str, length: int) -> bytes:
-        entry = self._entry(rel)
-        if entry is None:
-            raise FileNotFoundError(rel)
-        handle = entry.open()
-        try:
-            return bytes(handle.read(length))
-        finally:
-            close = getattr(handle, "close", None)
-            if close is not None:
-                close()
+        handle = self._open(rel)
+        data = bytes(handle.read(length))
+        if self._held is not None:
+            _close(self._held[1])
+        self._held = ("/".join(_parts(rel)).lower(), handle)
+        return data
 
     def listdir(self, rel: str) -> list[tuple[str, bool]]:
         entry = self._entry(rel)
@@ -151,6 +157,12 @@ class DissectVolume:
                 yield from self.walk(child)
             else:
                 yield child
+
+
+def _close(handle: Any) -> None:
+    close = getattr(handle, "close", None)
+    if close is not None:
+        close()
 
 
 def _safe(call: Any) -> bool:
