@@ -27,6 +27,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "guard": ("codeintegrity.cli.guard_cmd", "guard", "Judge PE files as they are opened (root)."),
     "watch": ("codeintegrity.cli.watch_cmd", "watch", "Judge PE files as they are written."),
     "report": ("codeintegrity.cli.report_cmd", "report", "Write an HTML report with charts."),
+    "image": ("codeintegrity.cli.image_cmd", "image", "Judge a Windows disk image as its CI does."),
 }
 
 

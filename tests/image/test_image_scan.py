@@ -1,0 +1,225 @@
+"""`scan_image` over the built disk image in every container, and over the mounted tree."""
+
+from __future__ import annotations
+
+import pytest
+
+from codeintegrity.authenticode.trust import TrustStore
+from codeintegrity.image.limits import ImageLimits
+from codeintegrity.image.scan import ImageOptions, open_and_scan
+from codeintegrity.image.source import ImageOpenError, open_source
+from codeintegrity.image.summary import summarize
+from codeintegrity.options import VerifyOptions
+from codeintegrity.policy.loldrivers import import_loldrivers
+from codeintegrity.policy.wdac import import_wdac
+from codeintegrity.verify import verify_path
+
+from ..conftest import DATA, PKI
+from .imagedata import CONTAINERS, WINDIVERT
+
+SYSTEM32 = "C:\\Windows\\System32\\"
+EXPECTED = {
+    "drivers\\pciide.sys": "valid",
+    "drivers\\WinDivert64.sys": "valid",
+    "drivers\\WinDivert64_tampered.sys": "invalid",
+    "DXCore.dll": "valid",
+    "cat_member_t64.exe": "valid",
+    "t64_tampered.exe": "unsigned",
+}
+
+
+@pytest.fixture(scope="module")
+def trust():
+    return TrustStore.default() | TrustStore.from_paths([str(PKI / "ca.pem")])
+
+
+def _scan(path, trust, home, **kw):
+    options = ImageOptions(
+        catalog_cache_dir=home / "cats", catalog_index=str(home / "catalogs.sqlite3"), **kw
+    )
+    return open_and_scan(str(path), VerifyOptions(trust=trust), options)
+
+
+def _comparable(scan):
+    """Everything a verdict says, minus where the image came from."""
+    files = [
+        (
+            v.windows_path,
+            v.nt_path,
+            v.problem,
+            None
+            if v.report is None
+            else {k: val for k, val in v.report.to_dict().items() if k != "path"},
+        )
+        for v in scan.files
+    ]
+    summary = {k: v for k, v in summarize(scan).items() if k not in ("image", "container")}
+    return files, summary
+
+
+def test_raw_image_verdicts(image_set, trust, tmp_path):
+    scan = _scan(image_set.disks["raw"], trust, tmp_path)
+    got = {
+        v.windows_path.removeprefix(SYSTEM32): str(v.report.status)
+        for v in scan.files
+        if v.report is not None
+    }
+    assert got == EXPECTED
+    assert scan.computer_name == "WIN-IMAGE01"
+    assert scan.device == "\\Device\\HarddiskVolume1"
+    tampered = next(v for v in scan.files if v.rel.endswith("WinDivert64_tampered.sys"))
+    assert (
+        tampered.nt_path
+        == "\\Device\\HarddiskVolume1\\Windows\\System32\\drivers\\WinDivert64_tampered.sys"
+    )
+    assert [s.name for s in tampered.services] == ["BadFlt"]  # OldDrv is disabled
+    member = next(v for v in scan.files if v.rel.endswith("cat_member_t64.exe"))
+    assert member.report.catalog.path == (
+        "C:\\Windows\\System32\\CatRoot\\{F750E6C3-38EE-11D1-85E5-00C04FC295EE}\\fixtures.cat"
+    )
+    dxcore = next(v for v in scan.files if v.rel.endswith("DXCore.dll"))
+    assert dxcore.report.catalog is not None and dxcore.report.catalog.path.endswith(".cat")
+
+
+def test_summary_says_what_would_be_refused_at_next_boot(image_set, trust, tmp_path):
+    summary = summarize(_scan(image_set.disks["raw"], trust, tmp_path))
+    refused = {item["service"]: item["reasons"] for item in summary["refused_at_next_boot"]}
+    assert set(refused) == {"BadFlt", "Ghost", "pciide"}
+    assert refused["Ghost"] == ["file missing"]
+    assert refused["BadFlt"][0].startswith("invalid: image hash does not match the signature")
+    assert refused["pciide"] == [
+        "denied by Contoso image policy (C:\\Windows\\System32\\CodeIntegrity\\CiPolicies\\Active\\"
+        "{6C1E4F2A-93B1-4D2E-A1C4-2B7D5E8F9A01}.cip): file hash is denied by policy"
+    ]
+    policies = {p["kind"]: p for p in summary["policies"]}
+    assert policies["blocklist"]["name"] == "Microsoft Windows Driver Policy - Enforced"
+    assert policies["blocklist"]["signed"] and policies["blocklist"]["enforced"]
+    assert not policies["active"]["signed"] and policies["active"]["mode"] == "enforce"
+    assert summary["catalogs"] == 2 and summary["blocklist_enforced"]
+    bad = {item["path"]: item for item in summary["not_valid"]}
+    assert set(bad) == {
+        SYSTEM32 + "drivers\\WinDivert64_tampered.sys",
+        SYSTEM32 + "t64_tampered.exe",
+    }
+    assert bad[SYSTEM32 + "t64_tampered.exe"]["reasons"]
+
+
+def test_identical_results_across_containers_and_the_mounted_tree(image_set, trust, tmp_path):
+    baseline = _comparable(_scan(image_set.disks["raw"], trust, tmp_path))
+    assert len(baseline[0]) == 7  # six files judged and the missing Ghost driver
+    for name in CONTAINERS[1:]:
+        assert _comparable(_scan(image_set.disks[name], trust, tmp_path)) == baseline, name
+    tree = _comparable(_scan(image_set.tree, trust, tmp_path))
+    assert tree == baseline
+
+
+def test_reference_policies_name_what_they_would_deny(image_set, trust, tmp_path):
+    windivert = verify_path(WINDIVERT)
+    sha256 = windivert.authentihash["sha256"].upper()
+    newer = import_wdac(_DENY_ONE.replace("HASH", sha256), source="newer-blocklist.xml").policy
+    loldrivers = import_loldrivers((DATA / "policy" / "loldrivers-drivers.csv").read_bytes()).policy
+    scan = _scan(
+        image_set.disks["qcow2"],
+        trust,
+        tmp_path,
+        reference_policies=(("newer blocklist", newer), ("LOLDrivers", loldrivers)),
+    )
+    denied = summarize(scan)["denied_by_reference_policies"]
+    assert set(denied) == {"newer blocklist", "LOLDrivers"}
+    newer_paths = {item["path"]: item for item in denied["newer blocklist"]}
+    assert set(newer_paths) == {SYSTEM32 + "drivers\\WinDivert64.sys"}
+    assert newer_paths[SYSTEM32 + "drivers\\WinDivert64.sys"]["loaded_at_boot"]
+    assert SYSTEM32 + "drivers\\WinDivert64.sys" in {i["path"] for i in denied["LOLDrivers"]}
+    # A reference policy that denies nothing is still answered, with an empty list.
+    nothing = import_wdac(_DENY_ONE.replace("HASH", "00" * 32)).policy
+    quiet = summarize(_scan(image_set.tree, trust, tmp_path, reference_policies=(("q", nothing),)))
+    assert quiet["denied_by_reference_policies"] == {"q": []}
+
+
+def test_all_files_and_the_size_limit(image_set, trust, tmp_path):
+    everything = _scan(image_set.disks["E01"], trust, tmp_path, all_files=True)
+    paths = {v.windows_path for v in everything.files}
+    assert "C:\\Program Files\\Tool\\tool.exe" in paths
+    assert not any(p.lower().endswith((".cat", ".txt", "system")) for p in paths)
+    small = _scan(
+        image_set.disks["vhdx"], trust, tmp_path, limits=ImageLimits(max_file_size=100_000)
+    )
+    dxcore = next(v for v in small.files if v.rel.endswith("DXCore.dll"))
+    assert dxcore.report is None and "over the 100000-byte limit" in dxcore.problem
+    assert dxcore.windows_path in {i["path"] for i in summarize(small)["not_valid"]}
+
+
+def test_what_cannot_be_opened(tmp_path):
+    junk = tmp_path / "junk.raw"
+    junk.write_bytes(b"\0" * 65536)
+    with pytest.raises(ImageOpenError):
+        open_source(str(junk))
+    with pytest.raises(ImageOpenError, match="no such file"):
+        open_source(str(tmp_path / "absent.E01"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ImageOpenError, match="no volume holds Windows"):
+        _scan(empty, TrustStore.empty(), tmp_path)
+
+
+_DENY_ONE = """<?xml version="1.0" encoding="utf-8"?>
+<SiPolicy xmlns="urn:schemas-microsoft-com:sipolicy">
+  <VersionEx>10.0.99999.0</VersionEx>
+  <PlatformID>{2E07F7E4-194C-4D20-B7C9-6F44A6C5A234}</PlatformID>
+  <Rules />
+  <FileRules>
+    <Allow ID="ID_ALLOW_ALL" FileName="*" />
+    <Deny ID="ID_DENY_WINDIVERT" FriendlyName="WinDivert64.sys Hash Sha256" Hash="HASH" />
+  </FileRules>
+  <Signers />
+  <SigningScenarios>
+    <SigningScenario Value="131" ID="ID_SIGNINGSCENARIO_DRIVERS_1">
+      <ProductSigners>
+        <FileRulesRef>
+          <FileRuleRef RuleID="ID_ALLOW_ALL" />
+          <FileRuleRef RuleID="ID_DENY_WINDIVERT" />
+        </FileRulesRef>
+      </ProductSigners>
+    </SigningScenario>
+  </SigningScenarios>
+</SiPolicy>
+"""
+
+
+def test_walks_sniff_for_pe_before_reading(image_set, trust, tmp_path):
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    (tree / "pagefile.sys").write_bytes(b"\0" * 300_000)  # not a PE, over the limit below
+    (tree / "Windows" / "System32" / "drivers" / "notes.sys").write_bytes(b"text")
+    scan = _scan(tree, trust, tmp_path, all_files=True, limits=ImageLimits(max_file_size=200_000))
+    shown = {v.windows_path: v for v in scan.files}
+    assert "C:\\pagefile.sys" not in shown
+    assert "C:\\Windows\\System32\\drivers\\notes.sys" not in shown
+    # A PE over the limit is still named, never silently dropped.
+    assert "over the 200000-byte limit" in shown["C:\\Windows\\System32\\DXCore.dll"].problem
+
+
+def test_a_supplemental_policy_is_reported_not_enforced_alone(image_set, trust, tmp_path):
+    import shutil
+
+    from .sipolicy_compile import compile_policy
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    xml = (DATA / "image" / "image-policy.xml").read_text(encoding="utf-8")
+    supplemental = xml.replace('PolicyType="Base Policy"', 'PolicyType="Supplemental Policy"')
+    supplemental = supplemental.replace(
+        "<BasePolicyID>{6C1E4F2A-93B1-4D2E-A1C4-2B7D5E8F9A01}",
+        "<BasePolicyID>{11111111-2222-3333-4444-555555555555}",
+    ).replace("<PolicyID>{6C1E4F2A", "<PolicyID>{7C1E4F2A")
+    active = tree / "Windows" / "System32" / "CodeIntegrity" / "CiPolicies" / "Active"
+    (active / "{7C1E4F2A-93B1-4D2E-A1C4-2B7D5E8F9A01}.cip").write_bytes(
+        compile_policy(supplemental)
+    )
+    summary = summarize(_scan(tree, trust, tmp_path))
+    kinds = sorted((p["kind"], p["enforced"]) for p in summary["policies"])
+    assert kinds == [("active", True), ("blocklist", True), ("supplemental", False)]
+    assert any("supplemental policy not merged" in w for w in summary["warnings"])
+    assert {r["service"] for r in summary["refused_at_next_boot"]} == {"BadFlt", "Ghost", "pciide"}
