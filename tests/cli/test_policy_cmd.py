@@ -358,14 +358,25 @@ def test_an_import_the_loader_would_refuse_writes_nothing(tmp_path, monkeypatch)
     assert not out.exists() and result.stdout == ""
 
 
-@pytest.mark.parametrize("command", ["import-wdac", "check"])
-def test_a_compiled_binary_policy_is_named(tmp_path, command):
+def test_a_compiled_binary_policy_is_named_by_check(tmp_path):
     from tests.policy.test_wdac import _signed_binary_policy
 
     path = tmp_path / "SiPolicy.p7b"
     path.write_bytes(_signed_binary_policy())
-    result = invoke(command, str(path))
+    result = invoke("check", str(path))
     assert_one_line_config_error(result, "compiled (binary) WDAC policy (PKCS#7, .p7b/.cip)")
+    assert "UTF" not in result.stderr
+
+
+def test_import_wdac_reads_compiled_policies_and_names_a_broken_one(tmp_path):
+    # import-wdac takes compiled policies (tests/image checks binary == XML on real content);
+    # a PKCS#7 envelope that does not parse is one line naming the binary form, not "UTF".
+    from tests.policy.test_wdac import _signed_binary_policy
+
+    path = tmp_path / "SiPolicy.p7b"
+    path.write_bytes(_signed_binary_policy())
+    result = invoke("import-wdac", str(path))
+    assert_one_line_config_error(result, "binary policy: PKCS#7 at offset 0x0: does not parse")
     assert "UTF" not in result.stderr
 
 

@@ -492,3 +492,26 @@ def test_version():
     assert (
         result.returncode == 0 and result.stdout.strip() == f"codeintegrity, version {__version__}"
     )
+
+
+# --- --report: the HTML report of this run --------------------------------------------------------
+
+
+def test_report_option_writes_the_run_and_keeps_the_exit_status(tmp_path):
+    out = tmp_path / "run.html"
+    result = run("--no-store", *ANCHORS, "--report", str(out), str(BAD), str(GOOD), home=tmp_path)
+    no_traceback(result)
+    assert result.returncode == exit_codes.NOT_VALID, result.stderr
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "bad_flip_text.exe" in page
+    # No network resources: the page is self-contained.
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+
+
+def test_report_option_into_a_missing_folder_is_exit_4_before_judging(tmp_path):
+    result = run("--no-store", *ANCHORS, "--report", str(tmp_path / "no" / "r.html"), str(GOOD),
+                 home=tmp_path)
+    no_traceback(result)
+    assert result.returncode == exit_codes.CONFIG
+    assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+    assert result.stdout == ""

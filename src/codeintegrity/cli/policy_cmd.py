@@ -63,13 +63,13 @@ def _load_crls(paths: tuple[Path, ...]) -> int | None:
 @click.option("-o", "--output", type=_INPUT, help="Write here.")
 @click.option("--mode", type=_MODE, help="Override the mode (default: the XML's Audit Mode).")
 def import_wdac_cmd(sipolicy: str, output: str | None, mode: str | None) -> None:
-    """Convert an App Control (WDAC) SiPolicy XML into a policy TOML (stdout or -o).
+    """Convert an App Control (WDAC) policy (SiPolicy XML, or compiled .p7b/.cip) into TOML.
 
     What cannot be translated (file name/version rules, signers narrowed by FileAttribRef,
     options with no offline meaning, ...) is listed on stderr, one line per kind.
     """
     from ..errors import PolicyError
-    from ..policy.wdac import import_wdac
+    from ..policy.sipolicy_bin import import_wdac_any as import_wdac
 
     try:
         result = import_wdac(_read(sipolicy), source=sipolicy)

@@ -19,6 +19,7 @@ from . import exit_codes
 from .params import parse_iso_time, parse_size
 
 if TYPE_CHECKING:
+    from ..htmlreport import ResultsCollector
     from ..events.pipeline import EventPipeline
     from ..options import PageHashRequirement, VerifyOptions
     from ..results_cache import ResultsCache
@@ -214,6 +215,12 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     help="With --dask: the workers see files under CLIENT_PREFIX at WORKER_PREFIX (repeatable).",
 )
 @click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Also write an HTML report of this run (needs the 'report' extra).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="A live progress line and an end summary on stderr (default: when stderr is a terminal).",
@@ -251,6 +258,7 @@ def verify(
     dask_address: str | None,
     path_maps: tuple[str, ...],
     progress: bool | None,
+    report_path: str | None,
 ) -> None:
     """Judge PE files (EXE, DLL, SYS, EFI) as Windows Code Integrity would.
 
@@ -319,6 +327,7 @@ def verify(
     from ..scan.run import Judge
     from ..scan.walk import Selection
 
+    collector = _report_collector(report_path, paths) if report_path is not None else None
     cache = None if no_cache else _open_cache(options, cache_path, warn)
     judge = Judge(options, policy, cache)
     selection = Selection(
@@ -348,11 +357,47 @@ def verify(
             ordered=ordered,
             dask=_dask(dask_address, path_maps),
             progress=(sys.stderr.isatty() and not quiet) if progress is None else progress,
+            collector=collector,
         )
+        if collector is not None and report_path is not None:
+            status = _write_report(collector, report_path, options, policy_file, status)
     finally:
         if cache is not None:
             cache.close()
     sys.exit(status)
+
+
+def _report_collector(report_path: str, paths: tuple[str, ...]) -> ResultsCollector:
+    """A collector for --report; the output's folder must exist before anything is judged."""
+    from ..htmlreport import ResultsCollector
+
+    folder = Path(report_path).resolve().parent
+    if not folder.is_dir():
+        _fail(f"--report {report_path}: folder {folder} does not exist", exit_codes.CONFIG)
+    return ResultsCollector("codeintegrity verify " + " ".join(paths))
+
+
+def _write_report(
+    collector: ResultsCollector,
+    report_path: str,
+    options: VerifyOptions,
+    policy_file: str | None,
+    status: int,
+) -> int:
+    """Write the --report file; one line and exit 4 when that fails (the run's own status
+    otherwise, so a report never hides a failing file)."""
+    from ..errors import CIError
+    from ..htmlreport import fingerprints_for, write_report
+
+    try:
+        write_report(collector, report_path, fingerprints=fingerprints_for(options, policy_file))
+    except ImportError as exc:
+        click.echo(f"codeintegrity: --report needs the 'report' extra ({exc.name})", err=True)
+        return status or exit_codes.CONFIG
+    except CIError as exc:
+        click.echo(f"codeintegrity: {exc.diagnostics()}", err=True)
+        return status or exit_codes.CONFIG
+    return status
 
 
 def _dask(
@@ -429,6 +474,7 @@ def _run(
     ordered: bool,
     dask: tuple[Session, list[tuple[str, str]]] | None = None,
     progress: bool = False,
+    collector: ResultsCollector | None = None,
 ) -> int:
     from ..scan.config import selftest
     from ..scan.outcome import Judged
@@ -475,8 +521,11 @@ def _run(
             tally.add(outcome)
             if bar is not None:
                 bar.update(tally)
-            if pipeline is not None and isinstance(outcome, Judged):
-                pipeline.emit_report(outcome.report)
+            if isinstance(outcome, Judged):
+                if pipeline is not None:
+                    pipeline.emit_report(outcome.report)
+                if collector is not None:
+                    collector.add(outcome.report)
             line = stderr_line(outcome)
             if line is not None and not quiet:
                 click.echo(line, err=True)

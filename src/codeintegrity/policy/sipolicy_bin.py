@@ -209,7 +209,9 @@ def unwrap(data: bytes, limits: BinaryPolicyLimits = DEFAULT_POLICY_LIMITS) -> t
     except MalformedBinaryPolicy:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise MalformedBinaryPolicy(0, "PKCS#7", f"does not parse: {exc}") from None
+        raise MalformedBinaryPolicy(
+            0, "PKCS#7", f"does not parse: {' '.join(str(exc).split())[:160]}"
+        ) from None
     if payload[:1] == b"\x04":
         # Some signers wrap the policy in one more OCTET STRING (CIPolicyParser handles it too).
         from asn1crypto.core import OctetString
