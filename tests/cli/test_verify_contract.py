@@ -509,8 +509,14 @@ def test_report_option_writes_the_run_and_keeps_the_exit_status(tmp_path):
 
 
 def test_report_option_into_a_missing_folder_is_exit_4_before_judging(tmp_path):
-    result = run("--no-store", *ANCHORS, "--report", str(tmp_path / "no" / "r.html"), str(GOOD),
-                 home=tmp_path)
+    result = run(
+        "--no-store",
+        *ANCHORS,
+        "--report",
+        str(tmp_path / "no" / "r.html"),
+        str(GOOD),
+        home=tmp_path,
+    )
     no_traceback(result)
     assert result.returncode == exit_codes.CONFIG
     assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr

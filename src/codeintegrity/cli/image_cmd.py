@@ -162,7 +162,9 @@ class _Writer:
                 self.internal += verdict.problem.startswith("internal error")
             return
         if self.table is not None:
-            self.table.add(report)
+            from ..scan.outcome import Judged
+
+            self.table.add(Judged(report))
         else:
             line = report.to_dict()
             line["nt_path"] = verdict.nt_path
@@ -185,7 +187,7 @@ class _Writer:
 
         summary = summarize(scan)
         if self.table is not None:
-            self.table.close()
+            # The image's own summary replaces the table's one-line tally.
             for text in summary_lines(summary):
                 click.echo(text)
         else:

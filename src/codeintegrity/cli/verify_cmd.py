@@ -19,8 +19,8 @@ from . import exit_codes
 from .params import parse_iso_time, parse_size
 
 if TYPE_CHECKING:
-    from ..htmlreport import ResultsCollector
     from ..events.pipeline import EventPipeline
+    from ..htmlreport import ResultsCollector
     from ..options import PageHashRequirement, VerifyOptions
     from ..results_cache import ResultsCache
     from ..scan.dask_backend import Session

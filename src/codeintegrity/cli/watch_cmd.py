@@ -112,7 +112,9 @@ def watch(
 
     def show(report: Report) -> None:
         if writer is not None:
-            writer.add(report)
+            from ..scan.outcome import Judged
+
+            writer.add(Judged(report))
             return
         line = f"{report.status}\t{report.path}"
         if report.event_ids:

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, SinkError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..catalog.index import CatalogIndex
