@@ -69,6 +69,7 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--trust",
     "trust_files",
+    metavar="FILE",
     multiple=True,
     help="Add trust anchors from a PEM/DER file (repeatable).",
 )
@@ -106,11 +107,13 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--policy",
     "policy_file",
+    metavar="FILE",
     help="Apply a policy (TOML): mode, allowed signers, deny rules, revocation.",
 )
 @click.option(
     "--catalog",
     "catalogs",
+    metavar="PATH",
     multiple=True,
     help="A .cat file or a directory of them (e.g. a mounted CatRoot); repeatable.",
 )
@@ -150,11 +153,13 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--cache",
     "cache_path",
+    metavar="FILE",
     help="Keep reusable results in this SQLite file instead of the default one.",
 )
 @click.option(
     "--store",
     "store_path",
+    metavar="FILE",
     help="Record events in this SQLite store instead of the default one.",
 )
 @click.option(
