@@ -353,6 +353,7 @@ def verify(
             ordered=ordered,
             dask=_dask(dask_address, path_maps),
             progress=(sys.stderr.isatty() and not quiet) if progress is None else progress,
+            count_paths=paths if files_from is None else (),
         )
     finally:
         if cache is not None:
@@ -434,6 +435,7 @@ def _run(
     ordered: bool,
     dask: tuple[Session, list[tuple[str, str]]] | None = None,
     progress: bool = False,
+    count_paths: tuple[str, ...] = (),
 ) -> int:
     from ..scan.config import selftest
     from ..scan.outcome import Judged
@@ -474,7 +476,12 @@ def _run(
         outcomes = scan(walk(inputs, selection), judge, counter)
     from .output import ProgressBar, is_failure, stderr_line
 
-    bar = ProgressBar() if progress else None
+    bar = None
+    if progress:
+        from ..scan.run import BackgroundCount
+
+        # The ETA needs the size of the tree: counted beside the scan (not for a list on stdin).
+        bar = ProgressBar(BackgroundCount(count_paths, selection) if count_paths else None)
     try:
         for outcome in outcomes:
             tally.add(outcome)
