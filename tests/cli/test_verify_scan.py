@@ -87,3 +87,33 @@ def test_progress_forced_prints_the_end_summary(tmp_path):
     assert "4 files: 3 valid, 1 invalid" in got.stdout
     quiet = verify(str(root), home=tmp_path)  # stderr is not a terminal: no progress
     assert quiet.stderr == ""
+
+
+def test_progress_is_on_by_default_on_a_terminal(tmp_path):
+    import pty
+
+    root = _tree(tmp_path)
+    master, slave = pty.openpty()
+    env = dict(os.environ, CODEINTEGRITY_HOME=str(tmp_path), COLUMNS="200")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codeintegrity", "verify", "--no-store", *ANCHORS, str(root)],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer is gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "files/s" in terminal and "MB/s" in terminal  # the live line
+    assert "4 judged" in terminal and "slowest:" in terminal  # the end summary
+    assert b"4 files: 3 valid, 1 invalid" in out  # stdout keeps the table, undisturbed

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..findings import Finding
     from ..report import Report, SignatureResult
     from ..scan.outcome import Outcome
+    from ..scan.run import BackgroundCount
     from ..scan.tally import Tally
 
 _STYLE = {
@@ -283,7 +284,7 @@ class ProgressBar:
     """A live line on stderr (rich): files and bytes done, rates, counts by verdict and
     decision. Only for a terminal unless forced; refreshed by rich's own thread (10 Hz)."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: BackgroundCount | None = None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -293,8 +294,13 @@ class ProgressBar:
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=True,
+            # Results printed on the same terminal go above the live line; piped results stay
+            # on stdout (rich would otherwise move them to the terminal).
+            redirect_stdout=sys.stdout.isatty(),
+            redirect_stderr=True,
         )
         self._task = self._progress.add_task("", total=None)
+        self._count = count
         self._progress.start()
 
     def update(self, tally: Tally) -> None:
@@ -308,7 +314,14 @@ class ProgressBar:
         )
         if decisions:
             text += f" | {decisions}"
+        total = self._count.total if self._count is not None else None
+        if total is not None and tally.total:
+            left = max(0, total - tally.total)
+            text += f" | {left} left, ETA {left * elapsed / tally.total:.0f} s"
+            self._progress.update(self._task, total=max(total, tally.total), completed=tally.total)
         self._progress.update(self._task, description=text)
 
     def close(self) -> None:
+        if self._count is not None:
+            self._count.stop()
         self._progress.stop()

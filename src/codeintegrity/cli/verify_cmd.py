@@ -70,6 +70,7 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--trust",
     "trust_files",
+    metavar="FILE",
     multiple=True,
     help="Add trust anchors from a PEM/DER file (repeatable).",
 )
@@ -107,11 +108,13 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--policy",
     "policy_file",
+    metavar="FILE",
     help="Apply a policy (TOML): mode, allowed signers, deny rules, revocation.",
 )
 @click.option(
     "--catalog",
     "catalogs",
+    metavar="PATH",
     multiple=True,
     help="A .cat file or a directory of them (e.g. a mounted CatRoot); repeatable.",
 )
@@ -151,11 +154,13 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--cache",
     "cache_path",
+    metavar="FILE",
     help="Keep reusable results in this SQLite file instead of the default one.",
 )
 @click.option(
     "--store",
     "store_path",
+    metavar="FILE",
     help="Record events in this SQLite store instead of the default one.",
 )
 @click.option(
@@ -358,6 +363,7 @@ def verify(
             dask=_dask(dask_address, path_maps),
             progress=(sys.stderr.isatty() and not quiet) if progress is None else progress,
             collector=collector,
+            count_paths=paths if files_from is None else (),
         )
         if collector is not None and report_path is not None:
             status = _write_report(collector, report_path, options, policy_file, status)
@@ -475,6 +481,7 @@ def _run(
     dask: tuple[Session, list[tuple[str, str]]] | None = None,
     progress: bool = False,
     collector: ResultsCollector | None = None,
+    count_paths: tuple[str, ...] = (),
 ) -> int:
     from ..scan.config import selftest
     from ..scan.outcome import Judged
@@ -515,7 +522,12 @@ def _run(
         outcomes = scan(walk(inputs, selection), judge, counter)
     from .output import ProgressBar, is_failure, stderr_line
 
-    bar = ProgressBar() if progress else None
+    bar = None
+    if progress:
+        from ..scan.run import BackgroundCount
+
+        # The ETA needs the size of the tree: counted beside the scan (not for a list on stdin).
+        bar = ProgressBar(BackgroundCount(count_paths, selection) if count_paths else None)
     try:
         for outcome in outcomes:
             tally.add(outcome)

@@ -88,6 +88,10 @@ def parallel_scan(
     """Like :func:`~.run.scan`, with ``jobs`` worker processes. The cache (``judge.cache``)
     and the policy are used here, in the parent; workers only verify."""
     ctx = multiprocessing.get_context("fork")
+    # Import the engine (and its crypto libraries) once, here: forked workers share it instead
+    # of each importing it again.
+    from .. import verify as _engine  # noqa: F401
+
     # Workers must not inherit the parent's cache connection: they get a judge without it.
     worker_judge = judge.for_worker()
     workers = [_Worker(ctx, worker_judge) for _ in range(max(1, jobs))]

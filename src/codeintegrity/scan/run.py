@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .outcome import Crashed, Judged, Outcome
-from .walk import Skipped, Target, Unreadable, WalkItem
+from .walk import Selection, Skipped, Target, Unreadable, WalkItem
 
 if TYPE_CHECKING:
     from ..options import VerifyOptions
@@ -123,3 +123,40 @@ class ScanCounter:
 
 
 __all__ = ["Judge", "ScanCounter", "Skipped", "Unreadable", "internal_message", "scan"]
+
+
+class BackgroundCount:
+    """Counts the PE files a walk will judge, in a daemon thread, so a progress display can
+    show an ETA once the count is known (``total`` stays None until then)."""
+
+    def __init__(self, paths: Iterable[str], selection: Selection | None = None) -> None:
+        import threading
+
+        self.total: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(list(paths), selection),
+            name="codeintegrity-count",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self, paths: list[str], selection: Selection | None) -> None:
+        from .walk import walk
+
+        count = 0
+        for item in walk(paths, selection):
+            if self._stop.is_set():
+                return
+            if isinstance(item, Target) and item.in_tree:
+                try:
+                    if not starts_with_mz(item.path):
+                        continue
+                except OSError:
+                    pass
+            count += 1
+        self.total = count
+
+    def stop(self) -> None:
+        self._stop.set()
