@@ -6,6 +6,7 @@
 ``xml:PATH``                    one ``<Event>`` per line appended to PATH (the shape of
                                 ``wevtutil qe /f:xml``; wrap in ``<Events>`` to parse)
 ``sqlite:PATH``                 the event store format (:mod:`.store`)
+``evtx:DIR``                    one .evtx file per channel in DIR (:mod:`.evtx_sink`)
 ``syslog+udp://HOST:PORT``      RFC 5424, one message per datagram
 ``syslog+tcp://HOST:PORT``      RFC 5424 with RFC 6587 octet-counting framing
 ==============================  =====================================================
@@ -34,7 +35,7 @@ from .render_xml import render_xml
 from .store import EventStore
 
 SINK_SYNTAX = (
-    "-, jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT or syslog+tcp://HOST:PORT"
+    "-, jsonl:PATH, xml:PATH, sqlite:PATH, evtx:DIR, syslog+udp://HOST:PORT or syslog+tcp://HOST:PORT"
 )
 DEFAULT_SYSLOG_PORT = 514
 
@@ -252,6 +253,10 @@ def open_sink(uri: str) -> Sink:
         if not rest:
             raise SinkError(f"sink {uri!r} names no file")
         return SqliteSink(uri, EventStore(rest))
+    if scheme == "evtx":  # one .evtx file per channel in a directory (.evtx_sink)
+        from .evtx_sink import EvtxSink
+
+        return EvtxSink(uri, rest)
     if scheme == "syslog+udp":
         return SyslogUdpSink(uri, *_syslog_address(uri))
     if scheme == "syslog+tcp":
