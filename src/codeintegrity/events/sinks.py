@@ -35,7 +35,8 @@ from .render_xml import render_xml
 from .store import EventStore
 
 SINK_SYNTAX = (
-    "-, jsonl:PATH, xml:PATH, sqlite:PATH, evtx:DIR, syslog+udp://HOST:PORT or syslog+tcp://HOST:PORT"
+    "-, jsonl:PATH, xml:PATH, sqlite:PATH, evtx:DIR, "
+    "syslog+udp://HOST:PORT or syslog+tcp://HOST:PORT"
 )
 DEFAULT_SYSLOG_PORT = 514
 
