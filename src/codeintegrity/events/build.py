@@ -37,6 +37,7 @@ from .model import (
     freeze_context,
     make_event,
 )
+from .numbering import RecordNumbers
 from .schema import (
     EVENT_AUDITS_DISCARDED,
     EVENT_IMAGE_HASH,
@@ -370,13 +371,13 @@ def events_for_report(
     *,
     host: Host | None = None,
     when: datetime | None = None,
-    record_ids: Iterator[int] | None = None,
+    record_ids: Iterator[int] | RecordNumbers | None = None,
 ) -> list[Event]:
     """All events one report raises, CI details first (as Windows logs them), then Security.
 
     A valid file raises nothing. A policy denial adds 3077 (enforce) or 3076 (audit).
-    ``record_ids`` (a pipeline's counter) numbers the events as they are built, which saves
-    copying each one to set its EventRecordID afterwards.
+    ``record_ids`` numbers the events: a pipeline's per-channel :class:`.numbering.RecordNumbers`
+    (one reservation for the report), or a plain counter (numbers as they are built).
     """
     event_ids = report.event_ids
     if not event_ids:
@@ -394,8 +395,10 @@ def events_for_report(
     computer, process_id = clean_text(host.computer), host.process_id
     thread_id = threading.get_native_id()
 
+    counter = record_ids if isinstance(record_ids, Iterator) else None
+
     def add(event_id: int, values: dict[str, str]) -> None:
-        record_id = None if record_ids is None else next(record_ids)
+        record_id = None if counter is None else next(counter)
         events.append(
             build_event(
                 event_id,
@@ -455,6 +458,8 @@ def events_for_report(
                     add(event_id, {**host.subject(), **_primitive_fields(finding.detail)})
         else:
             add(event_id, {"param1": report.path})
+    if record_ids is not None and not isinstance(record_ids, Iterator):
+        return record_ids.assign(events)
     return events
 
 
