@@ -295,4 +295,4 @@ def test_events_export_writes_evtx(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     records = READERS["libevtx"](out / CODEINTEGRITY)
     assert len(records) == len(by_channel(stored, CI_CHANNEL))
-    assert {r[0]["event_id"] for r in records} == {3033, 3063, 3076, 3077, 3089}
+    assert {r[0]["event_id"] for r in records} == {3004, 3033, 3063, 3076, 3077, 3089}

@@ -202,7 +202,7 @@ def test_store_keeps_numbers_it_reserved_and_renumbers_the_others(tmp_path):
     with EventStore(tmp_path / "s.sqlite3") as store:
         # Numbered elsewhere (a plain counter): the store numbers them per channel itself.
         foreign = events_for_report(tampered_report(), host=HOST, record_ids=itertools.count(1))
-        stored = store.append(foreign)  # 3089, 3033 (CodeIntegrity), 5038, 6281 (Security)
+        stored = store.append(foreign)  # 3033, 3089 (CodeIntegrity), 5038, 6281 (Security)
         assert [e.record_id for e in stored] == [1, 2, 1, 2]
         # Reserved through the store's numbering: kept as they are (the very same objects).
         numbers = store.numbering()

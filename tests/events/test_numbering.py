@@ -75,8 +75,8 @@ def test_a_version_1_store_is_numbered_per_channel_on_opening(tmp_path: Path) ->
     db.close()
     with EventStore(path) as store:
         stored = [(e.event_id, e.record_id) for e in store.query()]
-        assert stored == [(3089, 1), (3033, 2), (5038, 1), (6281, 2)] + [
-            (3089, 3), (3033, 4), (5038, 3), (6281, 4),
+        assert stored == [(3033, 1), (3089, 2), (5038, 1), (6281, 2)] + [
+            (3033, 3), (3089, 4), (5038, 3), (6281, 4),
         ]  # fmt: skip
         assert store.next_record_id(SECURITY_CHANNEL) == 5
         version = store._db.execute("PRAGMA user_version").fetchone()[0]

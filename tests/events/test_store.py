@@ -29,7 +29,7 @@ def filled(path: Path) -> EventStore:
 def test_append_assigns_increasing_record_ids_and_round_trips(tmp_path: Path):
     store = EventStore(tmp_path / "s.sqlite3")
     events = events_for_report(tampered_report(), host=HOST)
-    stored = store.append(events)  # 3089, 3033 (CodeIntegrity), 5038, 6281 (Security)
+    stored = store.append(events)  # 3033, 3089 (CodeIntegrity), 5038, 6281 (Security)
     assert [e.record_id for e in stored] == [1, 2, 1, 2]  # one sequence per channel
     more = store.append(events[:3])
     assert [e.record_id for e in more] == [3, 4, 3]
@@ -57,8 +57,8 @@ def test_filters(tmp_path: Path):
     q = store.query
     assert [e.event_id for e in q(EventFilter(event_ids=(5038, 6410)))] == [5038, 6410]
     assert {e.path for e in q(EventFilter(path_contains="/srv/b/"))} == {"/srv/b/shared.dll"}
-    assert [e.event_id for e in q(EventFilter(since=T0 + timedelta(hours=1)))] == [3089, 3063, 6410]
-    assert [e.event_id for e in q(EventFilter(until=T0))] == [3089, 3033, 5038, 6281]
+    assert [e.event_id for e in q(EventFilter(since=T0 + timedelta(hours=1)))] == [3063, 3089, 6410]
+    assert [e.event_id for e in q(EventFilter(until=T0))] == [3033, 3089, 5038, 6281]
     assert all(e.outcome == "failure" for e in q(EventFilter(outcome="failure")))
     assert [e.event_id for e in q(EventFilter(outcome="success"))] == [3089, 3089]
     assert [e.event_id for e in q(EventFilter(channel="Security"))] == [5038, 6281, 6410]

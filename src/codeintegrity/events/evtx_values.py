@@ -139,7 +139,7 @@ _U32_FIELDS = {
     "ProductNameLength", "PackageFamilyNameLength", "TotalSignatureCount", "Signature",
     "CacheState", "Hash Size", "SignatureType", "ValidatedSigningLevel", "VerificationError",
     "Flags", "PolicyBits", "PublisherNameLength", "IssuerNameLength", "PublisherTBSHashSize",
-    "IssuerTBSHashSize", "AuditsDiscarded",
+    "IssuerTBSHashSize", "AuditsDiscarded", "RequestedSigningLevel",
 }  # fmt: skip
 _BINARY_FIELDS = {
     "SHA1 Hash", "SHA256 Hash", "SHA1 Flat Hash", "SHA256 Flat Hash", "PolicyHash", "Hash",
@@ -151,6 +151,7 @@ FIELD_TYPES: dict[str, int] = {
     "USN": T_UINT64,
     "Status": T_HEX32,  # 3063 writes 0x...; 3033's decimal Status falls back per value below
     "ReturnCode": T_HEX32,
+    "SecureRequired": T_HEX32,
     "SubjectLogonId": T_HEX64,
     "SubjectUserSid": T_SID,
     "PageHash": T_BOOL,
