@@ -206,3 +206,21 @@ def test_fast_ecs_renderer_equals_the_generic_document():
     events += [audits_discarded_event(5, host=HOST), event_for_primitive_failure("p", "a", "r", 1)]
     for event in events:
         assert json.loads(render_ecs(event)) == to_ecs(event)
+
+
+def test_syslog_escapes_control_characters_in_values_and_message():
+    from syslog_rfc5424_parser import SyslogMessage
+
+    path = "/data/new\nline\tand\r\x01ctl  two spaces.exe"
+    event = next(
+        e for e in events_for_report(tampered_report(path=path), host=HOST) if e.event_id == 5038
+    )
+    line = render_syslog(event).decode("utf-8")
+    assert "\n" not in line and "\t" not in line and "\x01" not in line
+    # (\x01 was already written as text by the event model: XML cannot carry it)
+    escaped = "/data/new#012line#011and#015\\x01ctl  two spaces.exe"
+    assert parse_structured_data(line)["data@32473"]["param1"] == escaped
+    assert line.endswith(f"File Name: {escaped}")  # spaces inside the value are kept
+    parsed = SyslogMessage.parse(line)  # an independent RFC 5424 parser accepts it
+    # (it hands PARAM-VALUEs over as written, RFC 5424 backslash escapes included)
+    assert parsed.sd["data@32473"]["param1"] == escaped.replace("\\", "\\\\")
