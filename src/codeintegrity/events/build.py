@@ -20,8 +20,8 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import PurePath
 
@@ -37,6 +37,7 @@ from .model import (
     make_event,
 )
 from .numbering import RecordNumbers
+from .paths import NtPathMap, event_path, nt_path_map
 from .schema import (
     CI_UNSIGNED_IMAGE,
     EVENT_AUDITS_DISCARDED,
@@ -78,6 +79,17 @@ class Host:
     process_id: int
     process_name: str
     user_name: str
+    # --nt-path mappings (paths.nt_path_map): mount point -> \Device\HarddiskVolumeN
+    nt_paths: NtPathMap = ()
+
+    def event_path(self, path: str) -> str:
+        """The file name events carry for ``path`` (NT form under a mapped mount)."""
+        return event_path(path, self.nt_paths)
+
+    def with_nt_paths(self, specs: Iterable[str | tuple[str, str]]) -> Host:
+        r"""This host with ``--nt-path`` mappings (``MOUNT=\Device\HarddiskVolumeN``);
+        raises ValueError on a bad one."""
+        return replace(self, nt_paths=nt_path_map(specs))
 
     @classmethod
     def current(cls, computer: str | None = None) -> Host:
@@ -177,7 +189,9 @@ def ecs_context(report: Report) -> dict[str, ContextValue]:
 def _ecs_context(
     report: Report, sig: SignatureResult | None, error: int
 ) -> dict[str, ContextValue]:
-    ctx: dict[str, ContextValue] = {"file.path": report.path, "file.name": _file_name(report.path)}
+    # ECS file.path is always a full path (not the NT form: that is Windows' own spelling).
+    path = event_path(report.path)
+    ctx: dict[str, ContextValue] = {"file.path": path, "file.name": _file_name(report.path)}
     for algorithm, digest in sorted(report.flat_hash.items()):
         ctx[f"file.hash.{algorithm}"] = digest.lower()
     for algorithm, digest in sorted(report.authentihash.items()):
@@ -209,8 +223,8 @@ def _file_and_process(report: Report, host: Host, spaced: bool) -> dict[str, str
         )
     )
     return {
-        "FileNameLength": str(len(report.path)),
-        file_key: report.path,
+        "FileNameLength": str(len(shown := host.event_path(report.path))),
+        file_key: shown,
         "ProcessNameLength": str(len(host.process_name)),
         process_key: host.process_name,
     }
@@ -219,8 +233,8 @@ def _file_and_process(report: Report, host: Host, spaced: bool) -> dict[str, str
 def _unsigned_image(report: Report, host: Host) -> dict[str, str]:
     """3004: an unsigned kernel driver (Windows pairs it with the Security 5038)."""
     return {
-        "FileNameLength": str(len(report.path)),
-        "FileNameBuffer": report.path,
+        "FileNameLength": str(len(shown := host.event_path(report.path))),
+        "FileNameBuffer": shown,
         "SecureRequired": "0x1",
         "RequestedSigningLevel": str(SIGNING_LEVEL_AUTHENTICODE),
         "ProcessNameLength": str(len(host.process_name)),
@@ -380,7 +394,7 @@ def events_for_report(
                 if finding.code is FindingCode.PRIMITIVE_FAILED:
                     add(event_id, {**host.subject(), **_primitive_fields(finding.detail)})
         else:
-            add(event_id, {"param1": report.path})
+            add(event_id, {"param1": host.event_path(report.path)})
     if record_ids is not None and not isinstance(record_ids, Iterator):
         return record_ids.assign(events)
     return events
