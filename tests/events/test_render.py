@@ -138,7 +138,13 @@ def test_ecs_policy_event_names_the_rule():
     doc = json.loads(render_ecs(events[0]))
     assert doc["winlog"]["event_id"] == "3076"
     assert doc["winlog"]["channel"] == "Microsoft-Windows-CodeIntegrity/Operational"
-    assert doc["winlog"]["keywords"] == []
+    # As Winlogbeat sends a CodeIntegrity record (research/events-real.md): no keyword names,
+    # no outcome (no audit keyword bits), no task display name, empty EventData values dropped.
+    assert "keywords" not in doc["winlog"]
+    assert "outcome" not in doc["event"] and "module" not in doc["event"]
+    assert "task" not in doc["winlog"] and "action" not in doc["event"]
+    assert doc["winlog"]["api"] == "wineventlog"
+    assert "OriginalFileName" not in doc["winlog"]["event_data"]  # empty in this event
     assert doc["event"]["type"] == ["info", "allowed"]
     assert doc["rule"] == {
         "name": "Microsoft Windows Driver Policy - Enforced",
@@ -224,3 +230,25 @@ def test_syslog_escapes_control_characters_in_values_and_message():
     parsed = SyslogMessage.parse(line)  # an independent RFC 5424 parser accepts it
     # (it hands PARAM-VALUEs over as written, RFC 5424 backslash escapes included)
     assert parsed.sd["data@32473"]["param1"] == escaped.replace("\\", "\\\\")
+
+
+def test_ecs_security_event_as_winlogbeat_sends_it():
+    doc = json.loads(render_ecs(security_event()))
+    assert doc["event"]["module"] == "security"
+    assert doc["event"]["outcome"] == "failure"
+    assert doc["event"]["action"] == "System Integrity"
+    assert doc["winlog"]["api"] == "wineventlog"
+    assert doc["winlog"]["keywords"] == ["Audit Failure"]
+    assert "user" not in doc  # 5038 has no Subject fields
+
+
+def test_ecs_subject_fields_become_user_and_related_user():
+    from codeintegrity.events.build import event_for_primitive_failure
+    from codeintegrity.events.render_ecs import ecs_text, to_ecs
+
+    event = event_for_primitive_failure("prov", "RSA", "failed", -1, host=HOST).with_record_id(3)
+    doc = json.loads(render_ecs(event))
+    assert doc["user"] == {"name": "alice", "domain": "TESTHOST", "id": "S-1-0-0"}
+    assert doc["related"] == {"user": ["alice"]}
+    assert doc["event"]["module"] == "security"
+    assert json.loads(ecs_text(event)) == to_ecs(event)
