@@ -189,3 +189,17 @@ def test_event_times_are_utc_and_shared_within_a_report():
     when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     events = events_for_report(tampered_report(), host=HOST, when=when)
     assert {e.time_created for e in events} == {when}
+
+
+def test_time_created_has_real_100ns_precision_through_every_form():
+    from codeintegrity.events.render_xml import render_xml
+
+    events = [e for _ in range(20) for e in events_for_report(tampered_report(), host=HOST)]
+    digits = {e.time_100ns for e in events}
+    assert digits <= set(range(10)) and len(digits) > 1  # the 7th digit is not always 0
+    for event in events[:8]:
+        text = render_xml(event).decode()
+        stamp = re.search(r'SystemTime="([^"]+)"', text).group(1)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", stamp)
+        assert stamp[-2] == str(event.time_100ns)
+        assert Event.from_dict(event.to_dict()) == event  # the store keeps the digit

@@ -35,6 +35,7 @@ from .model import (
     clean_text,
     freeze_context,
     make_event,
+    now_with_ticks,
 )
 from .numbering import RecordNumbers
 from .paths import NtPathMap, event_path, nt_path_map
@@ -302,7 +303,9 @@ def events_for_report(
     if not event_ids:
         return []
     host = host or Host.current()
-    when = when or datetime.now(UTC)
+    ticks = 0
+    if when is None:  # TimeCreated with Windows' 100 ns precision
+        when, ticks = now_with_ticks()
     activity = _new_activity_id()
     errors = {sig.index: signature_error(report, sig) for sig in report.signatures}
     primary = _primary_signature(report)
@@ -330,6 +333,7 @@ def events_for_report(
                 None,
                 context,
                 record_id,
+                ticks,
             )  # fmt: skip
         )
 

@@ -248,7 +248,7 @@ class Chunk:
         self.records = 0
         self.data_crc = 0
 
-    def add(self, event: Event, record_id: int, extra_100ns: int = 0) -> bool:
+    def add(self, event: Event, record_id: int) -> bool:
         """Append one record; False when it does not fit (the chunk is then unchanged)."""
         template = template_for(event.event_id)
         at = self.free
@@ -269,7 +269,7 @@ class Chunk:
             FRAGMENT_HEADER
             + struct.pack("<BBII", TOKEN_TEMPLATE, 1, template.template_id, definition_at)
             + definition
-            + substitution_values(event, record_id, extra_100ns)
+            + substitution_values(event, record_id, event.time_100ns)
             + b"\0"  # end of the fragment
         )
         size = 24 + len(body) + 4
@@ -279,7 +279,7 @@ class Chunk:
             if names_before is not None:  # the names it defined are not in the chunk
                 self.names.buckets = names_before
             return False
-        stamp = filetime(event.time_created, extra_100ns)
+        stamp = filetime(event.time_created, event.time_100ns)
         record = (
             _RECORD_HEAD.pack(RECORD_MAGIC, size, record_id, stamp)
             + body

@@ -332,7 +332,7 @@ def to_flat(event: Event) -> dict[str, Any]:
         "Provider_Guid": kind.provider_guid,
         "Computer": event.computer,
         "EventRecordID": event.record_id,
-        "SystemTime": format_system_time(event.time_created),
+        "SystemTime": format_system_time(event.time_created, event.time_100ns),
         "Level": kind.level,
         "Task": kind.task,
         "Keywords": f"0x{kind.keywords:016x}",
