@@ -257,6 +257,8 @@ class Report:
     catalog: CatalogMatch | None = None
     decision: Decision | None = None  # set when a policy was applied
     error: str | None = None  # the one-line reason when the file could not be parsed
+    # VS_VERSION_INFO names and version (pe.versioninfo.VersionInfo.to_dict()); None: no resource
+    version_info: Mapping[str, str] | None = None
 
     @property
     def event_ids(self) -> list[int]:
@@ -292,6 +294,7 @@ class Report:
             "decision": self.decision.to_dict() if self.decision else None,
             "image": _image_dict(self.image),
             "error": self.error,
+            "version_info": dict(self.version_info) if self.version_info is not None else None,
         }
 
     @classmethod
@@ -312,6 +315,7 @@ class Report:
             catalog=_opt(m, "catalog", lambda _m, _k: CatalogMatch.from_dict(_m[_k])),
             decision=_opt(m, "decision", lambda _m, _k: Decision.from_dict(_m[_k])),
             error=_opt(m, "error", _str),
+            version_info=_opt(m, "version_info", _str_map),
         )
 
 

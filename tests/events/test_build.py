@@ -203,3 +203,27 @@ def test_time_created_has_real_100ns_precision_through_every_form():
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", stamp)
         assert stamp[-2] == str(event.time_100ns)
         assert Event.from_dict(event.to_dict()) == event  # the store keeps the digit
+
+
+def test_3077_carries_the_files_version_info():
+    from dataclasses import replace
+
+    info = {
+        "original_file_name": "asrdrv10.sys",
+        "internal_name": "asrdrv10",
+        "file_description": "ASRock IO Driver",
+        "product_name": "ASRock Utility",
+        "file_version": "10.0.0.0",
+    }
+    report = replace(denied_report("enforce"), version_info=info)
+    (block,) = [e for e in events_for_report(report, host=HOST) if e.event_id == 3077]
+    assert block.value("OriginalFileName") == "asrdrv10.sys"
+    assert block.value("OriginalFileNameLength") == "12"
+    assert block.value("InternalName") == "asrdrv10"
+    assert block.value("FileDescription") == "ASRock IO Driver"
+    assert block.value("ProductName") == "ASRock Utility"
+    assert block.value("FileVersion") == "10.0.0.0"
+    (plain,) = [
+        e for e in events_for_report(denied_report("enforce"), host=HOST) if e.event_id == 3077
+    ]
+    assert plain.value("OriginalFileName") == "" and plain.value("OriginalFileNameLength") == "0"

@@ -243,6 +243,26 @@ def _unsigned_image(report: Report, host: Host) -> dict[str, str]:
     }
 
 
+def _version_fields(report: Report) -> dict[str, str]:
+    """3077's names and version from the file's VS_VERSION_INFO (empty when it has none)."""
+    info = report.version_info or {}
+    out: dict[str, str] = {}
+    for key, name in _VERSION_FIELDS:
+        value = clean_text(info.get(key, ""))
+        out[f"{name}Length"] = str(len(value))
+        out[name] = value
+    out["FileVersion"] = clean_text(info.get("file_version", ""))
+    return out
+
+
+_VERSION_FIELDS = (
+    ("original_file_name", "OriginalFileName"),
+    ("internal_name", "InternalName"),
+    ("file_description", "FileDescription"),
+    ("product_name", "ProductName"),
+)
+
+
 def _policy_block(report: Report, host: Host) -> dict[str, str]:
     decision = report.decision
     assert decision is not None
@@ -276,10 +296,7 @@ def _policy_block(report: Report, host: Host) -> dict[str, str]:
         "PolicyIDLength": str(len(decision.policy_id)),
         "PolicyID": decision.policy_id,
         "PolicyHashSize": "0",
-        "OriginalFileNameLength": "0",
-        "InternalNameLength": "0",
-        "FileDescriptionLength": "0",
-        "ProductNameLength": "0",
+        **_version_fields(report),
         "PolicyGUID": guid,
         "UserWriteable": "false",
         "PackageFamilyNameLength": "0",
