@@ -262,9 +262,11 @@ class Report:
 
     @property
     def event_ids(self) -> list[int]:
-        """Events this file raises: its findings plus any policy denial (audit or enforce)."""
+        """Events this file raises: its findings plus an enforced policy denial. In audit mode
+        Windows logs only the CodeIntegrity 3076 (the file loads; no Security 5038 accompanies
+        it in any capture, see docs/evtx.md), so an audit denial adds no Security event."""
         found = [f.event_id for f in self.findings]
-        if self.decision is not None:
+        if self.decision is not None and self.decision.mode != "audit":
             found += [f.event_id for f in self.decision.reasons]
         return sorted({e for e in found if e is not None})
 

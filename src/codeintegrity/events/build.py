@@ -317,8 +317,9 @@ def events_for_report(
     (one reservation for the report), or a plain counter (numbers as they are built).
     """
     event_ids = report.event_ids
-    if not event_ids:
-        return []
+    decision = report.decision
+    if not event_ids and (decision is None or decision.allowed):
+        return []  # (an audit-mode denial raises its 3076 alone)
     host = host or Host.current()
     ticks = 0
     if when is None:  # TimeCreated with Windows' 100 ns precision
@@ -398,7 +399,6 @@ def events_for_report(
                 },
             )
         )
-    decision = report.decision
     if decision is not None and not decision.allowed:
         policy_id = 3077 if decision.mode == "enforce" else 3076
         described.append((policy_id, _policy_block(report, host)))
