@@ -32,6 +32,8 @@ def every_kind() -> list[Event]:
         reports.unsigned_driver_report(),
         reports.denied_report("enforce"),
         reports.denied_report("audit"),
+        reports.revoked_report(),
+        reports.revoked_report("/data/revoked.dll", driver=False),
         *(reports.tampered_report(path) for path in ODD_PATHS),
     ):
         events += events_for_report(report, host=host)

@@ -229,3 +229,16 @@ def test_3077_carries_the_files_version_info():
         e for e in events_for_report(denied_report("enforce"), host=HOST) if e.event_id == 3077
     ]
     assert plain.value("OriginalFileName") == "" and plain.value("OriginalFileNameLength") == "0"
+
+
+@pytest.mark.parametrize(("driver", "ci_event", "opcode"), [(True, 3023, 108), (False, 3036, 115)])
+def test_revoked_signer_raises_3023_or_3036(driver: bool, ci_event: int, opcode: int):
+    from .reports import revoked_report
+
+    events = events_for_report(revoked_report(driver=driver), host=HOST)
+    assert ids(events) == [ci_event, 3089, 6281]  # the findings table pairs revocation with 6281
+    revoked = events[0]
+    assert (revoked.kind.level, revoked.kind.task, revoked.kind.opcode) == (2, 1, opcode)
+    assert revoked.value("FileNameBuffer") == "/data/revoked.sys"
+    assert "because the signing certificate has been revoked" in revoked.message()
+    assert events[1].value("VerificationError") == "4"  # revoked

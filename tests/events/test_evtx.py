@@ -68,7 +68,7 @@ def test_file_names_are_windows_channel_files() -> None:
 def test_every_event_kind_reads_back_as_our_xml(tmp_path: Path, reader: str) -> None:
     written = write(tmp_path, every_kind())
     ids = {e.event_id for e in written}
-    assert ids >= {5038, 6281, 6410, 4612, 5056, 5057, 3033, 3063, 3076, 3077, 3089}
+    assert ids >= {5038, 6281, 6410, 4612, 5056, 5057, 3004, 3023, 3033, 3036, 3063, 3076, 3077}
     assert sorted(os.listdir(tmp_path)) == sorted([SECURITY, CODEINTEGRITY])
     for channel, name in ((SECURITY_CHANNEL, SECURITY), (CI_CHANNEL, CODEINTEGRITY)):
         expected = by_channel(written, channel)
@@ -295,4 +295,6 @@ def test_events_export_writes_evtx(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     records = READERS["libevtx"](out / CODEINTEGRITY)
     assert len(records) == len(by_channel(stored, CI_CHANNEL))
-    assert {r[0]["event_id"] for r in records} == {3004, 3033, 3063, 3076, 3077, 3089}
+    assert {r[0]["event_id"] for r in records} == {
+        3004, 3023, 3033, 3036, 3063, 3076, 3077, 3089,
+    }  # fmt: skip

@@ -40,6 +40,8 @@ from .model import (
 from .numbering import RecordNumbers
 from .paths import NtPathMap, event_path, nt_path_map
 from .schema import (
+    CI_REVOKED_DRIVER,
+    CI_REVOKED_IMAGE,
     CI_UNSIGNED_IMAGE,
     EVENT_AUDITS_DISCARDED,
     EVENT_IMAGE_HASH,
@@ -232,7 +234,8 @@ def _file_and_process(report: Report, host: Host, spaced: bool) -> dict[str, str
 
 
 def _unsigned_image(report: Report, host: Host) -> dict[str, str]:
-    """3004: an unsigned kernel driver (Windows pairs it with the Security 5038)."""
+    """3004 (an unsigned kernel driver, beside the Security 5038) and 3023/3036 (a revoked
+    signer): one template."""
     return {
         "FileNameLength": str(len(shown := host.event_path(report.path))),
         "FileNameBuffer": shown,
@@ -373,8 +376,12 @@ def events_for_report(
 
     described: list[tuple[int, dict[str, str]]] = []  # CI events a 3089 set follows
     own_ids = {f.event_id for f in report.findings if f.event_id is not None}
-    unsigned_driver = any(f.code is FindingCode.UNSIGNED_DRIVER for f in report.findings)
-    if unsigned_driver:
+    codes = {f.code for f in report.findings}
+    kernel = report.image is not None and report.image.is_kernel_driver
+    if FindingCode.CHAIN_REVOKED in codes:  # a revoked signer: 3023 (driver) / 3036 (user)
+        revoked = CI_REVOKED_DRIVER if kernel else CI_REVOKED_IMAGE
+        described.append((revoked, _unsigned_image(report, host)))
+    elif FindingCode.UNSIGNED_DRIVER in codes:
         described.append((CI_UNSIGNED_IMAGE, _unsigned_image(report, host)))
     elif own_ids & {EVENT_IMAGE_HASH, EVENT_PAGE_HASH}:
         described.append(

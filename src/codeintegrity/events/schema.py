@@ -35,6 +35,8 @@ EVENT_PRIMITIVE_FAILED = 5057
 EVENT_PAGE_HASH = 6281
 EVENT_LOAD_REQUIREMENTS = 6410
 CI_UNSIGNED_IMAGE = 3004
+CI_REVOKED_DRIVER = 3023
+CI_REVOKED_IMAGE = 3036
 CI_SIGNING_LEVEL_NOT_MET = 3033
 CI_SECURITY_REQUIREMENT_NOT_MET = 3063
 CI_POLICY_AUDIT = 3076
@@ -145,6 +147,12 @@ _MSG_3004 = (
     "file that is signed incorrectly or damaged, or that might be malicious software from an "
     "unknown source."
 )
+# 3023 and 3036 share their text (ci.dll message table, libyal/winevt-kb).
+_MSG_REVOKED = (
+    "Windows is unable to verify the integrity of the file %2 because the signing certificate "
+    "has been revoked.  Check with the publisher to see if a new signed version of the kernel "
+    "module is available."
+)
 _MSG_3089 = "Signature information for another event. Match using the Correlation Id."
 
 _F_3033 = (
@@ -156,7 +164,8 @@ _F_3033 = (
     "ValidatedPolicy",
     "Status",
 )
-# 3004 version 1 (names from the CodeIntegrity manifest dump, research notes section 2).
+# 3004, 3023 and 3036 version 1 share one template (CodeIntegrity manifest dumps: research
+# notes section 2; OTRF/OSSEM's CodeIntegrity data dictionary).
 _F_3004 = (
     "FileNameLength",
     "FileNameBuffer",
@@ -298,6 +307,8 @@ KINDS: dict[int, EventKind] = {
     6281: _sec(6281, _F, ("param1",), _MSG_6281),
     6410: _sec(6410, _F, ("param1",), _MSG_6410),
     3004: _ci(3004, 2, 1, 104, 1, _F_3004, _MSG_3004, "CreateSection", "UnsignedImage"),
+    3023: _ci(3023, 2, 1, 108, 1, _F_3004, _MSG_REVOKED, "CreateSection", "RevokedDriverNotLoaded"),
+    3036: _ci(3036, 2, 1, 115, 1, _F_3004, _MSG_REVOKED, "CreateSection", "RevokedImageNotLoaded"),
     3033: _ci(3033, 2, 1, 111, 0, _F_3033, _MSG_3033, "CreateSection", "PolicyFailure"),
     3063: _ci(3063, 2, 1, 116, 0, _F_3063, _MSG_3063, "CreateSection", "SdlRequirement"),
     3076: _ci(
