@@ -106,3 +106,16 @@ def test_damaged_dicts_raise_malformed_error_naming_the_field(mutate, field, fix
 def test_non_object_input_is_malformed(value):
     with pytest.raises(MalformedError):
         Report.from_dict(value)
+
+
+def test_version_info_round_trips_and_is_optional():
+    from codeintegrity.report import Report, Status
+
+    info = {"original_file_name": "a.sys", "internal_name": "a", "file_description": "",
+            "product_name": "P", "file_version": "1.2.3.4"}  # fmt: skip
+    report = Report(path="/x/a.sys", status=Status.UNSIGNED, version_info=info)
+    assert report.to_dict()["version_info"] == info
+    assert Report.from_dict(report.to_dict()) == report
+    old = report.to_dict()
+    del old["version_info"]  # a report written before the field existed
+    assert Report.from_dict(old).version_info is None

@@ -257,12 +257,16 @@ class Report:
     catalog: CatalogMatch | None = None
     decision: Decision | None = None  # set when a policy was applied
     error: str | None = None  # the one-line reason when the file could not be parsed
+    # VS_VERSION_INFO names and version (pe.versioninfo.VersionInfo.to_dict()); None: no resource
+    version_info: Mapping[str, str] | None = None
 
     @property
     def event_ids(self) -> list[int]:
-        """Events this file raises: its findings plus any policy denial (audit or enforce)."""
+        """Events this file raises: its findings plus an enforced policy denial. In audit mode
+        Windows logs only the CodeIntegrity 3076 (the file loads; no Security 5038 accompanies
+        it in any capture, see docs/evtx.md), so an audit denial adds no Security event."""
         found = [f.event_id for f in self.findings]
-        if self.decision is not None:
+        if self.decision is not None and self.decision.mode != "audit":
             found += [f.event_id for f in self.decision.reasons]
         return sorted({e for e in found if e is not None})
 
@@ -292,6 +296,7 @@ class Report:
             "decision": self.decision.to_dict() if self.decision else None,
             "image": _image_dict(self.image),
             "error": self.error,
+            "version_info": dict(self.version_info) if self.version_info is not None else None,
         }
 
     @classmethod
@@ -312,6 +317,7 @@ class Report:
             catalog=_opt(m, "catalog", lambda _m, _k: CatalogMatch.from_dict(_m[_k])),
             decision=_opt(m, "decision", lambda _m, _k: Decision.from_dict(_m[_k])),
             error=_opt(m, "error", _str),
+            version_info=_opt(m, "version_info", _str_map),
         )
 
 

@@ -152,3 +152,16 @@ def denied_report(mode: str, path: str = "/data/asrdrv10.sys") -> Report:
             reasons=(reason,),
         ),
     )
+
+
+def revoked_report(path: str = "/data/revoked.sys", *, driver: bool = True) -> Report:
+    """Signed by a revoked certificate: CodeIntegrity 3023 (driver) / 3036 (user mode)."""
+    return Report(
+        path=path,
+        status=Status.INVALID,
+        findings=(Finding(FindingCode.CHAIN_REVOKED, "certificate is revoked", signature=0),),
+        signatures=(signature(valid=False, image=Check.VALID, pages=Check.VALID),),
+        image=image(driver=driver),
+        authentihash=AUTHENTIHASH,
+        flat_hash=FLAT,
+    )

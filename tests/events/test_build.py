@@ -5,14 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from codeintegrity.events.build import (
-    common_name,
-    event_for_primitive_failure,
-    events_for_report,
-    verification_error,
-)
+from codeintegrity.events.build import event_for_primitive_failure, events_for_report
 from codeintegrity.events.model import Event, clean_text
 from codeintegrity.events.schema import KINDS
+from codeintegrity.events.signature_info import common_name, verification_error
 from codeintegrity.findings import Finding, FindingCode
 
 from .reports import (
@@ -41,26 +37,29 @@ def test_three_bad_pages_raise_one_6281_and_one_5038():
     events = events_for_report(tampered_report(bad_pages=3), host=HOST)
     security = [e.event_id for e in events if e.channel == "Security"]
     assert security == [5038, 6281]
-    # CI details first (signature info, signing-level failure), then the Security events.
-    assert ids(events) == [3089, 3033, 5038, 6281]
+    # CI details first, each 3089 after the event it describes (as Windows logs them:
+    # 3033 -> 3089), then the Security events.
+    assert ids(events) == [3033, 3089, 5038, 6281]
 
 
-def test_all_events_of_a_report_share_one_activity_id_and_differ_between_reports():
+def test_ci_events_of_a_report_share_one_activity_id_security_events_carry_none():
     first = events_for_report(tampered_report(), host=HOST)
     second = events_for_report(tampered_report(), host=HOST)
-    activities = {e.activity_id for e in first}
+    activities = {e.activity_id for e in first if e.channel != "Security"}
     assert len(activities) == 1
     (activity,) = activities
     assert re.fullmatch(r"\{[0-9a-f-]{36}\}", activity)
     assert activity != second[0].activity_id
+    # Real 5038 records (events-real.md): <Correlation /> is empty on the Security channel.
+    assert [e.activity_id for e in first if e.channel == "Security"] == [None, None]
 
 
 def test_param1_is_the_path_as_given():
     path = r"C:\Program Files\Vendor\bad & <odd>.dll"
     events = events_for_report(tampered_report(path=path), host=HOST)
     assert [e.value("param1") for e in events if e.channel == "Security"] == [path, path]
-    assert events[1].value("FileNameBuffer") == path
-    assert events[1].value("FileNameLength") == str(len(path))
+    assert events[0].value("FileNameBuffer") == path
+    assert events[0].value("FileNameLength") == str(len(path))
 
 
 def test_signature_information_3089_carries_signer_issuer_tbs_hashes_and_error():
@@ -84,27 +83,36 @@ def test_signature_information_3089_carries_signer_issuer_tbs_hashes_and_error()
 
 def test_shared_writable_raises_6410_with_a_3063_requirement_failure():
     events = events_for_report(shared_writable_report(), host=HOST)
-    assert ids(events) == [3089, 3063, 6410]
-    requirement = events[1]
+    assert ids(events) == [3063, 3089, 6410]
+    requirement = events[0]
     assert requirement.value("RequirementType") == "1"
     assert "security requirements for Shared Sections" in requirement.message()
-    assert events[0].value("VerificationError") == "0"  # the signature itself is fine
-    assert events[0].value("PageHash") == "false"
+    assert events[1].value("VerificationError") == "0"  # the signature itself is fine
+    assert events[1].value("PageHash") == "false"
 
 
-def test_unsigned_driver_gets_a_single_3089_with_zero_signatures():
+def test_unsigned_driver_raises_3004_and_5038_with_a_3089_of_zero_signatures():
     events = events_for_report(unsigned_driver_report(), host=HOST)
-    assert ids(events) == [3089, 3033, 5038]
-    assert events[0].value("TotalSignatureCount") == "0"
-    assert events[0].value("VerificationError") == "3"  # not signed
-    assert events[0].value("SignatureType") == "0"
+    # An unsigned kernel driver: CodeIntegrity 3004 beside the Security 5038 (ssde#14).
+    assert ids(events) == [3004, 3089, 5038]
+    unsigned = events[0]
+    assert unsigned.kind.level == 2 and unsigned.kind.opcode == 104
+    assert unsigned.value("FileNameBuffer") == "/data/drv.sys"
+    assert unsigned.message().startswith(
+        "Windows is unable to verify the image integrity of the file /data/drv.sys"
+    )
+    assert events[1].value("TotalSignatureCount") == "0"
+    assert events[1].value("VerificationError") == "3"  # not signed
+    assert events[1].value("SignatureType") == "0"
 
 
 @pytest.mark.parametrize(("mode", "ci_event"), [("enforce", 3077), ("audit", 3076)])
 def test_policy_denial_adds_3077_or_3076_with_policy_and_hashes(mode: str, ci_event: int):
     events = events_for_report(denied_report(mode), host=HOST)
-    assert ids(events) == [3089, ci_event, 5038]
-    block = events[1]
+    # Enforced: 3077 with the Security 5038. Audit: 3076 alone, as Windows logs a would-be
+    # block (no capture shows a 5038 beside a 3076; the file loads).
+    assert ids(events) == ([ci_event, 3089, 5038] if mode == "enforce" else [ci_event, 3089])
+    block = events[0]
     assert tuple(name for name, _ in block.data) == KINDS[3077].fields
     assert block.value("PolicyName") == "Microsoft Windows Driver Policy - Enforced"
     assert block.value("PolicyID") == "{aa120602-611b-4455-b8d8-c13a815b4323}"
@@ -119,7 +127,7 @@ def test_policy_denial_adds_3077_or_3076_with_policy_and_hashes(mode: str, ci_ev
     assert allowed == (mode == "audit")
     # No signing-level failure: the signature is fine, only the policy said no.
     assert 3033 not in ids(events)
-    assert events[0].value("VerificationError") == "0"
+    assert events[1].value("VerificationError") == "0"
 
 
 def test_security_event_system_values():
@@ -127,7 +135,7 @@ def test_security_event_system_values():
     kind = event.kind
     assert (kind.provider, kind.provider_guid, kind.channel) == (
         "Microsoft-Windows-Security-Auditing",
-        "{54849625-5478-4994-A5BA-3E3B0328C30D}",
+        "{54849625-5478-4994-a5ba-3e3b0328c30d}",  # lowercase, as real records
         "Security",
     )
     assert (kind.task, kind.level, kind.opcode, kind.version) == (12290, 0, 0, 0)
@@ -183,3 +191,54 @@ def test_event_times_are_utc_and_shared_within_a_report():
     when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     events = events_for_report(tampered_report(), host=HOST, when=when)
     assert {e.time_created for e in events} == {when}
+
+
+def test_time_created_has_real_100ns_precision_through_every_form():
+    from codeintegrity.events.render_xml import render_xml
+
+    events = [e for _ in range(20) for e in events_for_report(tampered_report(), host=HOST)]
+    digits = {e.time_100ns for e in events}
+    assert digits <= set(range(10)) and len(digits) > 1  # the 7th digit is not always 0
+    for event in events[:8]:
+        text = render_xml(event).decode()
+        stamp = re.search(r'SystemTime="([^"]+)"', text).group(1)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", stamp)
+        assert stamp[-2] == str(event.time_100ns)
+        assert Event.from_dict(event.to_dict()) == event  # the store keeps the digit
+
+
+def test_3077_carries_the_files_version_info():
+    from dataclasses import replace
+
+    info = {
+        "original_file_name": "asrdrv10.sys",
+        "internal_name": "asrdrv10",
+        "file_description": "ASRock IO Driver",
+        "product_name": "ASRock Utility",
+        "file_version": "10.0.0.0",
+    }
+    report = replace(denied_report("enforce"), version_info=info)
+    (block,) = [e for e in events_for_report(report, host=HOST) if e.event_id == 3077]
+    assert block.value("OriginalFileName") == "asrdrv10.sys"
+    assert block.value("OriginalFileNameLength") == "12"
+    assert block.value("InternalName") == "asrdrv10"
+    assert block.value("FileDescription") == "ASRock IO Driver"
+    assert block.value("ProductName") == "ASRock Utility"
+    assert block.value("FileVersion") == "10.0.0.0"
+    (plain,) = [
+        e for e in events_for_report(denied_report("enforce"), host=HOST) if e.event_id == 3077
+    ]
+    assert plain.value("OriginalFileName") == "" and plain.value("OriginalFileNameLength") == "0"
+
+
+@pytest.mark.parametrize(("driver", "ci_event", "opcode"), [(True, 3023, 108), (False, 3036, 115)])
+def test_revoked_signer_raises_3023_or_3036(driver: bool, ci_event: int, opcode: int):
+    from .reports import revoked_report
+
+    events = events_for_report(revoked_report(driver=driver), host=HOST)
+    assert ids(events) == [ci_event, 3089, 6281]  # the findings table pairs revocation with 6281
+    revoked = events[0]
+    assert (revoked.kind.level, revoked.kind.task, revoked.kind.opcode) == (2, 1, opcode)
+    assert revoked.value("FileNameBuffer") == "/data/revoked.sys"
+    assert "because the signing certificate has been revoked" in revoked.message()
+    assert events[1].value("VerificationError") == "4"  # revoked

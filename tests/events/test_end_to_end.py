@@ -43,8 +43,8 @@ def tbs_sha256(pem: Path) -> str:
 def test_tampered_fixture_raises_5038_and_6281_with_signature_details(options):
     report = verify.verify_path(str(FIXTURES / "bad_flip_text.exe"), options)
     events = events_for_report(report, host=HOST)
-    assert [e.event_id for e in events] == [3089, 3033, 5038, 6281]
-    info = events[0]
+    assert [e.event_id for e in events] == [3033, 3089, 5038, 6281]
+    info = events[1]
     assert info.value("PublisherName") == "Throwaway Test Publisher"
     assert info.value("PublisherTBSHash") == tbs_sha256(PKI / "leaf.pem")
     assert info.value("IssuerTBSHash") == tbs_sha256(PKI / "ca.pem")

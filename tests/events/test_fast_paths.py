@@ -198,14 +198,20 @@ def test_a_forked_child_does_not_reuse_the_parents_random_pool():
     assert child != _new_activity_id()
 
 
-def test_store_keeps_events_already_numbered_like_the_store(tmp_path):
-    events = events_for_report(tampered_report(), host=HOST, record_ids=itertools.count(1))
+def test_store_keeps_numbers_it_reserved_and_renumbers_the_others(tmp_path):
     with EventStore(tmp_path / "s.sqlite3") as store:
-        stored = store.append(events)
-        assert all(a is b for a, b in zip(stored, events, strict=True))
-        again = store.append(events)  # same numbers, but the store is past them now
-        assert [e.record_id for e in again] == [5, 6, 7, 8]
-        assert [e.record_id for e in store.query()] == list(range(1, 9))
+        # Numbered elsewhere (a plain counter): the store numbers them per channel itself.
+        foreign = events_for_report(tampered_report(), host=HOST, record_ids=itertools.count(1))
+        stored = store.append(foreign)  # 3033, 3089 (CodeIntegrity), 5038, 6281 (Security)
+        assert [e.record_id for e in stored] == [1, 2, 1, 2]
+        # Reserved through the store's numbering: kept as they are (the very same objects).
+        numbers = store.numbering()
+        events = events_for_report(tampered_report(), host=HOST, record_ids=numbers)
+        numbers.close()
+        assert [e.record_id for e in events] == [3, 4, 3, 4]
+        again = store.append(events)
+        assert all(a is b for a, b in zip(again, events, strict=True))
+        assert [e.record_id for e in store.query()] == [1, 2, 1, 2, 3, 4, 3, 4]
 
 
 def test_stream_sink_writes_one_line_per_event_and_nothing_for_none(tmp_path):

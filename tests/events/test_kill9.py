@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from codeintegrity.events.schema import KINDS
 from codeintegrity.events.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ from tests.events.reports import tampered_report
 def acknowledged(uri, events):
     if uri.startswith("sqlite:"):
         sys.stdout.write("".join(f"{e.record_id} {e.event_id}\n" for e in events))
+        # (record IDs are per channel; the event ID tells the channel)
         sys.stdout.flush()
 
 pipeline = open_pipeline([], store_path=sys.argv[1], on_delivered=acknowledged)
@@ -45,7 +47,7 @@ def test_every_acknowledged_event_survives_kill9(tmp_path: Path):
         env=env,
         text=True,
     )
-    acked: dict[int, int] = {}
+    acked: dict[tuple[str, int], int] = {}
     deadline = time.monotonic() + 60
     try:
         assert proc.stdout is not None
@@ -54,7 +56,7 @@ def test_every_acknowledged_event_survives_kill9(tmp_path: Path):
             if not line:
                 break
             record_id, event_id = map(int, line.split())
-            acked[record_id] = event_id
+            acked[(KINDS[event_id].channel, record_id)] = event_id
     finally:
         proc.send_signal(signal.SIGKILL)  # mid-stream: the writer is still committing batches
         proc.wait(10)
@@ -62,9 +64,11 @@ def test_every_acknowledged_event_survives_kill9(tmp_path: Path):
     assert proc.returncode == -signal.SIGKILL, stderr
     assert len(acked) >= 3000, stderr
     with EventStore(store_path) as store:
-        stored = {e.record_id: e.event_id for e in store.query()}
+        stored = {(e.channel, e.record_id): e.event_id for e in store.query()}
     missing = set(acked) - set(stored)
     assert not missing, f"{len(missing)} acknowledged events lost"
     assert all(stored[r] == e for r, e in acked.items())
-    # Record IDs are dense from 1: nothing acknowledged was ever rolled back.
-    assert sorted(acked) == list(range(1, len(acked) + 1))
+    # Record IDs are dense from 1 in each channel: nothing acknowledged was ever rolled back.
+    for channel in {channel for channel, _ in acked}:
+        numbers = sorted(n for c, n in acked if c == channel)
+        assert numbers == list(range(1, len(numbers) + 1))

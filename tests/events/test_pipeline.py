@@ -67,7 +67,11 @@ def test_reports_reach_jsonl_and_the_store_with_matching_record_ids(tmp_path: Pa
     with EventStore(store_path) as store:
         stored = list(store.query())[2:]
     assert [d["winlog"]["record_id"] for d in docs] == [e.record_id for e in stored]
-    assert [e.record_id for e in stored] == list(range(3, 10))
+    # Per channel, after the earlier run's two CodeIntegrity events (3033, 3089):
+    # tampered: 3033 3089 | 5038 6281; shared writable: 3063 3089 | 6410.
+    assert [(e.event_id, e.record_id) for e in stored] == [
+        (3033, 3), (3089, 4), (5038, 1), (6281, 2), (3063, 5), (3089, 6), (6410, 3),
+    ]  # fmt: skip
     assert [d["host"]["name"] for d in docs] == ["HOSTX"] * 7
     assert summary.lines()[0] == "events: 7 produced"
 
@@ -216,7 +220,8 @@ def test_a_batch_larger_than_the_room_keeps_what_fits_and_counts_the_rest():
     kept = [e for e in sink.received if e.event_id != 4612][4:9]
     # The first ones that fit, in order, numbered after the first report.
     assert [(e.event_id, e.path) for e in kept] == [(e.event_id, e.path) for e in events[:5]]
-    assert [e.record_id for e in kept] == [5, 6, 7, 8, 9]
+    # Per channel (3033, 3089 CodeIntegrity; 5038, 6281 Security), after the first report.
+    assert [e.record_id for e in kept] == [3, 4, 3, 4, 5]
 
 
 def test_emit_batch_numbers_events_and_copies_the_callers_list():
@@ -231,7 +236,11 @@ def test_emit_batch_numbers_events_and_copies_the_callers_list():
     pipeline.emit(_events(tampered_report("/d/3.exe"))[0])
     summary = pipeline.close()
     assert summary.delivered[sink.uri] == 9
-    assert [e.record_id for e in sink.received] == [7, 100, 101, 102, 103, 104, 105, 106, 107]
+    # Each channel counts from 100: 3033/3089 are CodeIntegrity, 5038/6281 Security.
+    assert [(e.event_id, e.record_id) for e in sink.received] == [
+        (3033, 7), (3089, 100), (5038, 100), (6281, 101),
+        (3033, 101), (3089, 102), (5038, 102), (6281, 103), (3033, 103),
+    ]  # fmt: skip
     assert sink.received[0] is numbered
 
 

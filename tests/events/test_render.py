@@ -47,8 +47,8 @@ def test_xml_has_the_structure_of_the_real_5038_record():
     ours_shape = shape(ours)
     real_shape = shape(real)
     correlation = NS + "Correlation"
-    # ...except that we carry the ActivityID that joins the CodeIntegrity detail events.
-    ours_shape = [(t, () if t == correlation else a) for t, a in ours_shape]
+    # ...Correlation included: empty on the Security record, as in the real one.
+    assert dict(ours_shape)[correlation] == ()
     assert ours_shape == real_shape
     # Same fixed values.
     for tag in ("EventID", "Version", "Level", "Task", "Opcode", "Keywords", "Channel"):
@@ -77,9 +77,10 @@ def test_xml_of_ci_events_carries_correlation_and_names_with_spaces():
     doc = ET.fromstring(render_xml_document(events))
     records = doc.findall(f"{NS}Event")
     assert len(records) == 3
-    activity = {r.find(f"{NS}System/{NS}Correlation").attrib["ActivityID"] for r in records}
-    assert len(activity) == 1
-    block = records[1]
+    ci = [r for r in records if r.find(f"{NS}System/{NS}Channel").text != "Security"]
+    activity = {r.find(f"{NS}System/{NS}Correlation").attrib["ActivityID"] for r in ci}
+    assert len(activity) == 1 and len(ci) == 2
+    block = records[0]
     assert (
         block.find(f"{NS}System/{NS}Provider").attrib["Name"] == "Microsoft-Windows-CodeIntegrity"
     )
@@ -104,13 +105,13 @@ def test_ecs_document_field_by_field():
     assert winlog["event_id"] == "5038"  # a string, as Winlogbeat stores it
     assert winlog["channel"] == "Security"
     assert winlog["provider_name"] == "Microsoft-Windows-Security-Auditing"
-    assert winlog["provider_guid"] == "{54849625-5478-4994-A5BA-3E3B0328C30D}"
+    assert winlog["provider_guid"] == "{54849625-5478-4994-a5ba-3e3b0328c30d}"  # as Winlogbeat
     assert winlog["task"] == "System Integrity"
     assert winlog["keywords"] == ["Audit Failure"]
     assert winlog["record_id"] == 2089320
     assert winlog["computer_name"] == "TESTHOST"
     assert winlog["event_data"] == {"param1": "/data/bad_flip_text.exe"}
-    assert winlog["activity_id"] == event.activity_id
+    assert "activity_id" not in winlog  # a Security record has an empty Correlation
     assert doc["event"]["code"] == "5038"
     assert doc["event"]["outcome"] == "failure"
     assert doc["event"]["category"] == ["file", "intrusion_detection"]
@@ -134,10 +135,16 @@ def test_ecs_document_field_by_field():
 
 def test_ecs_policy_event_names_the_rule():
     events = events_for_report(denied_report("audit"), host=HOST)
-    doc = json.loads(render_ecs(events[1]))
+    doc = json.loads(render_ecs(events[0]))
     assert doc["winlog"]["event_id"] == "3076"
     assert doc["winlog"]["channel"] == "Microsoft-Windows-CodeIntegrity/Operational"
-    assert doc["winlog"]["keywords"] == []
+    # As Winlogbeat sends a CodeIntegrity record (research/events-real.md): no keyword names,
+    # no outcome (no audit keyword bits), no task display name, empty EventData values dropped.
+    assert "keywords" not in doc["winlog"]
+    assert "outcome" not in doc["event"] and "module" not in doc["event"]
+    assert "task" not in doc["winlog"] and "action" not in doc["event"]
+    assert doc["winlog"]["api"] == "wineventlog"
+    assert "OriginalFileName" not in doc["winlog"]["event_data"]  # empty in this event
     assert doc["event"]["type"] == ["info", "allowed"]
     assert doc["rule"] == {
         "name": "Microsoft Windows Driver Policy - Enforced",
@@ -169,7 +176,7 @@ def test_syslog_line_is_rfc5424_with_every_field_as_structured_data():
     assert sd["win@32473"]["EventID"] == "5038"
     assert sd["win@32473"]["Channel"] == "Security"
     assert sd["win@32473"]["EventRecordID"] == "2089320"
-    assert sd["win@32473"]["ActivityID"] == event.activity_id
+    assert "ActivityID" not in sd["win@32473"]  # empty Correlation on the Security record
     assert sd["data@32473"] == {"param1": '/odd "quoted" ]path\\x.exe'}
     message = line.split("\ufeff", 1)[1]
     assert "\n" not in message and "\t" not in message
@@ -178,11 +185,11 @@ def test_syslog_line_is_rfc5424_with_every_field_as_structured_data():
 
 def test_syslog_sd_names_are_valid_for_names_with_spaces():
     events = events_for_report(denied_report("enforce"), host=HOST)
-    line = render_syslog(events[1]).decode("utf-8")
+    line = render_syslog(events[0]).decode("utf-8")
     data = parse_structured_data(line)["data@32473"]
     assert data["File_Name"] == "/data/asrdrv10.sys"
-    assert data["SHA256_Hash"] == events[1].value("SHA256 Hash")
-    assert len(data) == len(events[1].data)
+    assert data["SHA256_Hash"] == events[0].value("SHA256 Hash")
+    assert len(data) == len(events[0].data)
     assert sd_name('a=b]c d"e') == "a_b_c_d_e"
     assert len(sd_name("x" * 40)) == 32
 
@@ -205,3 +212,43 @@ def test_fast_ecs_renderer_equals_the_generic_document():
     events += [audits_discarded_event(5, host=HOST), event_for_primitive_failure("p", "a", "r", 1)]
     for event in events:
         assert json.loads(render_ecs(event)) == to_ecs(event)
+
+
+def test_syslog_escapes_control_characters_in_values_and_message():
+    from syslog_rfc5424_parser import SyslogMessage
+
+    path = "/data/new\nline\tand\r\x01ctl  two spaces.exe"
+    event = next(
+        e for e in events_for_report(tampered_report(path=path), host=HOST) if e.event_id == 5038
+    )
+    line = render_syslog(event).decode("utf-8")
+    assert "\n" not in line and "\t" not in line and "\x01" not in line
+    # (\x01 was already written as text by the event model: XML cannot carry it)
+    escaped = "/data/new#012line#011and#015\\x01ctl  two spaces.exe"
+    assert parse_structured_data(line)["data@32473"]["param1"] == escaped
+    assert line.endswith(f"File Name: {escaped}")  # spaces inside the value are kept
+    parsed = SyslogMessage.parse(line)  # an independent RFC 5424 parser accepts it
+    # (it hands PARAM-VALUEs over as written, RFC 5424 backslash escapes included)
+    assert parsed.sd["data@32473"]["param1"] == escaped.replace("\\", "\\\\")
+
+
+def test_ecs_security_event_as_winlogbeat_sends_it():
+    doc = json.loads(render_ecs(security_event()))
+    assert doc["event"]["module"] == "security"
+    assert doc["event"]["outcome"] == "failure"
+    assert doc["event"]["action"] == "System Integrity"
+    assert doc["winlog"]["api"] == "wineventlog"
+    assert doc["winlog"]["keywords"] == ["Audit Failure"]
+    assert "user" not in doc  # 5038 has no Subject fields
+
+
+def test_ecs_subject_fields_become_user_and_related_user():
+    from codeintegrity.events.build import event_for_primitive_failure
+    from codeintegrity.events.render_ecs import ecs_text, to_ecs
+
+    event = event_for_primitive_failure("prov", "RSA", "failed", -1, host=HOST).with_record_id(3)
+    doc = json.loads(render_ecs(event))
+    assert doc["user"] == {"name": "alice", "domain": "TESTHOST", "id": "S-1-0-0"}
+    assert doc["related"] == {"user": ["alice"]}
+    assert doc["event"]["module"] == "security"
+    assert json.loads(ecs_text(event)) == to_ecs(event)

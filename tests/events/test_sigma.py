@@ -108,3 +108,59 @@ def test_sigma_rule_finds_exactly_the_failing_files(tmp_path: Path):
     assert len(found) == len(
         [r for r in rows if r["Channel"] == "Security" and r["EventID"] in (5038, 6281)]
     )
+
+
+# The current rule's exclusions (SigmaHQ win_security_codeintegrity_check_failure.yml): vendor
+# paths written the Windows way, which only NT-mapped paths can match.
+RULE_WITH_EXCLUSIONS = """
+title: Failed Code Integrity Checks
+id: 470ec5fa-7b4e-4071-b200-4c753100f49b
+status: stable
+logsource:
+    product: windows
+    service: security
+detection:
+    selection:
+        EventID:
+            - 5038
+            - 6281
+    filter_optional_crowdstrike:
+        param1|contains:
+            - '\\CSFalconServiceUninstallTool_'
+            - '\\Program Files\\CrowdStrike\\'
+            - '\\System32\\drivers\\CrowdStrike\\'
+            - '\\Windows\\System32\\ScriptControl64_'
+    filter_optional_sophos:
+        param1|contains: '\\Program Files\\Sophos\\'
+    condition: selection and not 1 of filter_optional_*
+level: informational
+"""
+
+
+def test_sigma_exclusions_behave_as_on_windows_when_nt_paths_are_mapped(tmp_path: Path):
+    from codeintegrity.events.build import events_for_report
+    from codeintegrity.events.render_ecs import to_flat
+
+    from .reports import HOST, tampered_report
+
+    mount = tmp_path / "c"
+    sophos = str(mount / "Program Files" / "Sophos" / "hmpalert.sys")
+    tool = str(mount / "Tools" / "bad.exe")
+    query = compile_rule(RULE_WITH_EXCLUSIONS)
+
+    def fired(host) -> set[str]:
+        rows = [
+            to_flat(e)
+            for path in (sophos, tool)
+            for e in events_for_report(tampered_report(path), host=host)
+        ]
+        db = load_logs(rows)
+        cursor = db.execute(query)
+        names = [d[0] for d in cursor.description]
+        return {dict(zip(names, row, strict=True))["param1"] for row in cursor.fetchall()}
+
+    volume = "\\Device\\HarddiskVolume3"
+    mapped = fired(HOST.with_nt_paths([f"{mount}={volume}"]))
+    assert mapped == {volume + "\\Tools\\bad.exe"}  # the Sophos driver is excluded, as on Windows
+    # Unmapped POSIX paths: the Windows-style exclusion cannot match, both fire.
+    assert fired(HOST) == {sophos, tool}

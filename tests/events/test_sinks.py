@@ -83,8 +83,8 @@ def test_file_sinks_append_one_record_per_line(tmp_path: Path):
         sink.close()
     lines = (tmp_path / "e.jsonl").read_text("utf-8").splitlines()
     assert [json.loads(line)["winlog"]["event_id"] for line in lines] == [
-        "3089",
         "3033",
+        "3089",
         "5038",
         "6281",
     ]

@@ -7,6 +7,7 @@ import pytest
 
 from codeintegrity.events.build import events_for_report
 from codeintegrity.events.paths import default_store_path
+from codeintegrity.events.schema import CI_CHANNEL, SECURITY_CHANNEL
 from codeintegrity.events.store import EventFilter, EventStore, StoreError
 
 from .reports import HOST, shared_writable_report, tampered_report
@@ -28,16 +29,17 @@ def filled(path: Path) -> EventStore:
 def test_append_assigns_increasing_record_ids_and_round_trips(tmp_path: Path):
     store = EventStore(tmp_path / "s.sqlite3")
     events = events_for_report(tampered_report(), host=HOST)
-    stored = store.append(events)
-    assert [e.record_id for e in stored] == [1, 2, 3, 4]
-    more = store.append(events[:2])
-    assert [e.record_id for e in more] == [5, 6]
-    assert store.next_record_id() == 7
+    stored = store.append(events)  # 3033, 3089 (CodeIntegrity), 5038, 6281 (Security)
+    assert [e.record_id for e in stored] == [1, 2, 1, 2]  # one sequence per channel
+    more = store.append(events[:3])
+    assert [e.record_id for e in more] == [3, 4, 3]
+    assert store.next_record_id(CI_CHANNEL) == 5
+    assert store.next_record_id(SECURITY_CHANNEL) == 4
     assert list(store.query()) == stored + more
     store.close()
     # WAL mode is on, and the data survives reopening.
     with EventStore(tmp_path / "s.sqlite3") as again:
-        assert again.count() == 6
+        assert again.count() == 7
         mode = again._db.execute("PRAGMA journal_mode").fetchone()[0]
         assert mode == "wal"
 
@@ -47,7 +49,7 @@ def test_record_ids_are_never_reused(tmp_path: Path):
     store.append(events_for_report(tampered_report(), host=HOST))
     store._db.execute("DELETE FROM events")
     (event,) = store.append(events_for_report(tampered_report(), host=HOST)[:1])
-    assert event.record_id == 5
+    assert event.record_id == 3  # the CodeIntegrity channel had used 1 and 2
 
 
 def test_filters(tmp_path: Path):
@@ -55,8 +57,8 @@ def test_filters(tmp_path: Path):
     q = store.query
     assert [e.event_id for e in q(EventFilter(event_ids=(5038, 6410)))] == [5038, 6410]
     assert {e.path for e in q(EventFilter(path_contains="/srv/b/"))} == {"/srv/b/shared.dll"}
-    assert [e.event_id for e in q(EventFilter(since=T0 + timedelta(hours=1)))] == [3089, 3063, 6410]
-    assert [e.event_id for e in q(EventFilter(until=T0))] == [3089, 3033, 5038, 6281]
+    assert [e.event_id for e in q(EventFilter(since=T0 + timedelta(hours=1)))] == [3063, 3089, 6410]
+    assert [e.event_id for e in q(EventFilter(until=T0))] == [3033, 3089, 5038, 6281]
     assert all(e.outcome == "failure" for e in q(EventFilter(outcome="failure")))
     assert [e.event_id for e in q(EventFilter(outcome="success"))] == [3089, 3089]
     assert [e.event_id for e in q(EventFilter(channel="Security"))] == [5038, 6281, 6410]

@@ -2,10 +2,11 @@
 
 One Security event per distinct event ID of a report (5038, 6281, 6410: a file with three bad
 pages raises one 6281), each accompanied by CodeIntegrity/Operational detail events that carry
-what the Security record cannot: 3089 signature information (one per signature), 3033 / 3063
-requirement failures and 3077 / 3076 policy blocks. All events of one report share one
-Correlation ActivityID; Windows leaves Correlation empty on the Security record, but we set it
-there too so a consumer can join the two channels.
+what the Security record cannot: 3033 / 3063 requirement failures (3004 for an unsigned kernel
+driver) and 3077 / 3076 policy blocks, each followed by the 3089 signature information (one per
+signature) that describes it, as Windows logs them (3033 -> 3089 -> 3077 -> 3089). The
+CodeIntegrity events of one report share one Correlation ActivityID; the Security records leave
+Correlation empty, as Windows does.
 
 ``param1`` is the path exactly as given to the engine: we are not on Windows and do not invent
 ``\\Device\\HarddiskVolumeN`` names.
@@ -20,43 +21,57 @@ import socket
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import PurePath
 
-from ..findings import Finding, FindingCode
-from ..report import Check, Report, SignatureResult
+from ..findings import FindingCode
+from ..report import Report, SignatureResult
 from .model import (
     ContextItems,
     ContextValue,
     Event,
     build_event,
     clean_text,
-    format_system_time,
     freeze_context,
     make_event,
+    now_with_ticks,
 )
+from .numbering import RecordNumbers
+from .paths import NtPathMap, event_path, nt_path_map
 from .schema import (
+    CI_REVOKED_DRIVER,
+    CI_REVOKED_IMAGE,
+    CI_UNSIGNED_IMAGE,
     EVENT_AUDITS_DISCARDED,
     EVENT_IMAGE_HASH,
     EVENT_LOAD_REQUIREMENTS,
     EVENT_PAGE_HASH,
     EVENT_PRIMITIVE_FAILED,
+    KINDS,
     REQUIREMENT_SHARED_SECTIONS,
+    SECURITY_CHANNEL,
     SIGNATURE_TYPE_CATALOG,
     SIGNATURE_TYPE_EMBEDDED,
-    SIGNATURE_TYPE_NONE,
     SIGNING_LEVEL_AUTHENTICODE,
     SIGNING_LEVEL_UNSIGNED,
     STATUS_INVALID_IMAGE_HASH,
     STATUS_SYSTEM_INTEGRITY_POLICY_VIOLATION,
     VERIFICATION_ERRORS,
 )
+from .signature_info import (
+    common_name,
+    hex_field,
+    signature_error,
+    signature_info,
+    unsigned_info,
+)
 
 # The SID and logon ID written into Subject fields: there is no Windows logon session here.
 NULL_SID = "S-1-0-0"
 SIGNING_LEVEL_ENTERPRISE = 2  # "requested" level of an App Control policy check
+# Security records carry no ActivityID (Correlation is empty in every real capture).
+_SECURITY_IDS = frozenset(k for k, kind in KINDS.items() if kind.channel == SECURITY_CHANNEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +82,17 @@ class Host:
     process_id: int
     process_name: str
     user_name: str
+    # --nt-path mappings (paths.nt_path_map): mount point -> \Device\HarddiskVolumeN
+    nt_paths: NtPathMap = ()
+
+    def event_path(self, path: str) -> str:
+        """The file name events carry for ``path`` (NT form under a mapped mount)."""
+        return event_path(path, self.nt_paths)
+
+    def with_nt_paths(self, specs: Iterable[str | tuple[str, str]]) -> Host:
+        r"""This host with ``--nt-path`` mappings (``MOUNT=\Device\HarddiskVolumeN``);
+        raises ValueError on a bad one."""
+        return replace(self, nt_paths=nt_path_map(specs))
 
     @classmethod
     def current(cls, computer: str | None = None) -> Host:
@@ -75,6 +101,8 @@ class Host:
         except (OSError, KeyError):  # no passwd entry / no USER variable
             user = "-"
         argv0 = PurePath(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+        if argv0 in ("__main__.py", "-c", "-m"):  # python -m codeintegrity: name the program
+            argv0 = "codeintegrity"
         return cls(
             computer=computer or socket.gethostname() or "localhost",
             process_id=os.getpid(),
@@ -138,125 +166,6 @@ def host_event(
 
 # --- report -> events ----------------------------------------------------------------------
 
-# Finding code -> 3089 VerificationError, most specific first.
-_VERIFICATION_ERROR: dict[FindingCode, int] = {
-    FindingCode.IMAGE_HASH_MISMATCH: 1,
-    FindingCode.SHARED_WRITABLE_SECTION: 2,
-    FindingCode.CHAIN_REVOKED: 4,
-    FindingCode.POLICY_CERT_DISALLOWED: 4,
-    FindingCode.CHAIN_EXPIRED: 5,
-    FindingCode.POLICY_WEAK_DIGEST: 6,
-    FindingCode.CHAIN_UNTRUSTED: 7,
-    FindingCode.PAGE_HASHES_REQUIRED: 10,
-    FindingCode.PAGE_HASH_MISMATCH: 11,
-    FindingCode.PAGE_HASH_TABLE_MALFORMED: 11,
-    FindingCode.SIGNATURE_INVALID: 23,
-    FindingCode.MESSAGE_DIGEST_MISMATCH: 23,
-    FindingCode.POLICY_SIGNER_NOT_ALLOWED: 21,
-    FindingCode.POLICY_DENIED_HASH: 26,
-    FindingCode.POLICY_DENIED_SIGNER: 26,
-}
-_GENERIC_ERROR = 8
-_NOT_SIGNED = 3
-
-
-def verification_error(findings: Iterable[Finding]) -> int:
-    """The 3089 VerificationError for a signature's error findings (0 when there are none)."""
-    errors = [f for f in findings if f.event_id is not None]
-    if not errors:
-        return 0
-    codes = [_VERIFICATION_ERROR.get(f.code) for f in errors]
-    known = [c for c in codes if c is not None]
-    return known[0] if known else _GENERIC_ERROR
-
-
-_CN = re.compile(r"(?:^|,)\s*(?:CN|commonName)=((?:\\.|[^,\\])*)")
-
-
-@lru_cache(maxsize=1024)  # the same few signers and issuers recur across many files
-def common_name(rfc4514: str | None) -> str:
-    """The CN of an RFC 4514 name (Windows shows only the CN in 3089); the whole name if none."""
-    if not rfc4514:
-        return ""
-    match = _CN.search(rfc4514)
-    if match is None:
-        return rfc4514
-    return re.sub(r"\\(.)", r"\1", match.group(1))
-
-
-def _hex_field(value: str | None) -> tuple[str, str]:
-    """(size in bytes, upper-case hex) as CI writes hash fields; empty hash -> ("0", "")."""
-    if not value:
-        return "0", ""
-    return str(len(value) // 2), value.upper()
-
-
-def _signature_error(report: Report, sig: SignatureResult) -> int:
-    """The 3089 VerificationError of one signature (the generic 8 when invalid for a reason
-    without a code of its own)."""
-    if sig.valid:
-        return 0
-    own = [f for f in report.findings if f.signature in (sig.index, None)]
-    return verification_error(own) or _GENERIC_ERROR
-
-
-def _signature_info(
-    report: Report, sig: SignatureResult, total: int, signature_type: int, error: int
-) -> dict[str, str]:
-    hash_size, hash_hex = _hex_field(report.authentihash.get(sig.digest_algorithm))
-    leaf = sig.chain[0] if sig.chain else None
-    issuer = sig.chain[1] if len(sig.chain) > 1 else None
-    pub_size, pub_tbs = _hex_field(leaf.tbs_hash if leaf else None)
-    iss_size, iss_tbs = _hex_field(issuer.tbs_hash if issuer else None)
-    publisher = common_name(sig.signer)
-    issuer_name = common_name(sig.issuer)
-    return {
-        "TotalSignatureCount": str(total),
-        "Signature": str(sig.index),
-        "CacheState": "0",
-        "Hash Size": hash_size,
-        "Hash": hash_hex,
-        "PageHash": "true" if sig.page_hashes in (Check.VALID, Check.INVALID) else "false",
-        "SignatureType": str(signature_type),
-        "ValidatedSigningLevel": str(
-            SIGNING_LEVEL_AUTHENTICODE if sig.valid else SIGNING_LEVEL_UNSIGNED
-        ),
-        "VerificationError": str(error),
-        "Flags": "0",
-        "PolicyBits": "0",
-        "NotValidBefore": format_system_time(leaf.not_before) if leaf else "",
-        "NotValidAfter": format_system_time(leaf.not_after) if leaf else "",
-        "PublisherNameLength": str(len(publisher)),
-        "PublisherName": publisher,
-        "IssuerNameLength": str(len(issuer_name)),
-        "IssuerName": issuer_name,
-        "PublisherTBSHashSize": pub_size,
-        "PublisherTBSHash": pub_tbs,
-        "IssuerTBSHashSize": iss_size,
-        "IssuerTBSHash": iss_tbs,
-    }
-
-
-def _unsigned_info(report: Report) -> dict[str, str]:
-    hash_size, hash_hex = _hex_field(report.authentihash.get("sha256"))
-    return {
-        "TotalSignatureCount": "0",
-        "Signature": "0",
-        "CacheState": "0",
-        "Hash Size": hash_size,
-        "Hash": hash_hex,
-        "PageHash": "false",
-        "SignatureType": str(SIGNATURE_TYPE_NONE),
-        "ValidatedSigningLevel": str(SIGNING_LEVEL_UNSIGNED),
-        "VerificationError": str(_NOT_SIGNED),
-        "Flags": "0",
-        "PolicyBits": "0",
-        "PublisherNameLength": "0",
-        "IssuerNameLength": "0",
-        "PublisherTBSHashSize": "0",
-        "IssuerTBSHashSize": "0",
-    }
-
 
 def _primary_signature(report: Report) -> SignatureResult | None:
     if report.signatures:
@@ -277,13 +186,15 @@ def _file_name(path: str) -> str:
 def ecs_context(report: Report) -> dict[str, ContextValue]:
     """ECS fields of the file a report is about (file.*, rule.*), shared by all its events."""
     sig = _primary_signature(report)
-    return _ecs_context(report, sig, _signature_error(report, sig) if sig is not None else 0)
+    return _ecs_context(report, sig, signature_error(report, sig) if sig is not None else 0)
 
 
 def _ecs_context(
     report: Report, sig: SignatureResult | None, error: int
 ) -> dict[str, ContextValue]:
-    ctx: dict[str, ContextValue] = {"file.path": report.path, "file.name": _file_name(report.path)}
+    # ECS file.path is always a full path (not the NT form: that is Windows' own spelling).
+    path = event_path(report.path)
+    ctx: dict[str, ContextValue] = {"file.path": path, "file.name": _file_name(report.path)}
     for algorithm, digest in sorted(report.flat_hash.items()):
         ctx[f"file.hash.{algorithm}"] = digest.lower()
     for algorithm, digest in sorted(report.authentihash.items()):
@@ -315,20 +226,53 @@ def _file_and_process(report: Report, host: Host, spaced: bool) -> dict[str, str
         )
     )
     return {
-        "FileNameLength": str(len(report.path)),
-        file_key: report.path,
+        "FileNameLength": str(len(shown := host.event_path(report.path))),
+        file_key: shown,
         "ProcessNameLength": str(len(host.process_name)),
         process_key: host.process_name,
     }
 
 
+def _unsigned_image(report: Report, host: Host) -> dict[str, str]:
+    """3004 (an unsigned kernel driver, beside the Security 5038) and 3023/3036 (a revoked
+    signer): one template."""
+    return {
+        "FileNameLength": str(len(shown := host.event_path(report.path))),
+        "FileNameBuffer": shown,
+        "SecureRequired": "0x1",
+        "RequestedSigningLevel": str(SIGNING_LEVEL_AUTHENTICODE),
+        "ProcessNameLength": str(len(host.process_name)),
+        "ProcessNameBuffer": host.process_name,
+    }
+
+
+def _version_fields(report: Report) -> dict[str, str]:
+    """3077's names and version from the file's VS_VERSION_INFO (empty when it has none)."""
+    info = report.version_info or {}
+    out: dict[str, str] = {}
+    for key, name in _VERSION_FIELDS:
+        value = clean_text(info.get(key, ""))
+        out[f"{name}Length"] = str(len(value))
+        out[name] = value
+    out["FileVersion"] = clean_text(info.get("file_version", ""))
+    return out
+
+
+_VERSION_FIELDS = (
+    ("original_file_name", "OriginalFileName"),
+    ("internal_name", "InternalName"),
+    ("file_description", "FileDescription"),
+    ("product_name", "ProductName"),
+)
+
+
 def _policy_block(report: Report, host: Host) -> dict[str, str]:
     decision = report.decision
     assert decision is not None
-    sha1_size, sha1 = _hex_field(report.authentihash.get("sha1"))
-    sha256_size, sha256 = _hex_field(report.authentihash.get("sha256"))
-    flat1_size, flat1 = _hex_field(report.flat_hash.get("sha1"))
-    flat256_size, flat256 = _hex_field(report.flat_hash.get("sha256"))
+    sha1_size, sha1 = hex_field(report.authentihash.get("sha1"))
+    sha256_size, sha256 = hex_field(report.authentihash.get("sha256"))
+    flat1_size, flat1 = hex_field(report.flat_hash.get("sha1"))
+    flat256_size, flat256 = hex_field(report.flat_hash.get("sha256"))
     kernel = report.image is not None and report.image.is_kernel_driver
     guid = decision.policy_id if re.fullmatch(r"\{?[0-9a-fA-F-]{36}\}?", decision.policy_id) else ""
     sig = _primary_signature(report)
@@ -355,10 +299,7 @@ def _policy_block(report: Report, host: Host) -> dict[str, str]:
         "PolicyIDLength": str(len(decision.policy_id)),
         "PolicyID": decision.policy_id,
         "PolicyHashSize": "0",
-        "OriginalFileNameLength": "0",
-        "InternalNameLength": "0",
-        "FileDescriptionLength": "0",
-        "ProductNameLength": "0",
+        **_version_fields(report),
         "PolicyGUID": guid,
         "UserWriteable": "false",
         "PackageFamilyNameLength": "0",
@@ -370,91 +311,120 @@ def events_for_report(
     *,
     host: Host | None = None,
     when: datetime | None = None,
-    record_ids: Iterator[int] | None = None,
+    record_ids: Iterator[int] | RecordNumbers | None = None,
 ) -> list[Event]:
     """All events one report raises, CI details first (as Windows logs them), then Security.
 
     A valid file raises nothing. A policy denial adds 3077 (enforce) or 3076 (audit).
-    ``record_ids`` (a pipeline's counter) numbers the events as they are built, which saves
-    copying each one to set its EventRecordID afterwards.
+    ``record_ids`` numbers the events: a pipeline's per-channel :class:`.numbering.RecordNumbers`
+    (one reservation for the report), or a plain counter (numbers as they are built).
     """
     event_ids = report.event_ids
-    if not event_ids:
-        return []
+    decision = report.decision
+    if not event_ids and (decision is None or decision.allowed):
+        return []  # (an audit-mode denial raises its 3076 alone)
     host = host or Host.current()
-    when = when or datetime.now(UTC)
+    ticks = 0
+    if when is None:  # TimeCreated with Windows' 100 ns precision
+        when, ticks = now_with_ticks()
     activity = _new_activity_id()
-    errors = {sig.index: _signature_error(report, sig) for sig in report.signatures}
+    errors = {sig.index: signature_error(report, sig) for sig in report.signatures}
     primary = _primary_signature(report)
     if primary is not None and not report.signatures:  # a catalog's signature
-        errors[primary.index] = _signature_error(report, primary)
+        errors[primary.index] = signature_error(report, primary)
     primary_error = errors[primary.index] if primary is not None else 0
     # Cleaned once, shared by every event.
     context = freeze_context(_ecs_context(report, primary, primary_error))
     computer, process_id = clean_text(host.computer), host.process_id
     thread_id = threading.get_native_id()
 
+    counter = record_ids if isinstance(record_ids, Iterator) else None
+
     def add(event_id: int, values: dict[str, str]) -> None:
-        record_id = None if record_ids is None else next(record_ids)
+        record_id = None if counter is None else next(counter)
         events.append(
             build_event(
                 event_id,
                 values,
                 when,
                 computer,
-                activity,
+                None if event_id in _SECURITY_IDS else activity,
                 process_id,
                 thread_id,
                 None,
                 context,
                 record_id,
+                ticks,
             )  # fmt: skip
         )
 
     events: list[Event] = []
+    signature_infos: list[dict[str, str]]
     if report.signatures:
         total = len(report.signatures)
-        for sig in report.signatures:
-            add(
-                3089,
-                _signature_info(report, sig, total, SIGNATURE_TYPE_EMBEDDED, errors[sig.index]),
-            )
+        signature_infos = [
+            signature_info(report, sig, total, SIGNATURE_TYPE_EMBEDDED, errors[sig.index])
+            for sig in report.signatures
+        ]
     elif report.catalog is not None:
         catalog_sig = report.catalog.signature
-        add(3089, _signature_info(report, catalog_sig, 1, SIGNATURE_TYPE_CATALOG, primary_error))
+        signature_infos = [
+            signature_info(report, catalog_sig, 1, SIGNATURE_TYPE_CATALOG, primary_error)
+        ]
     else:
-        add(3089, _unsigned_info(report))
+        signature_infos = [unsigned_info(report)]
 
+    described: list[tuple[int, dict[str, str]]] = []  # CI events a 3089 set follows
     own_ids = {f.event_id for f in report.findings if f.event_id is not None}
-    if own_ids & {EVENT_IMAGE_HASH, EVENT_PAGE_HASH}:
-        add(
-            3033,
-            {
-                **_file_and_process(report, host, spaced=False),
-                "RequestedPolicy": str(SIGNING_LEVEL_AUTHENTICODE),
-                "ValidatedPolicy": str(SIGNING_LEVEL_UNSIGNED),
-                "Status": str(STATUS_INVALID_IMAGE_HASH),  # decimal, as real 3033 records
-            },
+    codes = {f.code for f in report.findings}
+    kernel = report.image is not None and report.image.is_kernel_driver
+    if FindingCode.CHAIN_REVOKED in codes:  # a revoked signer: 3023 (driver) / 3036 (user)
+        revoked = CI_REVOKED_DRIVER if kernel else CI_REVOKED_IMAGE
+        described.append((revoked, _unsigned_image(report, host)))
+    elif FindingCode.UNSIGNED_DRIVER in codes:
+        described.append((CI_UNSIGNED_IMAGE, _unsigned_image(report, host)))
+    elif own_ids & {EVENT_IMAGE_HASH, EVENT_PAGE_HASH}:
+        described.append(
+            (
+                3033,
+                {
+                    **_file_and_process(report, host, spaced=False),
+                    "RequestedPolicy": str(SIGNING_LEVEL_AUTHENTICODE),
+                    "ValidatedPolicy": str(SIGNING_LEVEL_UNSIGNED),
+                    "Status": str(STATUS_INVALID_IMAGE_HASH),  # decimal, as real 3033 records
+                },
+            )
         )
     if EVENT_LOAD_REQUIREMENTS in own_ids:
-        add(
-            3063,
-            {
-                **_file_and_process(report, host, spaced=False),
-                "RequirementType": str(REQUIREMENT_SHARED_SECTIONS),
-                "Status": f"{STATUS_INVALID_IMAGE_HASH:#x}",
-            },
+        described.append(
+            (
+                3063,
+                {
+                    **_file_and_process(report, host, spaced=False),
+                    "RequirementType": str(REQUIREMENT_SHARED_SECTIONS),
+                    "Status": f"{STATUS_INVALID_IMAGE_HASH:#x}",
+                },
+            )
         )
-    decision = report.decision
     if decision is not None and not decision.allowed:
-        add(3077 if decision.mode == "enforce" else 3076, _policy_block(report, host))
+        policy_id = 3077 if decision.mode == "enforce" else 3076
+        described.append((policy_id, _policy_block(report, host)))
+    for event_id, values in described:
+        add(event_id, values)
+        for info in signature_infos:
+            add(3089, info)
+    if not described:  # signature information on its own (e.g. beside a 5057)
+        for info in signature_infos:
+            add(3089, info)
     for event_id in event_ids:
         if event_id == EVENT_PRIMITIVE_FAILED:
             for finding in report.findings:
                 if finding.code is FindingCode.PRIMITIVE_FAILED:
                     add(event_id, {**host.subject(), **_primitive_fields(finding.detail)})
         else:
-            add(event_id, {"param1": report.path})
+            add(event_id, {"param1": host.event_path(report.path)})
+    if record_ids is not None and not isinstance(record_ids, Iterator):
+        return record_ids.assign(events)
     return events
 
 

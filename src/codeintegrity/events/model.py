@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,12 +98,13 @@ def clean_text(text: str) -> str:
 # Every event of a report shares one timestamp, and a pipeline renders it for each sink: the
 # caches turn those repeated conversions into one dict lookup (datetime caches its own hash).
 @lru_cache(maxsize=256)
-def format_system_time(when: datetime) -> str:
-    """TimeCreated/SystemTime as Windows writes it: UTC, 7 fractional digits, ``Z``."""
+def format_system_time(when: datetime, ticks: int = 0) -> str:
+    """TimeCreated/SystemTime as Windows writes it: UTC, 7 fractional digits, ``Z``; ``ticks``
+    is the 7th digit (100 ns units below the microsecond, which datetime cannot hold)."""
     if when.utcoffset():
         when = when.astimezone(UTC)
     # isoformat is several times faster than strftime; [:26] drops the UTC offset.
-    return when.isoformat(timespec="microseconds")[:26] + "0Z"
+    return f"{when.isoformat(timespec='microseconds')[:26]}{ticks}Z"
 
 
 @lru_cache(maxsize=256)
@@ -114,12 +116,25 @@ def format_iso_z(when: datetime) -> str:
 
 def parse_system_time(text: str) -> datetime:
     """Inverse of :func:`format_system_time` (accepts 0-9 fractional digits)."""
+    return parse_system_time_ticks(text)[0]
+
+
+def parse_system_time_ticks(text: str) -> tuple[datetime, int]:
+    """A SystemTime as (datetime, the 100 ns digit below its microseconds)."""
     match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z", text)
     if match is None:
         raise ValueError(f"not a SystemTime: {text!r}")
     base = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    micro = int((match.group(2) or "0").ljust(9, "0")[:6])
-    return base.replace(microsecond=micro)
+    digits = (match.group(2) or "0").ljust(9, "0")
+    return base.replace(microsecond=int(digits[:6])), int(digits[6])
+
+
+def now_with_ticks() -> tuple[datetime, int]:
+    """The current time as (datetime, 100 ns digit): TimeCreated with Windows' precision."""
+    ns = time.time_ns()
+    seconds, rest = divmod(ns, 1_000_000_000)
+    when = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+    return when, (rest // 100) % 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +152,7 @@ class Event:
     user_id: str | None = None  # Security@UserID (a SID); None renders <Security />
     # What the Windows record cannot hold but ECS consumers want (file.hash.*, code signature).
     context: tuple[tuple[str, ContextValue], ...] = ()
+    time_100ns: int = 0  # TimeCreated's 7th fractional digit (datetime stops at microseconds)
 
     @property
     def kind(self) -> EventKind:
@@ -216,13 +232,15 @@ class Event:
             self.thread_id,
             self.user_id,
             self.context,
+            self.time_100ns,
         )
 
     def to_json(self, *, with_record_id: bool = True) -> str:
         """``json.dumps(self.to_dict())``, compact; the shared context is encoded once."""
         data = (self.data and format_plain_values(self.data, _pairs_template)) or _encode(self.data)
+        when = format_system_time(self.time_created, self.time_100ns)
         parts = [
-            f'{{"id":{self.event_id},"t":"{format_system_time(self.time_created)}"',
+            f'{{"id":{self.event_id},"t":"{when}"',
             f',"c":{_encode_text(self.computer)},"d":{data}',
             f',"p":{self.process_id},"th":{self.thread_id}',
         ]
@@ -241,7 +259,7 @@ class Event:
         """A compact JSON-ready form (the store body); :meth:`from_dict` reverses it."""
         out: dict[str, object] = {
             "id": self.event_id,
-            "t": format_system_time(self.time_created),
+            "t": format_system_time(self.time_created, self.time_100ns),
             "c": self.computer,
             "d": [list(item) for item in self.data],
             "p": self.process_id,
@@ -274,9 +292,10 @@ class Event:
             if not all(isinstance(v, str | int | bool) for _, v in context):
                 raise ValueError("context values must be text, numbers or booleans")
             record = raw.get("r")
+            when, ticks = parse_system_time_ticks(str(raw["t"]))
             return cls(
                 event_id=event_id,
-                time_created=parse_system_time(str(raw["t"])),
+                time_created=when,
                 computer=str(raw["c"]),
                 data=data,
                 record_id=int(record) if record is not None else None,
@@ -285,6 +304,7 @@ class Event:
                 thread_id=int(raw.get("th", 0)),
                 user_id=str(raw["u"]) if raw.get("u") is not None else None,
                 context=context,
+                time_100ns=ticks,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SinkError(f"stored event is not valid: {exc}") from None
@@ -367,6 +387,7 @@ def build_event(
     user_id: str | None,
     context: ContextItems,
     record_id: int | None,
+    time_100ns: int = 0,
 ) -> Event:
     """:func:`make_event` for builders that already hold a cleaned ``computer`` and a frozen
     context: positional, because keyword handling costs as much as a small event."""
@@ -395,4 +416,5 @@ def build_event(
         thread_id,
         user_id,
         context,
+        time_100ns,
     )

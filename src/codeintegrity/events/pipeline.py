@@ -21,7 +21,6 @@ writer only when it sleeps; the writer lingers ``LINGER`` for more and writes up
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import deque
@@ -33,7 +32,9 @@ from ..errors import SinkError
 from ..report import Report
 from .build import Host, audits_discarded_event, events_for_report
 from .model import Event
+from .numbering import LocalNumbers, RecordNumbers
 from .paths import default_store_path
+from .schema import SECURITY_CHANNEL
 from .sinks import Sink, SqliteSink, open_sink
 from .store import EventStore
 
@@ -313,11 +314,12 @@ class EventPipeline:
         first_record_id: int = 1,
         max_block: float = 1.0,
         on_delivered: DeliveredCallback | None = None,
+        record_numbers: RecordNumbers | None = None,
     ) -> None:
         self.host = host
         self.max_block = max_block
-        # next() on a count is atomic in CPython: no lock per record ID.
-        self._record_ids = itertools.count(first_record_id)
+        # EventRecordIDs per channel; with a store, reserved in it (.numbering).
+        self._record_ids = record_numbers or LocalNumbers(first_record_id)
         self.produced = 0
         self._workers = [_SinkWorker(s, queue_size, self, on_delivered) for s in sinks]
         self._closed: PipelineSummary | None = None
@@ -328,15 +330,15 @@ class EventPipeline:
     def uris(self) -> list[str]:
         return [w.sink.uri for w in self._workers]
 
-    def next_record_id(self) -> int:
-        return next(self._record_ids)
+    def next_record_id(self, channel: str = SECURITY_CHANNEL) -> int:
+        return self._record_ids.next(channel)
 
     def emit(self, event: Event, *, deadline: float | None = None) -> None:
         """Queue one event for every sink (assigning its EventRecordID if it has none)."""
         if self._closed is not None:
             raise SinkError("event pipeline is closed")
         if event.record_id is None:
-            event = event.with_record_id(self.next_record_id())
+            event = event.with_record_id(self.next_record_id(event.channel))
         self._queue((event,), deadline)
 
     def emit_batch(self, events: Iterable[Event], *, deadline: float | None = None) -> int:
@@ -345,9 +347,8 @@ class EventPipeline:
         ``max_block``) for queue space; what does not fit is counted as discarded."""
         if self._closed is not None:
             raise SinkError("event pipeline is closed")
-        ids = self._record_ids
         # A tuple of its own: the caller may reuse its list while the writers read this one.
-        batch = tuple(e if e.record_id is not None else e.with_record_id(next(ids)) for e in events)
+        batch = tuple(self._record_ids.assign(list(events)))
         self._queue(batch, deadline)
         return len(batch)
 
@@ -406,6 +407,7 @@ class EventPipeline:
             summary.reported[uri] = worker.reported
             if worker.last_error and worker.discarded:
                 summary.errors[uri] = worker.last_error
+        self._record_ids.close()  # gives back numbers reserved and not used
         self._closed = summary
         return summary
 
@@ -429,8 +431,8 @@ def open_pipeline(
     """Open every sink (raising SinkError before anything runs) and start the writers.
 
     ``store`` adds the embedded SQLite store (``store_path`` or :func:`default_store_path`).
-    EventRecordIDs continue from the store's last one, so live sinks and the store agree
-    while one process writes it.
+    EventRecordIDs are reserved per channel in the store, so live sinks and the store agree
+    even when several processes write it.
 
     A store named by ``store_path`` that cannot be opened raises (the user asked for it). The
     *default* store that cannot be opened (a read-only home) does not stop anything: the
@@ -440,18 +442,22 @@ def open_pipeline(
     """
     sinks: list[Sink] = []
     store_unavailable: str | None = None
+    numbers = None
     try:
-        if store and store_path:
-            path = Path(store_path)
-            sinks.append(SqliteSink(f"sqlite:{path}", EventStore(path)))
-        elif store:
-            path = default_store_path()
+        if store:
+            path = Path(store_path) if store_path else default_store_path()
+            event_store: EventStore | None = None
             try:
-                sinks.append(SqliteSink(f"sqlite:{path}", EventStore(path)))
+                event_store = EventStore(path)
             except SinkError as exc:
+                if store_path:
+                    raise
                 store_unavailable = (
                     f"{exc}; use --no-store, or set CODEINTEGRITY_HOME to a writable folder"
                 )
+            if event_store is not None:
+                sinks.append(SqliteSink(f"sqlite:{path}", event_store))
+                numbers = event_store.numbering()
         for uri in uris:
             sink = open_sink(uri)
             if any(s.uri == sink.uri for s in sinks):
@@ -461,18 +467,16 @@ def open_pipeline(
     except BaseException:
         for sink in sinks:
             sink.close()
+        if numbers is not None:
+            numbers.close()
         raise
-    first = 1
-    for sink in sinks:
-        if isinstance(sink, SqliteSink):
-            first = max(first, sink.store.next_record_id())
     pipeline = EventPipeline(
         sinks,
         host=Host.current(computer),
         queue_size=queue_size,
-        first_record_id=first,
         max_block=max_block,
         on_delivered=on_delivered,
+        record_numbers=numbers,
     )
     pipeline.store_unavailable = store_unavailable
     return pipeline

@@ -1,7 +1,11 @@
 """JSON renderers: the Winlogbeat/ECS document and the flat Sigma/Zircolite row.
 
-The ECS form follows what Winlogbeat emits for an event-log record (``winlog.*``,
-``event.code``, ``event.outcome`` from the audit keyword bits, ``host.name``) so that rules
+The ECS form follows what Winlogbeat emits for an event-log record (``winlog.*`` with
+``winlog.api: wineventlog``, ``event.code``, ``event.outcome`` from the audit keyword bits and
+only when there are such bits, ``event.module: security`` on Security-channel records, Subject
+fields as ``user.*`` and ``related.user``, empty EventData values dropped, ``winlog.keywords``
+omitted when empty, no task name for CodeIntegrity events, which have none Windows can render:
+Event Viewer shows "(1)"; ``host.name``) so that rules
 compiled for Elasticsearch, e.g. ``winlog.channel:"Security" AND winlog.event_id:("5038" OR
 "6281")``, match it. Winlogbeat's security module has no categorisation for these IDs; the
 ``event.category``/``event.type`` values here are our own choice (documented per ID below).
@@ -17,7 +21,13 @@ from operator import itemgetter
 from typing import Any
 
 from .model import Event, format_iso_z, format_plain_values, format_system_time
-from .schema import KEYWORD_BIT_AUDIT_FAILURE, KEYWORD_BIT_AUDIT_SUCCESS, KINDS, LEVEL_NAMES
+from .schema import (
+    KEYWORD_BIT_AUDIT_FAILURE,
+    KEYWORD_BIT_AUDIT_SUCCESS,
+    KINDS,
+    LEVEL_NAMES,
+    SECURITY_CHANNEL,
+)
 
 ECS_VERSION = "8.11.0"
 
@@ -61,23 +71,60 @@ def _put(target: dict[str, Any], dotted: str, value: object) -> None:
     target[parts[-1]] = value
 
 
-def to_ecs(event: Event) -> dict[str, Any]:
-    """The ECS document of one event as a dict (see module doc for the mapping)."""
-    kind = event.kind
-    code = str(kind.event_id)
-    category, types = _CATEGORISATION.get(kind.event_id, (["host"], ["info"]))
+def _kind_members(event_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``event`` and ``winlog`` members that depend only on the event kind."""
+    kind = KINDS[event_id]
+    category, types = _CATEGORISATION.get(event_id, (["host"], ["info"]))
+    security = kind.channel == SECURITY_CHANNEL
+    audit = _keyword_names(kind.keywords)
+    event: dict[str, Any] = {"code": str(event_id), "kind": "event", "provider": kind.provider}
+    if security:
+        event["module"] = "security"
+        event["action"] = kind.task_name  # the rendered task, as Winlogbeat's security module
+    if audit:  # Winlogbeat derives the outcome from the audit keyword bits only
+        event["outcome"] = kind.outcome
+    event["category"] = category
+    event["type"] = types
     winlog: dict[str, Any] = {
+        "api": "wineventlog",
         "channel": kind.channel,
         "provider_name": kind.provider,
         "provider_guid": kind.provider_guid,
-        "event_id": code,
-        "task": kind.task_name,
-        "opcode": kind.opcode_name,
-        "keywords": _keyword_names(kind.keywords),
+        "event_id": str(event_id),
+    }
+    if security:
+        winlog["task"] = kind.task_name
+    winlog["opcode"] = kind.opcode_name
+    if audit:
+        winlog["keywords"] = audit
+    return event, winlog
+
+
+def _user_members(event: Event) -> dict[str, Any] | None:
+    """``user`` and ``related`` from Subject fields, as Winlogbeat's security module maps
+    them; None when the event has none."""
+    name = event.value("SubjectUserName")
+    if name is None:
+        return None
+    user = {"name": name}
+    domain, sid = event.value("SubjectDomainName"), event.value("SubjectUserSid")
+    if domain:
+        user["domain"] = domain
+    if sid:
+        user["id"] = sid
+    return {"user": user, "related": {"user": [name]}}
+
+
+def to_ecs(event: Event) -> dict[str, Any]:
+    """The ECS document of one event as a dict (see module doc for the mapping)."""
+    kind = event.kind
+    kind_event, kind_winlog = _kind_members(kind.event_id)
+    winlog: dict[str, Any] = {
+        **kind_winlog,
         "computer_name": event.computer,
         "version": kind.version,
         "process": {"pid": event.process_id, "thread": {"id": event.thread_id}},
-        "event_data": dict(event.data),
+        "event_data": {name: value for name, value in event.data if value},
     }
     if event.record_id is not None:
         winlog["record_id"] = event.record_id
@@ -88,20 +135,15 @@ def to_ecs(event: Event) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "@timestamp": format_iso_z(event.time_created),
         "message": event.message(),
-        "event": {
-            "code": code,
-            "kind": "event",
-            "provider": kind.provider,
-            "action": kind.task_name,
-            "outcome": kind.outcome,
-            "category": category,
-            "type": types,
-        },
+        "event": dict(kind_event),
         "log": {"level": LEVEL_NAMES.get(kind.level, "information")},
         "winlog": winlog,
         "host": {"name": event.computer},
         "ecs": {"version": ECS_VERSION},
     }
+    subject = _user_members(event)
+    if subject is not None:
+        doc.update(subject)
     for key, value in event.context:
         _put(doc, key, value)
     path = event.path
@@ -113,33 +155,18 @@ def to_ecs(event: Event) -> dict[str, Any]:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # What _encode does for a str, minus the Python-level dispatch (C function).
 _encode_text = json.encoder.encode_basestring
-_OWN_KEYS = frozenset({"@timestamp", "message", "event", "log", "winlog", "host", "ecs"})
+_OWN_KEYS = frozenset(
+    {"@timestamp", "message", "event", "log", "winlog", "host", "ecs", "user", "related"}
+)
+_SUBJECT_IDS = frozenset(k for k, kind in KINDS.items() if "SubjectUserName" in kind.fields)
 
 
 @lru_cache(maxsize=64)
 def _kind_fragments(event_id: int) -> tuple[str, str, str]:
     """JSON text of the parts of a document that depend only on the event kind."""
     kind = KINDS[event_id]
-    category, types = _CATEGORISATION.get(event_id, (["host"], ["info"]))
-    event = {
-        "code": str(event_id),
-        "kind": "event",
-        "provider": kind.provider,
-        "action": kind.task_name,
-        "outcome": kind.outcome,
-        "category": category,
-        "type": types,
-    }
+    event, winlog = _kind_members(event_id)
     log = {"level": LEVEL_NAMES.get(kind.level, "information")}
-    winlog = {
-        "channel": kind.channel,
-        "provider_name": kind.provider,
-        "provider_guid": kind.provider_guid,
-        "event_id": str(event_id),
-        "task": kind.task_name,
-        "opcode": kind.opcode_name,
-        "keywords": _keyword_names(kind.keywords),
-    }
     return (
         f',"event":{_encode(event)},"log":{_encode(log)}',
         _encode(winlog)[:-1],  # left open: per-record members follow
@@ -238,7 +265,10 @@ def _data_template(names: tuple[str, ...]) -> str | None:
 
 
 def _event_data_json(data: tuple[tuple[str, str], ...]) -> str:
-    """``_encode(dict(data))``, through a template per layout when it can."""
+    """``_encode(dict(data))`` without the empty values (Winlogbeat drops them), through a
+    template per layout when it can."""
+    if not all(value for _, value in data):
+        data = tuple(item for item in data if item[1])
     if not data:
         return "{}"
     return format_plain_values(data, _data_template) or _encode(dict(data))
@@ -264,6 +294,8 @@ def ecs_text(event: Event) -> str:
     assembled from cached fragments for speed)."""
     members = _context_members(event.context)
     if members is None or (not members[1] and event.path is not None):
+        return _encode(to_ecs(event))
+    if event.event_id in _SUBJECT_IDS:  # user.* and related.*: the generic path
         return _encode(to_ecs(event))
     head, winlog_open, version = _kind_fragments(event.event_id)
     computer = _encode_text(event.computer)
@@ -300,7 +332,7 @@ def to_flat(event: Event) -> dict[str, Any]:
         "Provider_Guid": kind.provider_guid,
         "Computer": event.computer,
         "EventRecordID": event.record_id,
-        "SystemTime": format_system_time(event.time_created),
+        "SystemTime": format_system_time(event.time_created, event.time_100ns),
         "Level": kind.level,
         "Task": kind.task,
         "Keywords": f"0x{kind.keywords:016x}",

@@ -9,8 +9,13 @@
   5612 reserves for documentation: these SD-IDs are ours, not a registered format.
 - SD-NAMEs may not contain spaces, ``=``, ``]`` or ``"`` and are at most 32 characters, so
   EventData names such as ``File Name`` are written with ``_`` (``File_Name``).
-- MSG is the rendered message on one line (tabs and line breaks folded to one space), UTF-8
-  with a BOM as RFC 5424 section 6.4 asks.
+- MSG is the rendered message on one line (the template's tabs and line breaks folded to one
+  space), UTF-8 with a BOM as RFC 5424 section 6.4 asks.
+- Control characters inside values (a line break or tab in a file name, which Linux allows) are
+  written as ``#`` and three octal digits (``#012`` for a line feed), in SD-PARAM values and in
+  MSG alike, the convention rsyslog uses for control characters: a value never breaks the line
+  or the framing, and the original is recoverable. ``"``, ``\\`` and ``]`` in SD-PARAM values
+  are escaped with a backslash as RFC 5424 section 6.3.3 requires.
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ _BOM = "\ufeff"
 
 _SD_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
 _BAD_NAME = re.compile(r'[^!-~]|[=\]"]')
-_SPACES = re.compile(r"\s+")
+_FOLD = re.compile(r"[ \t\r\n]*[\t\r\n][ \t\r\n]*")  # template layout -> one space
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def escape_control(text: str) -> str:
+    """Control characters as ``#ooo`` (octal), the rsyslog convention."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda m: f"#{ord(m.group()):03o}", text)
 
 
 def sd_name(name: str) -> str:
@@ -65,9 +78,14 @@ def render_syslog(event: Event) -> bytes:
         system.append(("EventRecordID", str(event.record_id)))
     if event.activity_id is not None:
         system.append(("ActivityID", event.activity_id))
-    win = " ".join(f'{k}="{v.translate(_SD_ESCAPE)}"' for k, v in system)
-    data = " ".join(f'{sd_name(k)}="{v.translate(_SD_ESCAPE)}"' for k, v in event.data)
-    message = _SPACES.sub(" ", event.message()).strip()
+    win = " ".join(f'{k}="{escape_control(v).translate(_SD_ESCAPE)}"' for k, v in system)
+    values = event.data
+    texts = event
+    if not "".join([v for _, v in values]).isprintable():
+        values = tuple((k, escape_control(v)) for k, v in values)
+        texts = Event(event.event_id, event.time_created, event.computer, values)
+    data = " ".join(f'{sd_name(k)}="{v.translate(_SD_ESCAPE)}"' for k, v in values)
+    message = _FOLD.sub(" ", texts.message()).strip()
     line = (
         f"<{pri}>1 {timestamp} {_header_token(event.computer, 255)} {APP_NAME} "
         f"{event.process_id or '-'} {kind.event_id} "

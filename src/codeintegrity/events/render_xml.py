@@ -49,7 +49,7 @@ def render_xml(event: Event) -> bytes:
         f"<EventID>{kind.event_id}</EventID><Version>{kind.version}</Version>",
         f"<Level>{kind.level}</Level><Task>{kind.task}</Task><Opcode>{kind.opcode}</Opcode>",
         f"<Keywords>0x{kind.keywords:016x}</Keywords>",
-        f'<TimeCreated SystemTime="{format_system_time(event.time_created)}" />',
+        f'<TimeCreated SystemTime="{format_system_time(event.time_created, event.time_100ns)}" />',
         f"<EventRecordID>{record}</EventRecordID>{correlation}",
         f'<Execution ProcessID="{event.process_id}" ThreadID="{event.thread_id}" />',
         f"<Channel>{kind.channel}</Channel><Computer>{_text(event.computer)}</Computer>",

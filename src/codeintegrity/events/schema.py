@@ -13,7 +13,8 @@ from functools import lru_cache
 
 # --- Security log, subcategory "Audit System Integrity" ------------------------------------
 SECURITY_PROVIDER = "Microsoft-Windows-Security-Auditing"
-SECURITY_PROVIDER_GUID = "{54849625-5478-4994-A5BA-3E3B0328C30D}"
+# Lowercase in braces, as real records show them (research/events-real.md).
+SECURITY_PROVIDER_GUID = "{54849625-5478-4994-a5ba-3e3b0328c30d}"
 SECURITY_CHANNEL = "Security"
 TASK_SYSTEM_INTEGRITY = 12290
 KEYWORDS_AUDIT_SUCCESS = 0x8020000000000000
@@ -23,7 +24,7 @@ KEYWORD_BIT_AUDIT_SUCCESS = 0x0020000000000000
 
 # --- Microsoft-Windows-CodeIntegrity/Operational ----------------------------------------------
 CI_PROVIDER = "Microsoft-Windows-CodeIntegrity"
-CI_PROVIDER_GUID = "{4EE76BD8-3CF4-44A0-A0AC-3937643E37A3}"
+CI_PROVIDER_GUID = "{4ee76bd8-3cf4-44a0-a0ac-3937643e37a3}"
 CI_CHANNEL = "Microsoft-Windows-CodeIntegrity/Operational"
 CI_KEYWORDS = 0x8000000000000000
 
@@ -36,6 +37,9 @@ EVENT_SELFTEST = 5056
 EVENT_PRIMITIVE_FAILED = 5057
 EVENT_PAGE_HASH = 6281
 EVENT_LOAD_REQUIREMENTS = 6410
+CI_UNSIGNED_IMAGE = 3004
+CI_REVOKED_DRIVER = 3023
+CI_REVOKED_IMAGE = 3036
 CI_SIGNING_LEVEL_NOT_MET = 3033
 CI_SECURITY_REQUIREMENT_NOT_MET = 3063
 CI_POLICY_AUDIT = 3076
@@ -166,6 +170,18 @@ _MSG_3077 = (
 _MSG_3076 = _MSG_3077 + (
     " However, due to code integrity auditing policy, the image was allowed to load."
 )
+_MSG_3004 = (
+    "Windows is unable to verify the image integrity of the file %2 because file hash could "
+    "not be found on the system. A recent hardware or software change might have installed a "
+    "file that is signed incorrectly or damaged, or that might be malicious software from an "
+    "unknown source."
+)
+# 3023 and 3036 share their text (ci.dll message table, libyal/winevt-kb).
+_MSG_REVOKED = (
+    "Windows is unable to verify the integrity of the file %2 because the signing certificate "
+    "has been revoked.  Check with the publisher to see if a new signed version of the kernel "
+    "module is available."
+)
 _MSG_3089 = "Signature information for another event. Match using the Correlation Id."
 
 _F_3033 = (
@@ -176,6 +192,16 @@ _F_3033 = (
     "RequestedPolicy",
     "ValidatedPolicy",
     "Status",
+)
+# 3004, 3023 and 3036 version 1 share one template (CodeIntegrity manifest dumps: research
+# notes section 2; OTRF/OSSEM's CodeIntegrity data dictionary).
+_F_3004 = (
+    "FileNameLength",
+    "FileNameBuffer",
+    "SecureRequired",
+    "RequestedSigningLevel",
+    "ProcessNameLength",
+    "ProcessNameBuffer",
 )
 _F_3063 = (
     "FileNameLength",
@@ -332,6 +358,9 @@ KINDS: dict[int, EventKind] = {
     ),
     6281: _sec(6281, _F, ("param1",), _MSG_6281),
     6410: _sec(6410, _F, ("param1",), _MSG_6410),
+    3004: _ci(3004, 2, 1, 104, 1, _F_3004, _MSG_3004, "CreateSection", "UnsignedImage"),
+    3023: _ci(3023, 2, 1, 108, 1, _F_3004, _MSG_REVOKED, "CreateSection", "RevokedDriverNotLoaded"),
+    3036: _ci(3036, 2, 1, 115, 1, _F_3004, _MSG_REVOKED, "CreateSection", "RevokedImageNotLoaded"),
     3033: _ci(3033, 2, 1, 111, 0, _F_3033, _MSG_3033, "CreateSection", "PolicyFailure"),
     3063: _ci(3063, 2, 1, 116, 0, _F_3063, _MSG_3063, "CreateSection", "SdlRequirement"),
     3076: _ci(

@@ -6,6 +6,7 @@
 ``xml:PATH``                    an ``<Events>`` document (Event Viewer's "Save as XML"
                                 shape), one ``<Event>`` per line, continued across runs
 ``sqlite:PATH``                 the event store format (:mod:`.store`)
+``evtx:DIR``                    one .evtx file per channel in DIR (:mod:`.evtx_sink`)
 ``syslog+udp://HOST:PORT``      RFC 5424, one message per datagram
 ``syslog+tcp://HOST:PORT``      RFC 5424 with RFC 6587 octet-counting framing
 ``relp://HOST:PORT``            RFC 5424 over RELP: every message acknowledged
@@ -44,8 +45,8 @@ from .store import EventStore
 from .syslog_tcp import SyslogTcpSink
 
 SINK_SYNTAX = (
-    "-, jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT or "
-    "relp://HOST:PORT"
+    "-, jsonl:PATH, xml:PATH, sqlite:PATH, evtx:DIR, syslog+udp://HOST:PORT, "
+    "syslog+tcp://HOST:PORT or relp://HOST:PORT"
 )
 DEFAULT_SYSLOG_PORT = 514
 
@@ -318,7 +319,15 @@ SCHEMES: dict[str, Callable[[str, str], Sink]] = {
     "syslog+tcp": lambda uri, _rest: SyslogTcpSink(uri, *_syslog_address(uri)),
     # RELP has no registered port (rsyslog's examples use 2514): it must be given.
     "relp": lambda uri, _rest: RelpSink(uri, *_syslog_address(uri, None)),
+    "evtx": lambda uri, rest: _evtx(uri, rest),
 }
+
+
+def _evtx(uri: str, rest: str) -> Sink:
+    """One .evtx file per channel in a directory (:mod:`.evtx_sink`), imported on use."""
+    from .evtx_sink import EvtxSink
+
+    return EvtxSink(uri, rest)
 
 
 def open_sink(uri: str) -> Sink:

@@ -2,9 +2,14 @@
 
 Durability contract: :meth:`EventStore.append` returns only after the batch is committed, so an
 acknowledged event survives a ``kill -9`` of the writer (the WAL is written before COMMIT
-returns; ``synchronous=FULL`` also syncs it, so it survives power loss too). The EventRecordID
-of a stored event is the row's INTEGER PRIMARY KEY (AUTOINCREMENT: increasing per store, never
-reused). The stored body is the event's compact JSON (:meth:`Event.to_dict`).
+returns; ``synchronous=FULL`` also syncs it, so it survives power loss too). The stored body is
+the event's compact JSON (:meth:`Event.to_dict`).
+
+EventRecordIDs are counted per channel, as Windows counts them per log: the ``sequences`` table
+holds each channel's last number and ``record_number`` each row's (unique per channel). A
+pipeline reserves numbers there before its sinks write (:mod:`.numbering`), so every output of
+every process agrees with the store; events that arrive unnumbered, or numbered elsewhere, get
+numbers here. Rows keep an AUTOINCREMENT key in arrival order.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from pathlib import Path
 
 from ..errors import SinkError
 from .model import Event
+from .numbering import SEQUENCES_SCHEMA, StoreNumbers
 from .schema import KINDS
 
-SCHEMA_VERSION = 1
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script (none of ours has a ``;`` inside a literal)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+SCHEMA_VERSION = 2
 SYNC_MODES = ("FULL", "NORMAL")
 
 _SCHEMA = """
@@ -38,6 +50,26 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time_us);
 CREATE INDEX IF NOT EXISTS events_id ON events(event_id);
+"""
+# Version 2: per-channel EventRecordIDs. A version 1 store's rows are numbered per channel in
+# their order of arrival, and the sequences start after them.
+_SCHEMA_V2 = """
+CREATE UNIQUE INDEX IF NOT EXISTS events_number ON events(channel, record_number);
+"""
+_MIGRATE_V1 = """
+ALTER TABLE events ADD COLUMN record_number INTEGER;
+UPDATE events SET record_number = numbered.n FROM (
+    SELECT record_id AS id, row_number() OVER (PARTITION BY channel ORDER BY record_id) AS n
+    FROM events
+) AS numbered WHERE events.record_id = numbered.id;
+"""
+# The sequences never fall behind the rows (a power loss after a reservation was synced less
+# strictly than the rows, see .numbering).
+_RECONCILE = """
+INSERT INTO sequences (channel, last)
+    SELECT channel, max(record_number) FROM events WHERE record_number IS NOT NULL
+    GROUP BY channel
+    ON CONFLICT(channel) DO UPDATE SET last = max(last, excluded.last);
 """
 
 
@@ -79,6 +111,7 @@ class EventStore:
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
+        self._keep_numbers = False
         mode = synchronous.upper()
         if mode not in SYNC_MODES:
             raise StoreError(f"synchronous must be one of {', '.join(SYNC_MODES)}, not {mode!r}")
@@ -95,43 +128,89 @@ class EventStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={mode}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):  # 1 is migrated below
                 raise StoreError(
                     f"event store {self.path} has schema version {version}, "
                     f"this codeintegrity writes {SCHEMA_VERSION}"
                 )
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(_SCHEMA):
+                    self._db.execute(statement)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+                if "record_number" not in columns:  # a new store or a version 1 store
+                    for statement in _statements(_MIGRATE_V1):
+                        self._db.execute(statement)
+                self._db.execute(SEQUENCES_SCHEMA)
+                for statement in _statements(_SCHEMA_V2 + _RECONCILE):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(f"cannot use event store {self.path}: {exc}") from None
 
     # --- writing -----------------------------------------------------------------------------
+    def numbering(self) -> StoreNumbers:
+        """The record numbers of a pipeline that writes this store: reserved in this file,
+        and kept as given when those events are appended here."""
+        self._keep_numbers = True
+        return StoreNumbers(self.path)
+
+    def _allocate(self, channel: str, count: int) -> int:
+        """Inside the append transaction: ``count`` new numbers in ``channel``; the first."""
+        row = self._db.execute(
+            "INSERT INTO sequences (channel, last) VALUES (?, ?) ON CONFLICT(channel)"
+            " DO UPDATE SET last = last + excluded.last RETURNING last",
+            (channel, count),
+        ).fetchone()
+        return int(row[0]) - count + 1
+
     def append(self, events: Sequence[Event]) -> list[Event]:
-        """Commit ``events`` in one transaction; return them with their record IDs."""
+        """Commit ``events`` in one transaction; return them with their record IDs.
+
+        Numbers reserved through :meth:`numbering` are kept; any other event (unnumbered, or
+        numbered by another store) gets the next number of its channel here."""
         if not events:
             return []
-        rows = [
-            (
-                e.event_id,
-                *_kind_columns(e.event_id),
-                _time_us(e.time_created),
-                e.path,
-                e.activity_id,
-                e.to_json(with_record_id=False),  # the row's key is the record ID
-            )
-            for e in events
-        ]
+        keep = self._keep_numbers
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                counts: dict[str, int] = {}
+                for e in events:
+                    if not keep or e.record_id is None:
+                        counts[e.channel] = counts.get(e.channel, 0) + 1
+                firsts = {ch: self._allocate(ch, n) for ch, n in counts.items()}
+                numbered = []
+                for e in events:
+                    if not keep or e.record_id is None:
+                        number = firsts[e.channel]
+                        firsts[e.channel] = number + 1
+                        if e.record_id != number:
+                            e = e.with_record_id(number)
+                    numbered.append(e)
                 db.executemany(
                     "INSERT INTO events (event_id, channel, outcome, time_us, path, activity_id,"
-                    " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    " body, record_number) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            e.event_id,
+                            *_kind_columns(e.event_id),
+                            _time_us(e.time_created),
+                            e.path,
+                            e.activity_id,
+                            e.to_json(with_record_id=False),  # the row holds the number
+                            e.record_id,
+                        )
+                        for e in numbered
+                    ],
                 )
-                last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -139,18 +218,15 @@ class EventStore:
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to event store {self.path}: {exc}") from None
-        # BEGIN IMMEDIATE holds the write lock, so the batch got consecutive IDs.
-        first = last - len(events) + 1
-        # A pipeline numbered them from this store already: copy only the ones that differ.
-        return [
-            e if e.record_id == record_id else e.with_record_id(record_id)
-            for record_id, e in enumerate(events, first)
-        ]
+        return numbered
 
     # --- reading -----------------------------------------------------------------------------
-    def next_record_id(self) -> int:
+    def next_record_id(self, channel: str) -> int:
+        """The number the next event of ``channel`` would get."""
         try:
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+            row = self._db.execute(
+                "SELECT last FROM sequences WHERE channel = ?", (channel,)
+            ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read event store {self.path}: {exc}") from None
         return (int(row[0]) if row else 0) + 1
@@ -179,7 +255,7 @@ class EventStore:
         if sel.channel:
             where.append("channel = ?")
             args.append(sel.channel)
-        sql = "SELECT record_id, body FROM events"
+        sql = "SELECT record_id, record_number, body FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY record_id"
@@ -188,7 +264,7 @@ class EventStore:
             args.append(sel.limit)
         try:
             cursor = self._db.execute(sql, args)
-            for record_id, body in cursor:
+            for record_id, number, body in cursor:
                 try:
                     raw = json.loads(body)
                 except ValueError:
@@ -197,7 +273,7 @@ class EventStore:
                     event = Event.from_dict(raw)
                 except SinkError as exc:
                     raise StoreError(f"record {record_id} of {self.path}: {exc}") from None
-                yield event.with_record_id(int(record_id))
+                yield event.with_record_id(int(number if number is not None else record_id))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read event store {self.path}: {exc}") from None
 
