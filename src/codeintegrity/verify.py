@@ -140,6 +140,7 @@ class _Run:
     def run(self) -> Report:
         from .pe.certtable import parse_cert_table
         from .pe.hashing import HashRequest, compute_hashes
+        from .pe.versioninfo import parse_version_info
 
         image = self.image
         limits = self.opts.limits
@@ -164,6 +165,8 @@ class _Run:
             first_page=frozenset(self.opts.first_page_digests),
             flat=frozenset(self.opts.flat_digests),
         )
+        # Read before hashing: hashed pages are released from the resident set as they go.
+        version_info = parse_version_info(self.data, image)
         try:
             hashes = compute_hashes(self.data, image, request, limits, release=self.release)
         except _primitive_errors(hashing=True) as exc:
@@ -199,6 +202,7 @@ class _Run:
             first_page_hash={k: v.hex() for k, v in sorted(hashes.first_page.items())},
             flat_hash={k: v.hex() for k, v in sorted(hashes.flat.items())},
             catalog=catalog,
+            version_info=version_info.to_dict() if version_info is not None else None,
         )
 
     # -- certificate table and signature parsing -------------------------------------------

@@ -521,3 +521,51 @@ def test_report_option_into_a_missing_folder_is_exit_4_before_judging(tmp_path):
     assert result.returncode == exit_codes.CONFIG
     assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
     assert result.stdout == ""
+
+
+# --- --nt-path: events name files as Windows does -------------------------------------------------
+
+
+def test_nt_path_maps_param1_of_the_events(tmp_path):
+    import shutil
+
+    mount = tmp_path / "mnt"
+    (mount / "Windows").mkdir(parents=True)
+    shutil.copy(BAD, mount / "Windows" / "bad.exe")
+    events = tmp_path / "events.xml"
+    result = run(
+        "--no-store",
+        *ANCHORS,
+        "--events",
+        f"xml:{events}",
+        "--nt-path",
+        f"{mount}=\\Device\\HarddiskVolume3",
+        str(mount / "Windows" / "bad.exe"),
+        home=tmp_path,
+    )
+    no_traceback(result)
+    assert result.returncode == exit_codes.NOT_VALID
+    text = events.read_text(encoding="utf-8")
+    assert '<Data Name="param1">\\Device\\HarddiskVolume3\\Windows\\bad.exe</Data>' in text
+
+
+def test_nt_path_that_is_not_a_mapping_is_a_usage_error(tmp_path):
+    result = run("--no-store", "--nt-path", "bogus", str(GOOD), home=tmp_path)
+    assert result.returncode == exit_codes.USAGE and "--nt-path" in result.stderr
+
+
+def test_json_report_carries_version_info(tmp_path):
+    import json
+
+    from codeintegrity.cli.verify_cmd import DEMO_SAMPLE as demo
+
+    from ..conftest import SHARED_CORPUS
+
+    vsce = SHARED_CORPUS / "samples" / "signed"
+    found = sorted(vsce.rglob("vsce-sign.exe")) if vsce.is_dir() else []
+    result = run("--no-store", "--json", str(demo), *map(str, found), home=tmp_path)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "version_info" in lines[0]  # present in the contract, null when the file has none
+    if found:
+        info = lines[1]["version_info"]
+        assert info["original_file_name"] == "vsce-sign.dll" and info["file_version"] == "2.0.6.0"

@@ -50,6 +50,18 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
         raise click.BadParameter(f"{value!r} is not a size (e.g. 4096, 64K, 10M, 2G)") from None
 
 
+def _check_nt_paths(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    from ..events.paths import nt_path_map
+
+    try:
+        nt_path_map(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines, one object per path.")
@@ -220,6 +232,15 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     help="With --dask: the workers see files under CLIENT_PREFIX at WORKER_PREFIX (repeatable).",
 )
 @click.option(
+    "--nt-path",
+    "nt_paths",
+    multiple=True,
+    metavar=r"MOUNT=\Device\HarddiskVolumeN",
+    callback=_check_nt_paths,
+    help="Name files under MOUNT in events by their Windows NT path, as Windows writes param1 "
+    "(repeatable).",
+)
+@click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False, path_type=str),
@@ -264,6 +285,7 @@ def verify(
     path_maps: tuple[str, ...],
     progress: bool | None,
     report_path: str | None,
+    nt_paths: tuple[str, ...],
 ) -> None:
     """Judge PE files (EXE, DLL, SYS, EFI) as Windows Code Integrity would.
 
@@ -326,6 +348,8 @@ def verify(
         listing = open_listing(files_from)
         options, policy = build_options(settings, warn)
         events = open_events(event_uris, store=not no_store, store_path=store_path, warn=warn)
+        if nt_paths and events.pipeline is not None:
+            events.pipeline.host = events.pipeline.host.with_nt_paths(nt_paths)
     except CIError as exc:
         # Files named by options that do not load (anchors, policy, catalogs, sinks, lists).
         _fail(exc.diagnostics(), exit_codes.CONFIG)
