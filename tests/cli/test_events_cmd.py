@@ -120,14 +120,19 @@ def test_missing_store_named_by_store_is_an_error_not_created(tmp_path: Path, mo
 
 
 def test_limit_shows_the_newest_events_oldest_first(store: Path):
-    def ids(*args: str) -> list[int]:
+    # EventRecordIDs are numbered per channel: an event is (channel, record id).
+    def ids(*args: str) -> list[tuple[str, int, str]]:
         result = run("--store", str(store), "--format", "jsonl", *args)
         assert result.exit_code == 0, result.output
-        return [int(json.loads(x)["winlog"]["record_id"]) for x in result.stdout.splitlines()]
+        docs = [json.loads(x)["winlog"] for x in result.stdout.splitlines()]
+        return [(d["channel"], int(d["record_id"]), d["event_id"]) for d in docs]
 
-    assert ids() == list(range(1, 8))
-    assert ids("--limit", "3") == [5, 6, 7]
-    assert ids("--limit", "2", "--id", "5038") == [3]  # the only one: fewer than asked
+    every = ids()
+    assert len(every) == len(set(every)) == 7
+    assert [n for channel, n, _ in every if channel == "Security"] == [1, 2, 3]
+    assert ids("--limit", "3") == every[-3:]
+    [only] = [e for e in every if e[2] == "5038"]
+    assert ids("--limit", "2", "--id", "5038") == [only]  # the only one: fewer than asked
     assert ids("--limit", "0") == []
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from codeintegrity.events.build import event_for_primitive_failure, events_for_report
 from codeintegrity.events.model import Event, clean_text
+from codeintegrity.events.render_xml import render_xml
 from codeintegrity.events.schema import KINDS
 from codeintegrity.events.signature_info import common_name, verification_error
 from codeintegrity.findings import Finding, FindingCode
@@ -50,8 +51,13 @@ def test_ci_events_of_a_report_share_one_activity_id_security_events_carry_none(
     (activity,) = activities
     assert re.fullmatch(r"\{[0-9a-f-]{36}\}", activity)
     assert activity != second[0].activity_id
-    # Real 5038 records (events-real.md): <Correlation /> is empty on the Security channel.
-    assert [e.activity_id for e in first if e.channel == "Security"] == [None, None]
+    # Real 5038 records (events-real.md): <Correlation /> is empty on the Security channel, so
+    # the renderers get no ActivityID for them; the model keeps the verification's own, which
+    # the store and reports use to group one file's events.
+    security = [e for e in first if e.channel == "Security"]
+    assert [e.correlation_id for e in security] == [None, None]
+    assert {e.activity_id for e in security} == {activity}
+    assert all(b"<Correlation />" in render_xml(e) for e in security)
 
 
 def test_param1_is_the_path_as_given():

@@ -30,17 +30,23 @@ from codeintegrity.events.sinks import FileSink, SinkWriteError, SyslogTcpSink, 
 from .reports import HOST, tampered_report
 
 
-def _jsonl_accounting(path: Path) -> tuple[int, int, list[int]]:
-    """(ordinary events, losses announced by 4612, record ids): every line must parse."""
+def _record_key(sd: dict[str, dict[str, str]]) -> tuple[str, str]:
+    """An event's identity: EventRecordIDs are numbered per channel."""
+    return sd["win@32473"]["Channel"], sd["win@32473"]["EventRecordID"]
+
+
+def _jsonl_accounting(path: Path) -> tuple[int, int, list[tuple[str, int]]]:
+    """(ordinary events, losses announced by 4612, (channel, record id) of each): every line
+    must parse."""
     ordinary = announced = 0
-    ids: list[int] = []
+    ids: list[tuple[str, int]] = []
     for line in path.read_text("utf-8").splitlines():
         doc = json.loads(line)  # a torn line would raise here
         if doc["winlog"]["event_id"] == "4612":
             announced += int(doc["winlog"]["event_data"]["AuditsDiscarded"])
         else:
             ordinary += 1
-            ids.append(int(doc["winlog"]["record_id"]))
+            ids.append((doc["winlog"]["channel"], int(doc["winlog"]["record_id"])))
     return ordinary, announced, ids
 
 
@@ -251,7 +257,7 @@ class _Collector:
         self.server.bind(("127.0.0.1", port))
         self.server.listen()
         self.port = self.server.getsockname()[1]
-        self.records: dict[str, str] = {}
+        self.records: dict[tuple[str, str], int] = {}
         self.duplicates = 0
         self.connections = 0
         self.closed_early = 0
@@ -305,7 +311,7 @@ class _Collector:
 
     def _frame(self, message: str) -> None:
         sd = parse_structured_data(message)
-        key = sd["win@32473"]["EventRecordID"]
+        key = _record_key(sd)
         if key in self.records:
             self.duplicates += 1
         is_notice = sd["win@32473"]["EventID"] == "4612"
@@ -366,7 +372,7 @@ class _ResettingCollector(_Collector):
 
     def __init__(self, close_after: int) -> None:
         self.reset_after = close_after
-        self.dropped: set[str] = set()
+        self.dropped: set[tuple[str, str]] = set()
         super().__init__(close_after=None, rcvbuf=8192)
 
     def _read(self, conn: socket.socket) -> None:
@@ -395,7 +401,7 @@ class _ResettingCollector(_Collector):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _drop(self, message: str) -> None:
-        self.dropped.add(parse_structured_data(message)["win@32473"]["EventRecordID"])
+        self.dropped.add(_record_key(parse_structured_data(message)))
 
     @staticmethod
     def _frames(buffer: bytes, handle) -> bytes:
@@ -472,7 +478,7 @@ class _RelpCollector:
         self.close_after = close_after
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
-        self.records: dict[str, int] = {}
+        self.records: dict[tuple[str, str], int] = {}
         self.duplicates = 0
         self.sessions = 0
         self.closed_early = 0
@@ -522,7 +528,7 @@ class _RelpCollector:
                     self.closed_early += 1
                     return  # what was received and not answered is the sender's to resend
                 sd = parse_structured_data(data.decode("utf-8"))
-                key = sd["win@32473"]["EventRecordID"]
+                key = _record_key(sd)
                 self.duplicates += key in self.records
                 notice = sd["win@32473"]["EventID"] == "4612"
                 self.records[key] = int(sd["data@32473"]["AuditsDiscarded"]) if notice else 0
@@ -635,5 +641,5 @@ def test_rsyslog_imrelp_receives_every_event(rsyslog_relp):
         if len(lines) >= produced:
             break
         time.sleep(0.05)
-    ids = [parse_structured_data(line)["win@32473"]["EventRecordID"] for line in lines]
+    ids = [_record_key(parse_structured_data(line)) for line in lines]
     assert len(ids) == len(set(ids)) == produced

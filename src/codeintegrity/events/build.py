@@ -48,9 +48,7 @@ from .schema import (
     EVENT_LOAD_REQUIREMENTS,
     EVENT_PAGE_HASH,
     EVENT_PRIMITIVE_FAILED,
-    KINDS,
     REQUIREMENT_SHARED_SECTIONS,
-    SECURITY_CHANNEL,
     SIGNATURE_TYPE_CATALOG,
     SIGNATURE_TYPE_EMBEDDED,
     SIGNING_LEVEL_AUTHENTICODE,
@@ -71,7 +69,6 @@ from .signature_info import (
 NULL_SID = "S-1-0-0"
 SIGNING_LEVEL_ENTERPRISE = 2  # "requested" level of an App Control policy check
 # Security records carry no ActivityID (Correlation is empty in every real capture).
-_SECURITY_IDS = frozenset(k for k, kind in KINDS.items() if kind.channel == SECURITY_CHANNEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +345,7 @@ def events_for_report(
                 values,
                 when,
                 computer,
-                None if event_id in _SECURITY_IDS else activity,
+                activity,
                 process_id,
                 thread_id,
                 None,

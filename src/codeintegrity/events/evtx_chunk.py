@@ -206,7 +206,7 @@ _D_U32 = _DESCRIPTOR(4, T_UINT32, 0)
 def substitution_values(event: Event, record_id: int, extra_100ns: int = 0) -> bytes:
     """The substitution array of a record: count, (size, type) descriptors, then the values."""
     static_desc, static_data, channel_desc, channel = _system_static(event.event_id)
-    activity_desc, activity = _activity(event.activity_id)
+    activity_desc, activity = _activity(event.correlation_id)
     computer_desc, computer = _text_value(event.computer)
     user_desc, user = _user(event.user_id)
     descriptors = [

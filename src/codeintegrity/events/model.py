@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from ..errors import SinkError
-from .schema import KINDS, MESSAGE_VALUE_MAPS, EventKind
+from .schema import KINDS, MESSAGE_VALUE_MAPS, SECURITY_CHANNEL, EventKind
 
 ContextValue = str | int | bool
 
@@ -146,7 +146,10 @@ class Event:
     computer: str
     data: tuple[tuple[str, str], ...]  # (Data Name, value text) in manifest order
     record_id: int | None = None
-    activity_id: str | None = None  # "{...}" GUID shared by a Security event and its CI details
+    # "{...}" GUID shared by the events of one verification. Kept on every event (the store
+    # and reports group a file's events by it); rendered only where Windows writes it, see
+    # :attr:`correlation_id`.
+    activity_id: str | None = None
     process_id: int = 0
     thread_id: int = 0
     user_id: str | None = None  # Security@UserID (a SID); None renders <Security />
@@ -161,6 +164,12 @@ class Event:
     @property
     def channel(self) -> str:
         return self.kind.channel
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The ActivityID as Windows renders it: CodeIntegrity events carry theirs; Security
+        events have an empty ``<Correlation />``."""
+        return None if self.kind.channel == SECURITY_CHANNEL else self.activity_id
 
     @property
     def provider(self) -> str:

@@ -128,8 +128,8 @@ def to_ecs(event: Event) -> dict[str, Any]:
     }
     if event.record_id is not None:
         winlog["record_id"] = event.record_id
-    if event.activity_id is not None:
-        winlog["activity_id"] = event.activity_id
+    if event.correlation_id is not None:
+        winlog["activity_id"] = event.correlation_id
     if event.user_id is not None:
         winlog["user"] = {"identifier": event.user_id}
     doc: dict[str, Any] = {
@@ -301,7 +301,9 @@ def ecs_text(event: Event) -> str:
     computer = _encode_text(event.computer)
     record = "" if event.record_id is None else f',"record_id":{event.record_id}'
     activity = (
-        "" if event.activity_id is None else f',"activity_id":{_encode_text(event.activity_id)}'
+        ""
+        if event.correlation_id is None
+        else f',"activity_id":{_encode_text(event.correlation_id)}'
     )
     user = (
         "" if event.user_id is None else f',"user":{{"identifier":{_encode_text(event.user_id)}}}'
@@ -336,7 +338,7 @@ def to_flat(event: Event) -> dict[str, Any]:
         "Level": kind.level,
         "Task": kind.task,
         "Keywords": f"0x{kind.keywords:016x}",
-        "ActivityID": event.activity_id,
+        "ActivityID": event.correlation_id,
         "Security_UserID": event.user_id,
     }
     row.update(event.data)

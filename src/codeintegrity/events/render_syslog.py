@@ -76,8 +76,8 @@ def render_syslog(event: Event) -> bytes:
     ]
     if event.record_id is not None:
         system.append(("EventRecordID", str(event.record_id)))
-    if event.activity_id is not None:
-        system.append(("ActivityID", event.activity_id))
+    if event.correlation_id is not None:
+        system.append(("ActivityID", event.correlation_id))
     win = " ".join(f'{k}="{escape_control(v).translate(_SD_ESCAPE)}"' for k, v in system)
     values = event.data
     texts = event

@@ -27,8 +27,8 @@ def render_xml(event: Event) -> bytes:
     """One ``<Event>`` element as UTF-8 bytes (no XML declaration, no trailing newline)."""
     kind = event.kind
     correlation = (
-        f'<Correlation ActivityID="{event.activity_id.translate(_ATTR)}" />'
-        if event.activity_id
+        f'<Correlation ActivityID="{event.correlation_id.translate(_ATTR)}" />'
+        if event.correlation_id
         else "<Correlation />"
     )
     security = (

@@ -83,7 +83,7 @@ def open_store_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise ReportInputError(f"cannot read event store {path}: {exc}") from None
     needed = {"record_id", "event_id", "time_us", "path", "activity_id", "body"}
-    if version not in (0, 1) or not needed <= columns:
+    if version not in (0, 1, 2) or not needed <= columns:
         db.close()
         raise ReportInputError(f"{path} is not a codeintegrity event store")
     return db
