@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..findings import FindingCode
 from . import oids
+from .certcache import intern, name_key
 from .signeddata import ASN1_ERRORS, econtent_tlv
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def check_signed_data(signed_data: Any, expected_content_type: str) -> SignedDat
     check = SignedDataCheck()
     try:
         check.certificates = tuple(
-            c.chosen for c in signed_data["certificates"] if c.name == "certificate"
+            intern(c.chosen) for c in signed_data["certificates"] if c.name == "certificate"
         )
         signer_infos = list(signed_data["signer_infos"])
         if len(signer_infos) != 1:
@@ -125,10 +126,14 @@ def find_certificate(sid: Any, certificates: tuple[Any, ...]) -> Any | None:
     """The certificate a SignerIdentifier names (issuer+serial, or subjectKeyIdentifier)."""
     if sid.name == "issuer_and_serial_number":
         wanted = sid.chosen
-        issuer = wanted["issuer"].hashable
+        issuer_der = wanted["issuer"].dump()
+        issuer = name_key(wanted["issuer"])
         serial = wanted["serial_number"].native
         for cert in certificates:
-            if cert.serial_number == serial and cert.issuer.hashable == issuer:
+            if cert.serial_number != serial:
+                continue
+            # Equal encodings are equal names; otherwise compare as RFC 5280 does (cached).
+            if cert.issuer.dump() == issuer_der or name_key(cert.issuer) == issuer:
                 return cert
         return None
     key_id = bytes(sid.chosen.native)

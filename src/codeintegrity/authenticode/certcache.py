@@ -1,0 +1,155 @@
+"""Per-process memory of certificates already seen, keyed by the SHA-256 of their DER.
+
+A tree scan meets the same handful of signing chains thousands of times, and every file carries
+its own copy of their certificates. Parsing them again, normalising their names for comparison
+(asn1crypto's RFC 4518 string preparation) and building their report facts cost ten times the
+hashing of a small file. What is cached here is a pure function of the certificate's bytes:
+
+- the parsed certificate itself (the first copy seen stands for every later byte-identical one,
+  so asn1crypto's lazily parsed fields and extensions are parsed once);
+- the comparison form of a Name (``Name.hashable``), keyed by the Name's DER;
+- the report's :class:`CertInfo`.
+
+Nothing that depends on a signature or a moment (time validity, timestamps, revocation, the
+chain rules a timestamp exempts from) is cached here. Every cache is a bounded LRU behind a lock;
+failures are never cached (they are recomputed, and raise, each time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from ..report import CertInfo
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Distinct certificates in a run are few (a Windows folder has some hundreds); a fully parsed
+# asn1crypto certificate is some tens of KB, so these bounds keep the caches to a few MB.
+MAX_CERTIFICATES = 1024
+MAX_NAMES = 4096
+_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+
+
+class LRU(Generic[K, V]):
+    """A bounded, thread-safe least-recently-used map. ``value`` computes a missing entry
+    outside the lock (two threads may both compute it; the first stored wins)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: K, compute: Callable[[], V]) -> V:
+        with self._lock:
+            found = self._items.get(key, _MISSING)
+            if found is not _MISSING:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+        value = compute()  # may raise: nothing is stored then
+        with self._lock:
+            stored = self._items.setdefault(key, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return stored
+
+    def peek(self, key: K) -> V | None:
+        """The entry for ``key`` if present (no recency update, no statistics)."""
+        with self._lock:
+            return self._items.get(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_MISSING: Any = object()
+_certificates: LRU[bytes, Any] = LRU(MAX_CERTIFICATES)
+_names: LRU[bytes, str] = LRU(MAX_NAMES)
+_infos: LRU[bytes, CertInfo] = LRU(MAX_CERTIFICATES)
+_fingerprints: LRU[int, tuple[Any, bytes]] = LRU(MAX_CERTIFICATES)
+
+
+def fingerprint(cert: Any) -> bytes:
+    """SHA-256 of the certificate's encoding: the identity every cache here uses. Remembered
+    for interned certificates: ``dump()`` of a parsed asn1crypto value walks all its parsed
+    fields to see whether one changed."""
+    known = _fingerprints.peek(id(cert))
+    if known is not None and known[0] is cert:
+        return known[1]
+    return hashlib.sha256(cert.dump()).digest()
+
+
+def intern(cert: Any) -> Any:
+    """The first parsed certificate seen with ``cert``'s exact bytes (``cert`` itself the first
+    time). Its fields are read once now, so threads sharing it later only read parsed values.
+    A certificate with a field that does not parse is never shared: each file keeps its own
+    copy, and whoever reads the field reports it exactly as without the cache."""
+
+    digest = fingerprint(cert)
+
+    def first() -> Any:
+        _prime(cert)
+        # The entry holds the certificate, so its id cannot be reused while the entry lives.
+        _fingerprints.get(id(cert), lambda: (cert, digest))
+        return cert
+
+    try:
+        return _certificates.get(digest, first)
+    except _ASN1_ERRORS:
+        return cert
+
+
+def _prime(cert: Any) -> None:
+    """Parse every field the checks read (raises on the first malformed one)."""
+    _ = (
+        cert.issuer.dump(),
+        cert.subject.dump(),
+        cert.serial_number,
+        cert.key_identifier,
+        cert.public_key.dump(),
+        cert.extended_key_usage_value,
+        cert.not_valid_before,
+        cert.not_valid_after,
+    )
+
+
+def name_key(name: Any) -> str:
+    """``name.hashable`` (RFC 5280 comparison form) of an asn1crypto Name, cached by its DER."""
+    return _names.get(name.dump(), lambda: name.hashable)
+
+
+def cert_info(cert: Any) -> CertInfo:
+    """:func:`certinfo.cert_info` of ``cert``, computed once per distinct certificate."""
+    from .certinfo import cert_info as build
+
+    return _infos.get(fingerprint(cert), lambda: build(cert))
+
+
+def stats() -> dict[str, int]:
+    """Hits and misses of each cache (for benchmarks and tests)."""
+    out: dict[str, int] = {}
+    for label, cache in (("certificates", _certificates), ("names", _names), ("infos", _infos)):
+        out[f"{label}_hits"] = cache.hits
+        out[f"{label}_misses"] = cache.misses
+        out[f"{label}_size"] = len(cache)
+    return out
+
+
+def clear() -> None:
+    for cache in (_certificates, _names, _infos, _fingerprints):
+        cache.clear()
