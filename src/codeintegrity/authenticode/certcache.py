@@ -2,13 +2,14 @@
 
 A tree scan meets the same handful of signing chains thousands of times, and every file carries
 its own copy of their certificates. Parsing them again, normalising their names for comparison
-(asn1crypto's RFC 4518 string preparation) and building their report facts cost ten times the
-hashing of a small file. What is cached here is a pure function of the certificate's bytes:
+(asn1crypto's RFC 4518 string preparation) and building their report facts cost several times
+the hashing of a small file. What is cached here is a pure function of the certificate's bytes:
 
 - the parsed certificate itself (the first copy seen stands for every later byte-identical one,
   so asn1crypto's lazily parsed fields and extensions are parsed once);
 - the comparison form of a Name (``Name.hashable``), keyed by the Name's DER;
-- the report's :class:`CertInfo`.
+- the report's :class:`CertInfo`;
+- the public key as ``cryptography`` loads it (to check each file's own signature with it).
 
 Nothing that depends on a signature or a moment (time validity, timestamps, revocation, the
 chain rules a timestamp exempts from) is cached here. Every cache is a bounded LRU behind a lock;
@@ -82,6 +83,7 @@ _certificates: LRU[bytes, Any] = LRU(MAX_CERTIFICATES)
 _names: LRU[bytes, str] = LRU(MAX_NAMES)
 _infos: LRU[bytes, CertInfo] = LRU(MAX_CERTIFICATES)
 _fingerprints: LRU[int, tuple[Any, bytes]] = LRU(MAX_CERTIFICATES)
+_keys: LRU[bytes, Any] = LRU(MAX_CERTIFICATES)
 
 
 def fingerprint(cert: Any) -> bytes:
@@ -122,7 +124,7 @@ def _prime(cert: Any) -> None:
         cert.serial_number,
         cert.key_identifier,
         cert.public_key.dump(),
-        cert.extended_key_usage_value,
+        tuple(cert.extended_key_usage_value or ()),
         cert.not_valid_before,
         cert.not_valid_after,
     )
@@ -140,10 +142,24 @@ def cert_info(cert: Any) -> CertInfo:
     return _infos.get(fingerprint(cert), lambda: build(cert))
 
 
+def public_key(cert: Any) -> Any:
+    """The certificate's public key loaded by ``cryptography`` (immutable, thread-safe), once
+    per distinct certificate. Raises what ``load_der_public_key`` raises."""
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    return _keys.get(fingerprint(cert), lambda: load_der_public_key(cert.public_key.dump()))
+
+
 def stats() -> dict[str, int]:
     """Hits and misses of each cache (for benchmarks and tests)."""
     out: dict[str, int] = {}
-    for label, cache in (("certificates", _certificates), ("names", _names), ("infos", _infos)):
+    caches = (
+        ("certificates", _certificates),
+        ("names", _names),
+        ("infos", _infos),
+        ("keys", _keys),
+    )
+    for label, cache in caches:
         out[f"{label}_hits"] = cache.hits
         out[f"{label}_misses"] = cache.misses
         out[f"{label}_size"] = len(cache)
@@ -151,5 +167,5 @@ def stats() -> dict[str, int]:
 
 
 def clear() -> None:
-    for cache in (_certificates, _names, _infos, _fingerprints):
+    for cache in (_certificates, _names, _infos, _fingerprints, _keys):
         cache.clear()

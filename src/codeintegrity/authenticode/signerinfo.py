@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..findings import FindingCode
 from . import oids
-from .certcache import intern, name_key
+from .certcache import intern, name_key, public_key
 from .signeddata import ASN1_ERRORS, econtent_tlv
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def verify_signature(
 ) -> Problem | None:
     """RSA (PKCS#1 v1.5 or PSS), ECDSA, DSA or Ed25519 signature of ``data`` by ``cert``."""
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 
     hash_classes: HashFactories = {
@@ -226,7 +226,7 @@ def verify_signature(
         "sha512": hashes.SHA512,
     }
     try:
-        key = serialization.load_der_public_key(cert.public_key.dump())
+        key = public_key(cert)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         # e.g. explicit EC curve parameters (the CVE-2020-0601 shape)
         return FindingCode.UNSUPPORTED_ALGORITHM, f"signer public key: {_line(exc)}"
@@ -257,11 +257,10 @@ def verify_signature(
 
 def _bare_digest_ok(cert: Any, signature: bytes, data: bytes, hash_name: str) -> bool:
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
     try:
-        key = serialization.load_der_public_key(cert.public_key.dump())
+        key = public_key(cert)
         if not isinstance(key, rsa.RSAPublicKey):
             return False
         payload = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
