@@ -10,10 +10,12 @@ of the corpus, several times in one process:
   names come from the per-process caches; signatures, digests, timestamps' time validity and
   the chain rules that depend on the signature are still judged per file.
 
-The floor is one hashlib SHA-256 over each mmap'd file (best of ``--repeats``). Prints ms/file,
-wall and CPU (process time: on a shared machine the wall time mostly measures the neighbours),
-the ratio of each pass to the floor, and the marginal cost (repeat - floor) against the 3 ms
-target. Verdicts of every pass are compared: a cache that changed one is a failure.
+The floor is one hashlib SHA-256 over each mmap'd file; "engine hashing" is the time spent in
+the engine's ``compute_hashes`` during a repeat pass (both best of ``--repeats``). Prints
+ms/file, wall and CPU (process time: on a shared machine the wall time mostly measures the
+neighbours), each row's ratio to the floor, and the marginal cost of a file whose chains were
+seen (repeat pass - engine hashing) against the 3 ms target. Verdicts of every pass are
+compared: a cache that changed one is a failure.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import mmap
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "samples"
@@ -66,6 +69,34 @@ def engine_pass(files: list[Path]) -> tuple[Times, list[tuple[str, ...]]]:
     return (time.perf_counter() - wall, time.process_time() - cpu), verdicts
 
 
+def engine_hashing(files: list[Path]) -> Times:
+    """Time spent in the engine's own hashing (``compute_hashes``: Authenticode digests, page
+    hashes) during one more repeat pass: the "plus hashing" of the target."""
+    from codeintegrity.pe import hashing
+
+    spent = [0.0, 0.0]
+    original = hashing.compute_hashes
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - wall
+            spent[1] += time.process_time() - cpu
+
+    hashing.compute_hashes = timed  # verify imports it at call time
+    try:
+        engine_pass(files)
+    finally:
+        hashing.compute_hashes = original
+    return spent[0], spent[1]
+
+
+def best(runs: list[Times]) -> Times:
+    return min(r[0] for r in runs), min(r[1] for r in runs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS)
@@ -85,9 +116,9 @@ def main() -> int:
             print("FAILURE: a repeat pass changed a verdict", file=sys.stderr)
             return 1
         repeats.append(seconds)
-    floors = [floor_pass(files) for _ in range(args.repeats)]
-    floor = (min(f[0] for f in floors), min(f[1] for f in floors))
-    repeat = (min(r[0] for r in repeats), min(r[1] for r in repeats))
+    repeat = best(repeats)
+    hashing = best([engine_hashing(files) for _ in range(args.repeats)])
+    floor = best([floor_pass(files) for _ in range(args.repeats)])
 
     from codeintegrity.authenticode import certcache
     from codeintegrity.authenticode.trust import cache_stats
@@ -96,20 +127,22 @@ def main() -> int:
         return seconds / count * 1e3
 
     print(f"{count} PE files of {args.corpus}, one process, engine called directly")
-    print(f"{'ms/file':34} {'wall':>8} {'x floor':>8} {'CPU':>8} {'x floor':>8}")
+    print(f"{'ms/file':40} {'wall':>8} {'x floor':>8} {'CPU':>8} {'x floor':>8}")
     for label, (w, c) in (
         ("hashlib sha256 floor (mmap)", floor),
+        ("engine hashing (compute_hashes)", hashing),
         ("pass 1 (cold)", first),
         (f"repeat pass (best of {args.repeats})", repeat),
     ):
-        print(f"{label:34} {ms(w):8.2f} {w / floor[0]:8.1f} {ms(c):8.2f} {c / floor[1]:8.1f}")
+        print(f"{label:40} {ms(w):8.2f} {w / floor[0]:8.1f} {ms(c):8.2f} {c / floor[1]:8.1f}")
     for kind, index in (("wall", 0), ("CPU", 1)):
-        marginal = ms(repeat[index]) - ms(floor[index])
+        marginal = ms(repeat[index]) - ms(hashing[index])
         verdict = "met" if marginal <= TARGET_MS else "NOT met"
-        print(f"marginal cost of a seen chain ({kind}): {marginal:.2f} ms/file over the floor "
+        print(f"{kind}: a file with seen chains costs {marginal:.2f} ms plus hashing "
               f"(target <= {TARGET_MS:.0f} ms: {verdict}); "
-              f"first/repeat {first[index] / repeat[index]:.1f}x")  # fmt: skip
-    print(f"chain cache: {cache_stats()}; certificate caches: {certcache.stats()}")
+              f"first pass / repeat {first[index] / repeat[index]:.1f}x")  # fmt: skip
+    print(f"chain cache: {cache_stats()}")
+    print(f"certificate caches: {certcache.stats()}")
     return 0
 
 

@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .authenticode.certcache import LRU, fingerprint
+from .authenticode.certcache import LRU
+from .authenticode.certcache import der as _cert_der
 from .errors import PolicyError
 from .findings import Finding, FindingCode
 
@@ -270,7 +271,7 @@ def _verified_crls(
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
 
-    issuer_key = fingerprint(issuer)
+    issuer_key = _cert_der(issuer)
     try:
         public_key: Any = _ISSUER_KEYS.get(
             issuer_key, lambda: x509.load_der_x509_certificate(issuer.dump()).public_key()
@@ -318,7 +319,7 @@ def _disallowed(
 
 def _identifiers(cert: asn1_x509.Certificate) -> tuple[tuple[str, str], ...]:
     """:func:`cert_identifiers`, computed once per distinct certificate."""
-    return _IDENTIFIERS.get(fingerprint(cert), lambda: tuple(cert_identifiers(cert).items()))
+    return _IDENTIFIERS.get(_cert_der(cert), lambda: tuple(cert_identifiers(cert).items()))
 
 
 def _removed_from_crl(entry: crypto_x509.RevokedCertificate) -> bool:

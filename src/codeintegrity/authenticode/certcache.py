@@ -1,4 +1,4 @@
-"""Per-process memory of certificates already seen, keyed by the SHA-256 of their DER.
+"""Per-process memory of certificates already seen, keyed by their DER.
 
 A tree scan meets the same handful of signing chains thousands of times, and every file carries
 its own copy of their certificates. Parsing them again, normalising their names for comparison
@@ -79,20 +79,33 @@ class LRU(Generic[K, V]):
 
 
 _MISSING: Any = object()
+# Keys are the certificates' (and names') own DER bytes: exact, and independent of which hash
+# algorithms the crypto provider allows (hashlib may refuse one; the verdict says so elsewhere).
 _certificates: LRU[bytes, Any] = LRU(MAX_CERTIFICATES)
 _names: LRU[bytes, str] = LRU(MAX_NAMES)
 _infos: LRU[bytes, CertInfo] = LRU(MAX_CERTIFICATES)
-_fingerprints: LRU[int, tuple[Any, bytes]] = LRU(MAX_CERTIFICATES)
 _keys: LRU[bytes, Any] = LRU(MAX_CERTIFICATES)
+# id of an interned certificate -> [the certificate, its DER, its SHA-256 once asked]. The
+# entry holds the certificate, so its id cannot be reused while the entry lives.
+_known: LRU[int, list[Any]] = LRU(MAX_CERTIFICATES)
+
+
+def der(cert: Any) -> bytes:
+    """The certificate's encoding, remembered for interned certificates: ``dump()`` of a parsed
+    asn1crypto value walks all its parsed fields to see whether one changed."""
+    known = _known.peek(id(cert))
+    if known is not None and known[0] is cert:
+        return known[1]
+    return cert.dump()
 
 
 def fingerprint(cert: Any) -> bytes:
-    """SHA-256 of the certificate's encoding: the identity every cache here uses. Remembered
-    for interned certificates: ``dump()`` of a parsed asn1crypto value walks all its parsed
-    fields to see whether one changed."""
-    known = _fingerprints.peek(id(cert))
+    """SHA-256 of the certificate's encoding (how trust stores and chain caches name it)."""
+    known = _known.peek(id(cert))
     if known is not None and known[0] is cert:
-        return known[1]
+        if known[2] is None:
+            known[2] = hashlib.sha256(known[1]).digest()
+        return known[2]
     return hashlib.sha256(cert.dump()).digest()
 
 
@@ -101,17 +114,15 @@ def intern(cert: Any) -> Any:
     time). Its fields are read once now, so threads sharing it later only read parsed values.
     A certificate with a field that does not parse is never shared: each file keeps its own
     copy, and whoever reads the field reports it exactly as without the cache."""
-
-    digest = fingerprint(cert)
+    encoding = cert.dump()
 
     def first() -> Any:
         _prime(cert)
-        # The entry holds the certificate, so its id cannot be reused while the entry lives.
-        _fingerprints.get(id(cert), lambda: (cert, digest))
+        _known.get(id(cert), lambda: [cert, encoding, None])
         return cert
 
     try:
-        return _certificates.get(digest, first)
+        return _certificates.get(encoding, first)
     except _ASN1_ERRORS:
         return cert
 
@@ -139,7 +150,7 @@ def cert_info(cert: Any) -> CertInfo:
     """:func:`certinfo.cert_info` of ``cert``, computed once per distinct certificate."""
     from .certinfo import cert_info as build
 
-    return _infos.get(fingerprint(cert), lambda: build(cert))
+    return _infos.get(der(cert), lambda: build(cert))
 
 
 def public_key(cert: Any) -> Any:
@@ -147,7 +158,7 @@ def public_key(cert: Any) -> Any:
     per distinct certificate. Raises what ``load_der_public_key`` raises."""
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-    return _keys.get(fingerprint(cert), lambda: load_der_public_key(cert.public_key.dump()))
+    return _keys.get(der(cert), lambda: load_der_public_key(cert.public_key.dump()))
 
 
 def stats() -> dict[str, int]:
@@ -167,5 +178,5 @@ def stats() -> dict[str, int]:
 
 
 def clear() -> None:
-    for cache in (_certificates, _names, _infos, _fingerprints, _keys):
+    for cache in (_certificates, _names, _infos, _keys, _known):
         cache.clear()

@@ -127,8 +127,15 @@ def load_certificates(signed_data: Any, limits: Limits) -> tuple[Any, ...]:
         if choice.name != "certificate":
             continue
         cert = intern(choice.chosen)
-        # Touch what the checks use so a corrupt certificate fails here, typed.
-        _ = (cert.issuer.dump(), cert.subject.dump(), cert.serial_number, cert.public_key.dump())
+        if cert is choice.chosen:
+            # Touch what the checks use so a corrupt certificate fails here, typed. (A cached
+            # copy of the same bytes already had all of this read without an error.)
+            _ = (
+                cert.issuer.dump(),
+                cert.subject.dump(),
+                cert.serial_number,
+                cert.public_key.dump(),
+            )
         certs.append(cert)
     return tuple(certs)
 
