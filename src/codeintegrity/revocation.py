@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .authenticode.certcache import LRU
+from .authenticode.certcache import der as _cert_der
 from .errors import PolicyError
 from .findings import Finding, FindingCode
 
@@ -44,6 +46,12 @@ _HEX = re.compile(r"[0-9a-f]+")
 # Lengths of the identifiers a disallowed entry may be: SHA-1/SHA-256 thumbprints, and TBS
 # hashes made with SHA-1/SHA-256/SHA-384/SHA-512 (the certificate's own signature hash).
 _DISALLOWED_LENGTHS = (40, 64, 96, 128)
+# Per process, bounded: an issuer's public key, and whether a loaded CRL's signature verifies
+# with it, are the same for every file whose chain names that issuer. What is judged per file
+# (the serial's entry, its date against the file's timestamp) is never cached.
+_ISSUER_KEYS: LRU[bytes, Any] = LRU(256)
+_CRL_SIGNATURES: LRU[tuple[int, bytes], tuple[LoadedCRL, bool]] = LRU(1024)
+_IDENTIFIERS: LRU[bytes, tuple[tuple[str, str], ...]] = LRU(1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,17 +271,25 @@ def _verified_crls(
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
 
+    issuer_key = _cert_der(issuer)
     try:
-        public_key: Any = x509.load_der_x509_certificate(issuer.dump()).public_key()
+        public_key: Any = _ISSUER_KEYS.get(
+            issuer_key, lambda: x509.load_der_x509_certificate(issuer.dump()).public_key()
+        )
     except (ValueError, UnsupportedAlgorithm):
         return [], [(crl, "the issuer's public key cannot be loaded") for crl in candidates]
     verified: list[LoadedCRL] = []
     rejected: list[tuple[LoadedCRL, str]] = []
     for crl in candidates:
-        try:
-            ok = crl.crl.is_signature_valid(public_key)
-        except (TypeError, ValueError, UnsupportedAlgorithm):
-            ok = False
+
+        def check(crl: LoadedCRL = crl) -> tuple[LoadedCRL, bool]:
+            try:
+                return crl, crl.crl.is_signature_valid(public_key)
+            except (TypeError, ValueError, UnsupportedAlgorithm):
+                return crl, False
+
+        # Keyed by the CRL object's id: the entry holds the object, so the id stays its own.
+        _pinned, ok = _CRL_SIGNATURES.get((id(crl), issuer_key), check)
         if ok:
             verified.append(crl)
         else:
@@ -288,7 +304,7 @@ def _disallowed(
         return []
     findings = []
     for position, cert in enumerate(chain_certs):
-        for kind, value in cert_identifiers(cert).items():
+        for kind, value in _identifiers(cert):
             if value in sources.disallowed:
                 findings.append(
                     Finding(
@@ -299,6 +315,11 @@ def _disallowed(
                 )
                 break
     return findings
+
+
+def _identifiers(cert: asn1_x509.Certificate) -> tuple[tuple[str, str], ...]:
+    """:func:`cert_identifiers`, computed once per distinct certificate."""
+    return _IDENTIFIERS.get(_cert_der(cert), lambda: tuple(cert_identifiers(cert).items()))
 
 
 def _removed_from_crl(entry: crypto_x509.RevokedCertificate) -> bool:

@@ -14,6 +14,7 @@ from ..errors import MalformedSignature
 from ..findings import Finding, FindingCode
 from ..limits import DEFAULT_LIMITS, Limits
 from . import oids
+from .certcache import intern
 
 # What asn1crypto raises on bad input (it has no exception hierarchy of its own).
 ASN1_ERRORS: tuple[type[BaseException], ...] = (
@@ -125,9 +126,16 @@ def load_certificates(signed_data: Any, limits: Limits) -> tuple[Any, ...]:
     for choice in choices:
         if choice.name != "certificate":
             continue
-        cert = choice.chosen
-        # Touch what the checks use so a corrupt certificate fails here, typed.
-        _ = (cert.issuer.dump(), cert.subject.dump(), cert.serial_number, cert.public_key.dump())
+        cert = intern(choice.chosen)
+        if cert is choice.chosen:
+            # Touch what the checks use so a corrupt certificate fails here, typed. (A cached
+            # copy of the same bytes already had all of this read without an error.)
+            _ = (
+                cert.issuer.dump(),
+                cert.subject.dump(),
+                cert.serial_number,
+                cert.public_key.dump(),
+            )
         certs.append(cert)
     return tuple(certs)
 

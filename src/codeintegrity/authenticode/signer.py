@@ -14,7 +14,7 @@ from typing import Any
 from ..findings import Finding, FindingCode
 from ..report import CertInfo
 from . import oids
-from .certinfo import cert_info
+from .certcache import cert_info
 from .signeddata import ASN1_ERRORS, Signature
 from .signerinfo import check_signed_data
 from .timestamp import verify_timestamps

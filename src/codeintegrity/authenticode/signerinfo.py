@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..findings import FindingCode
 from . import oids
+from .certcache import intern, name_key, public_key
 from .signeddata import ASN1_ERRORS, econtent_tlv
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def check_signed_data(signed_data: Any, expected_content_type: str) -> SignedDat
     check = SignedDataCheck()
     try:
         check.certificates = tuple(
-            c.chosen for c in signed_data["certificates"] if c.name == "certificate"
+            intern(c.chosen) for c in signed_data["certificates"] if c.name == "certificate"
         )
         signer_infos = list(signed_data["signer_infos"])
         if len(signer_infos) != 1:
@@ -125,10 +126,14 @@ def find_certificate(sid: Any, certificates: tuple[Any, ...]) -> Any | None:
     """The certificate a SignerIdentifier names (issuer+serial, or subjectKeyIdentifier)."""
     if sid.name == "issuer_and_serial_number":
         wanted = sid.chosen
-        issuer = wanted["issuer"].hashable
+        issuer_der = wanted["issuer"].dump()
+        issuer = name_key(wanted["issuer"])
         serial = wanted["serial_number"].native
         for cert in certificates:
-            if cert.serial_number == serial and cert.issuer.hashable == issuer:
+            if cert.serial_number != serial:
+                continue
+            # Equal encodings are equal names; otherwise compare as RFC 5280 does (cached).
+            if cert.issuer.dump() == issuer_der or name_key(cert.issuer) == issuer:
                 return cert
         return None
     key_id = bytes(sid.chosen.native)
@@ -210,7 +215,7 @@ def verify_signature(
 ) -> Problem | None:
     """RSA (PKCS#1 v1.5 or PSS), ECDSA, DSA or Ed25519 signature of ``data`` by ``cert``."""
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 
     hash_classes: HashFactories = {
@@ -221,7 +226,7 @@ def verify_signature(
         "sha512": hashes.SHA512,
     }
     try:
-        key = serialization.load_der_public_key(cert.public_key.dump())
+        key = public_key(cert)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         # e.g. explicit EC curve parameters (the CVE-2020-0601 shape)
         return FindingCode.UNSUPPORTED_ALGORITHM, f"signer public key: {_line(exc)}"
@@ -252,11 +257,10 @@ def verify_signature(
 
 def _bare_digest_ok(cert: Any, signature: bytes, data: bytes, hash_name: str) -> bool:
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
     try:
-        key = serialization.load_der_public_key(cert.public_key.dump())
+        key = public_key(cert)
         if not isinstance(key, rsa.RSAPublicKey):
             return False
         payload = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)

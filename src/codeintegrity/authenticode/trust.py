@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import TrustStoreError
 from ..findings import FindingCode
 from . import oids
+from .certcache import fingerprint, name_key
 from .dername import loose_name_key as _loose_name_key
 from .dername import subject_der as _subject_der
 
@@ -95,7 +96,7 @@ class TrustStore:
 
     def __contains__(self, cert: object) -> bool:
         dump = getattr(cert, "dump", None)
-        return dump is not None and hashlib.sha256(dump()).digest() in self._ders
+        return dump is not None and fingerprint(cert) in self._ders
 
     def __repr__(self) -> str:
         return f"TrustStore({self.name!r}, {len(self)} anchors)"
@@ -294,8 +295,8 @@ def validate_chain(
             _best_effort(leaf, others, store),
             problems=((FindingCode.CHAIN_EKU, eku_problem),),
         )
-    leaf_key = hashlib.sha256(leaf.dump()).digest()
-    other_keys = frozenset(hashlib.sha256(c.dump()).digest() for c in others)
+    leaf_key = fingerprint(leaf)
+    other_keys = frozenset(fingerprint(c) for c in others)
     base = (store.key, leaf_key, other_keys)
     outcome: _Outcome | None = None
     with _cache_lock:
@@ -469,7 +470,7 @@ def _best_effort(leaf: Any, others: tuple[Any, ...], store: TrustStore) -> tuple
     chain = [leaf]
     current = leaf
     try:
-        while len(chain) < _MAX_CHAIN and current.issuer.hashable != current.subject.hashable:
+        while len(chain) < _MAX_CHAIN and name_key(current.issuer) != name_key(current.subject):
             wanted = current.issuer.dump()
             pool = [c for c in others if c.subject.dump() == wanted] or store.with_subject(wanted)
             issuer = next((c for c in pool if c not in chain), None)
