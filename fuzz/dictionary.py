@@ -148,6 +148,13 @@ WDAC_TOKENS = [
     "\xfe\xff",
     "\xef\xbb\xbf",
     "010A2B0601040182370A0305",
+    '<!DOCTYPE SiPolicy [<!ENTITY h "AB">]>',
+    "&h;",
+    # the same in UTF-16LE (expat detects BOM-less UTF-16 on its own)
+    *(
+        t.encode("utf-16-le").decode("latin-1")
+        for t in ("<!DOCTYPE SiPolicy [", '<!ENTITY h "AB">]>', "&h;", "<?xml")
+    ),
 ]
 POLICY_TOKENS = [
     "name = ",

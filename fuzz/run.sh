@@ -37,6 +37,10 @@ if [ -z "$runs" ]; then
     # Stopped by a crash: libFuzzer prints the count in its final stats instead.
     runs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\)/\1/p' "$log" | tail -1)
 fi
+if [ -z "$runs" ]; then
+    # Interrupted: the last status line ("#N ...") is the count.
+    runs=$(sed -n 's/^#\([0-9]*\)[[:space:]].*/\1/p' "$log" | tail -1)
+fi
 printf '%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$target" "$seconds" "${runs:-0}" \
     >> fuzz/runs.tsv
 echo "fuzz/run.sh: $target: ${runs:-0} executions (status $status); totals: python -m fuzz.totals"

@@ -3,7 +3,7 @@
     python -m fuzz.seeds TARGET DIR      # write TARGET's seeds into DIR (one file each)
 
 Large inputs are reduced rather than copied: the WDAC blocklist is cut to a few rules of each
-kind (references to dropped rules removed), the LOLDrivers CSV to its header and a dozen rows
+kind (references to dropped rules removed), the LOLDrivers CSV to its header and a few rows
 (plus the same rows as drivers.json), signatures are cut out of the signed files.
 """
 
@@ -142,11 +142,13 @@ def wdac_seeds() -> Seeds:
     return [
         ("blocklist-reduced.xml", reduced),
         ("blocklist-reduced-utf16.xml", reduced.decode().encode("utf-16")),
+        # expat detects UTF-16 without a byte-order mark by itself: a real input shape.
+        ("blocklist-reduced-utf16le.xml", reduced.decode().encode("utf-16-le")),
         ("small.xml", SMALL_SIPOLICY.encode()),
     ]
 
 
-def loldrivers_rows(count: int = 12) -> tuple[list[str], list[dict[str, str]]]:
+def loldrivers_rows(count: int = 4) -> tuple[list[str], list[dict[str, str]]]:
     text = (DATA / "policy" / "loldrivers-drivers.csv").read_text(encoding="utf-8-sig")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = [row for _, row in zip(range(count), reader, strict=False)]

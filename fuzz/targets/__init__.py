@@ -30,7 +30,7 @@ INSTRUMENT: dict[str, tuple[str, ...]] = {
     "pkcs7": ("codeintegrity.authenticode", *_ASN1),
     "catalog": ("codeintegrity.reader", "codeintegrity.catalog", *_ASN1),
     "wdac": ("codeintegrity.policy",),
-    "policy": ("codeintegrity.policy",),
+    "policy": ("codeintegrity.policy", "tomllib"),
     "loldrivers": ("codeintegrity.policy",),
 }
 

@@ -207,3 +207,32 @@ def test_atheris_smoke_run(target: str, smoke_runs: dict[str, SmokeRun]) -> None
     )
     # Every seed ran, then the fuzzer mutated on past them.
     assert run.runs > len(seeds(target)), f"{target}: only {run.runs} executions\n{tail}"
+
+
+# --- dictionaries and run records --------------------------------------------------------
+
+
+def test_committed_dictionaries_match_the_generator() -> None:
+    from fuzz.dictionary import files
+
+    for name, text in files().items():
+        assert (DICT_DIR / name).read_text() == text, f"run `python -m fuzz.dictionary` ({name})"
+    assert set(TARGET_DICTS) == set(TARGETS)
+
+
+def test_dictionary_oids_are_der_as_asn1crypto_encodes_them() -> None:
+    from asn1crypto import core
+    from fuzz.dictionary import _oids, der_oid
+
+    oids = _oids()
+    assert "1.3.6.1.4.1.311.2.1.4" in oids and "1.3.6.1.4.1.311.12.1.3" in oids
+    for dotted in oids:
+        assert der_oid(dotted) == core.ObjectIdentifier(dotted).dump(), dotted
+    assert b"PE\x00\x00" in dictionary("pe") and b"MZ" in dictionary("pe")
+
+
+def test_totals_sum_runs_per_target() -> None:
+    from fuzz.totals import totals
+
+    runs, seconds = totals("# header\n2026-01-01T00:00:00Z\tpe\t60\t1000\nx\tpe\t5\t20\n")
+    assert runs == {"pe": 1020} and seconds == {"pe": 65}
