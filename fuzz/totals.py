@@ -24,8 +24,19 @@ def totals(text: str) -> tuple[Counter[str], Counter[str]]:
     return runs, seconds
 
 
-def main() -> int:
+def markdown(runs: Counter[str], seconds: Counter[str]) -> str:
+    lines = ["| target | executions | fuzzing time |", "|---|---:|---:|"]
+    for target in sorted(runs):
+        lines.append(f"| `{target}` | {runs[target]:,} | {seconds[target] / 60:.0f} min |")
+    lines.append(f"| all | {sum(runs.values()):,} | {sum(seconds.values()) / 60:.0f} min |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
     runs, seconds = totals(RUNS.read_text() if RUNS.exists() else "")
+    if argv == ["--markdown"]:
+        print(markdown(runs, seconds))
+        return 0
     for target in sorted(runs):
         print(f"{target:12} {runs[target]:>12,} executions  {seconds[target]:>7,} s")
     print(f"{'total':12} {sum(runs.values()):>12,} executions")
@@ -33,4 +44,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
