@@ -25,19 +25,25 @@ class _Declared(Exception):
 
 def declares_dtd(data: bytes) -> bool:
     """Whether expat, reading the raw bytes (it detects UTF-16 without a BOM itself), meets a
-    DOCTYPE. Parsing stops there: nothing is expanded."""
+    DOCTYPE or ENTITY declaration. Parsing stops there: nothing is expanded. A declared
+    encoding expat does not know is read as UTF-8 instead (the importer decodes the text itself
+    and drops the declaration)."""
 
     def found(*_args: object) -> None:
         raise _Declared
 
-    parser = expat.ParserCreate()
-    parser.StartDoctypeDeclHandler = found
-    parser.EntityDeclHandler = found
-    try:
-        parser.Parse(data, True)
-    except _Declared:
-        return True
-    except expat.ExpatError:
+    for encoding in (None, "utf-8"):
+        parser = expat.ParserCreate(encoding)
+        parser.StartDoctypeDeclHandler = found
+        parser.EntityDeclHandler = found
+        try:
+            parser.Parse(data, True)
+        except _Declared:
+            return True
+        except LookupError:
+            continue  # "unknown encoding" from the XML declaration
+        except expat.ExpatError:
+            return False
         return False
     return False
 

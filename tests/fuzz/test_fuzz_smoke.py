@@ -146,6 +146,8 @@ def test_dtd_detection_sees_what_expat_sees() -> None:
     with_dtd = SMALL_SIPOLICY.replace(declaration, '<!DOCTYPE SiPolicy [<!ENTITY h "AB">]>\n')
     for encoding in ("utf-8", "utf-16", "utf-16-le", "utf-16-be"):
         assert declares_dtd(with_dtd.encode(encoding)), encoding
+    unknown = '<?xml version="1.0" encoding="utf-4"?><!DOCTYPE x><x/>'
+    assert declares_dtd(unknown.encode())  # expat does not know the encoding: read as UTF-8
     commented = SMALL_SIPOLICY.replace("<Rules>", "<!-- <!DOCTYPE x> --><Rules>")
     assert not declares_dtd(commented.encode("utf-16-le"))
     assert not any(declares_dtd(data) for _name, data in seeds("wdac"))
