@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from codeintegrity.authenticode.trust import TrustStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -28,7 +32,7 @@ def one_line(message: str, what: str) -> None:
 JUDGED_AT = "2026-01-01T00:00:00+00:00"
 
 
-def fixture_trust() -> object:
+def fixture_trust() -> TrustStore:
     """The test PKI's anchors (publisher CA and TSA CA), built once per process."""
     global _TRUST
     if _TRUST is None:
@@ -39,4 +43,4 @@ def fixture_trust() -> object:
     return _TRUST
 
 
-_TRUST: object | None = None
+_TRUST: TrustStore | None = None

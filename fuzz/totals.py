@@ -26,8 +26,7 @@ def totals(text: str) -> tuple[Counter[str], Counter[str]]:
 
 def markdown(runs: Counter[str], seconds: Counter[str]) -> str:
     lines = ["| target | executions | fuzzing time |", "|---|---:|---:|"]
-    for target in sorted(runs):
-        lines.append(f"| `{target}` | {runs[target]:,} | {seconds[target] / 60:.0f} min |")
+    lines += [f"| `{t}` | {runs[t]:,} | {seconds[t] / 60:.0f} min |" for t in sorted(runs)]
     lines.append(f"| all | {sum(runs.values()):,} | {sum(seconds.values()) / 60:.0f} min |")
     return "\n".join(lines)
 

@@ -10,11 +10,9 @@ signature check never raises, and an unsigned or untrusted catalog always says w
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
 
 from codeintegrity.authenticode import oids
 from codeintegrity.authenticode.signer import verify_signed_data
-from codeintegrity.authenticode.trust import TrustStore
 from codeintegrity.catalog.ctl import parse_catalog, parse_envelope
 from codeintegrity.errors import MalformedCatalog
 from codeintegrity.findings import Severity
@@ -51,7 +49,7 @@ def check(data: bytes) -> None:
     verdict = verify_signed_data(
         catalog.signed_data,
         index=-1,
-        trust=cast(TrustStore, fixture_trust()),
+        trust=fixture_trust(),
         at=AT,
         expected_content_type=oids.CTL,
     )

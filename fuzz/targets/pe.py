@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from codeintegrity.authenticode.oids import DIGEST_SIZES
 from codeintegrity.authenticode.signeddata import parse_signatures
 from codeintegrity.errors import CIError, MalformedSignature
 from codeintegrity.limits import Limits
@@ -28,7 +29,6 @@ from ..common import one_line, require
 INPUT = "a PE file"
 # Small enough that a fuzzed page-hash table cannot make one input take seconds.
 LIMITS = Limits(max_page_hash_entries=4096, max_file_size=8 << 20)
-SIZES = {"md5": 16, "sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 
 def check(data: bytes) -> None:
@@ -65,7 +65,7 @@ def check(data: bytes) -> None:
     require(small == large, "digests depend on the chunk size")
     for group in (small.image, small.image_unpadded, small.first_page, small.flat, small.efi_spec):
         for alg, digest in group.items():
-            require(len(digest) == SIZES[alg], f"{alg} digest of {len(digest)} bytes")
+            require(len(digest) == DIGEST_SIZES[alg], f"{alg} digest of {len(digest)} bytes")
     linear = hashlib.sha256()
     for a, b in linear_ranges(image):
         linear.update(data[a:b])

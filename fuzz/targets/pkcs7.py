@@ -11,11 +11,9 @@ trusted always says why (an error finding on that signature).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
 
 from codeintegrity.authenticode.signeddata import parse_signatures
 from codeintegrity.authenticode.signer import verify_signer
-from codeintegrity.authenticode.trust import TrustStore
 from codeintegrity.errors import MalformedSignature
 from codeintegrity.findings import Severity
 from codeintegrity.limits import Limits
@@ -35,7 +33,7 @@ def check(data: bytes) -> None:
         return
     require(signatures, "parsed without a single signature")
     require(len(signatures) <= LIMITS.max_signatures, "more signatures than the limit")
-    trust = cast(TrustStore, fixture_trust())
+    trust = fixture_trust()
     for number, sig in enumerate(signatures):
         require(sig.index == number, f"signature {number} numbered {sig.index}")
         require((sig.parent is None) == (number == 0), "only the primary has no parent")

@@ -14,9 +14,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import cache
-from typing import cast
 
-from codeintegrity.authenticode.trust import TrustStore
 from codeintegrity.options import VerifyOptions
 from codeintegrity.pe.hashing import linear_ranges
 from codeintegrity.pe.layout import parse_pe
@@ -49,9 +47,7 @@ class Base:
 def options() -> VerifyOptions:
     from datetime import datetime
 
-    return VerifyOptions(
-        trust=cast(TrustStore, fixture_trust()), at=datetime.fromisoformat(JUDGED_AT)
-    )
+    return VerifyOptions(trust=fixture_trust(), at=datetime.fromisoformat(JUDGED_AT))
 
 
 @cache

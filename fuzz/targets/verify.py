@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import cast
 
-from codeintegrity.authenticode.trust import TrustStore
 from codeintegrity.findings import Severity
 from codeintegrity.limits import Limits
 from codeintegrity.options import VerifyOptions
@@ -27,7 +25,7 @@ LIMITS = Limits(max_page_hash_entries=4096, max_file_size=8 << 20)
 
 def options() -> VerifyOptions:
     return VerifyOptions(
-        trust=cast(TrustStore, fixture_trust()),
+        trust=fixture_trust(),
         at=datetime.fromisoformat(JUDGED_AT),
         require_page_hashes="all",
         cert_padding_check=True,
