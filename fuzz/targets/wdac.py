@@ -26,7 +26,7 @@ class _Declared(Exception):
 def declares_dtd(data: bytes) -> bool:
     """Whether expat, reading the raw bytes (it detects UTF-16 without a BOM itself), meets a
     DOCTYPE or ENTITY declaration. Parsing stops there: nothing is expanded. A declared
-    encoding expat does not know is read as UTF-8 instead (the importer decodes the text itself
+    encoding expat cannot use is read as UTF-8 instead (the importer decodes the text itself
     and drops the declaration)."""
 
     def found(*_args: object) -> None:
@@ -40,8 +40,10 @@ def declares_dtd(data: bytes) -> bool:
             parser.Parse(data, True)
         except _Declared:
             return True
-        except LookupError:
-            continue  # "unknown encoding" from the XML declaration
+        except (LookupError, ValueError):
+            # The declared encoding: "unknown encoding", "multi-byte encodings are not
+            # supported" (utf-7); read as UTF-8 instead.
+            continue
         except expat.ExpatError:
             return False
         return False
