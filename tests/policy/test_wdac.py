@@ -311,3 +311,12 @@ def test_decode_eku():
 def test_invalid_report_denied_even_without_matching_rules(imported):
     bad = report(status=Status.INVALID, signatures=(signature(valid=False),))
     assert not evaluate(bad, imported.policy).allowed
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_saved_policy_that_still_declares_utf8_imports_like_the_utf8_file(codec):
+    # Notepad's "Unicode" save keeps the declaration's encoding="utf-8"; the bytes decide.
+    text = BLOCKLIST.read_text(encoding="utf-8-sig")
+    assert 'encoding="utf-8"' in text[:60]
+    as_utf16 = import_wdac(text.encode(codec))
+    assert as_utf16.policy == import_wdac(text.encode("utf-8")).policy

@@ -86,6 +86,16 @@ def parse_sipolicy_xml(data: bytes | str, source: str) -> Element:
                 f"{source}: {kind}, not XML; give the XML source it was compiled from"
             )
         raw = bytes(data)
+        utf16 = _utf16_codec(raw)
+        if utf16 is not None:
+            # Saved as UTF-16 ("Unicode" in Notepad) with the declaration still saying utf-8,
+            # as policies edited by hand often are: the bytes say what they are. Decoded here,
+            # the text still goes through the defused parser below.
+            try:
+                text = raw.decode(utf16).lstrip("\ufeff")
+            except UnicodeDecodeError:
+                raise PolicyError(f"{source}: not UTF-8/UTF-16 text") from None
+            raw = _declaration_without_encoding(text).encode("utf-8")
     parser = DefusedXMLParser(forbid_dtd=True, forbid_entities=True, forbid_external=True)
     try:
         parser.feed(raw)
@@ -105,6 +115,18 @@ def parse_sipolicy_xml(data: bytes | str, source: str) -> Element:
     except (ValueError, LookupError) as exc:  # an encoding expat or Python does not know
         raise PolicyError(f"{source}: cannot decode the XML: {exc}") from None
     return root
+
+
+def _utf16_codec(raw: bytes) -> str | None:
+    """The UTF-16 codec of XML that starts with a UTF-16 byte-order mark or, without one, with
+    '<' as a UTF-16 code unit (XML's own autodetection); None for anything else."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    if raw[:2] == b"<\x00":
+        return "utf-16-le"
+    if raw[:2] == b"\x00<":
+        return "utf-16-be"
+    return None
 
 
 # A compiled policy: the signed form is CMS SignedData (DER: SEQUENCE, long length, then the
