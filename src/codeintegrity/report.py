@@ -211,6 +211,8 @@ class Decision:
     policy_name: str
     policy_id: str
     reasons: tuple[Finding, ...] = ()
+    policy_guid: str = ""  # the SiPolicy GUID, {lower-case}; "" when the policy has none
+    policy_hash: str = ""  # SHA-256 hex of the policy file as loaded; "" when not from a file
 
     @property
     def enforced_denial(self) -> bool:
@@ -222,6 +224,8 @@ class Decision:
             "mode": self.mode,
             "policy_name": self.policy_name,
             "policy_id": self.policy_id,
+            "policy_guid": self.policy_guid,
+            "policy_hash": self.policy_hash,
             "reasons": [f.to_dict() for f in self.reasons],
         }
 
@@ -234,6 +238,9 @@ class Decision:
             policy_name=_str(m, "policy_name"),
             policy_id=_str(m, "policy_id"),
             reasons=tuple(Finding.from_dict(f) for f in _list(m, "reasons")),
+            # Absent in reports written before these fields existed.
+            policy_guid=_str(m, "policy_guid") if "policy_guid" in m else "",
+            policy_hash=_str(m, "policy_hash") if "policy_hash" in m else "",
         )
 
 

@@ -135,6 +135,10 @@ def unsigned_driver_report(path: str = "/data/drv.sys") -> Report:
     )
 
 
+# SHA-256 of a policy file (PolicyHash in 3076/3077).
+POLICY_SHA256 = "d712ae63" + "5a" * 28
+
+
 def denied_report(mode: str, path: str = "/data/asrdrv10.sys") -> Report:
     reason = Finding(FindingCode.POLICY_DENIED_HASH, "SHA256 authentihash is denied")
     return Report(
@@ -150,6 +154,8 @@ def denied_report(mode: str, path: str = "/data/asrdrv10.sys") -> Report:
             policy_name="Microsoft Windows Driver Policy - Enforced",
             policy_id="{aa120602-611b-4455-b8d8-c13a815b4323}",
             reasons=(reason,),
+            policy_guid="{aa120602-611b-4455-b8d8-c13a815b4323}",
+            policy_hash=POLICY_SHA256,
         ),
     )
 

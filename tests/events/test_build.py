@@ -17,6 +17,7 @@ from .reports import (
     FLAT,
     HOST,
     LEAF,
+    POLICY_SHA256,
     ROOT,
     denied_report,
     shared_writable_report,
@@ -123,6 +124,9 @@ def test_policy_denial_adds_3077_or_3076_with_policy_and_hashes(mode: str, ci_ev
     assert block.value("PolicyName") == "Microsoft Windows Driver Policy - Enforced"
     assert block.value("PolicyID") == "{aa120602-611b-4455-b8d8-c13a815b4323}"
     assert block.value("PolicyGUID") == "{aa120602-611b-4455-b8d8-c13a815b4323}"
+    # PolicyHash as in the real 3077: 32 bytes, upper-case hex (events-real.md).
+    assert block.value("PolicyHashSize") == "32"
+    assert block.value("PolicyHash") == POLICY_SHA256.upper()
     assert block.value("SHA256 Hash") == AUTHENTIHASH["sha256"].upper()
     assert block.value("SHA1 Hash") == AUTHENTIHASH["sha1"].upper()
     assert block.value("SHA256 Flat Hash") == FLAT["sha256"].upper()

@@ -133,6 +133,7 @@ def test_unreadable_and_non_utf8_files(tmp_path):
 def test_example_policy_in_the_repo_loads():
     policy = load_policy(EXAMPLES / "policy.toml")
     assert policy.mode == "audit"
+    assert policy.guid == policy.base_guid == "{0b6a3e52-3f1c-4c8e-9a3d-5e2f7c1d4b90}"
     assert policy.require_page_hashes == "drivers"
     assert policy.min_digest == "sha256"
     assert len(policy.allow_signers) == 3 and policy.allow_signers[0].scope == "kernel"

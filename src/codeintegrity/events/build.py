@@ -271,7 +271,7 @@ def _policy_block(report: Report, host: Host) -> dict[str, str]:
     flat1_size, flat1 = hex_field(report.flat_hash.get("sha1"))
     flat256_size, flat256 = hex_field(report.flat_hash.get("sha256"))
     kernel = report.image is not None and report.image.is_kernel_driver
-    guid = decision.policy_id if re.fullmatch(r"\{?[0-9a-fA-F-]{36}\}?", decision.policy_id) else ""
+    policy_hash_size, policy_hash = hex_field(decision.policy_hash)
     sig = _primary_signature(report)
     return {
         **_file_and_process(report, host, spaced=True),
@@ -295,9 +295,10 @@ def _policy_block(report: Report, host: Host) -> dict[str, str]:
         "PolicyName": decision.policy_name,
         "PolicyIDLength": str(len(decision.policy_id)),
         "PolicyID": decision.policy_id,
-        "PolicyHashSize": "0",
+        "PolicyHashSize": policy_hash_size,
+        "PolicyHash": policy_hash,
         **_version_fields(report),
-        "PolicyGUID": guid,
+        "PolicyGUID": decision.policy_guid,
         "UserWriteable": "false",
         "PackageFamilyNameLength": "0",
     }

@@ -50,6 +50,8 @@ def evaluate(report: Report, policy: Policy) -> Decision:
         policy_name=policy.name,
         policy_id=policy.id,
         reasons=tuple(reasons),
+        policy_guid=policy.guid,
+        policy_hash=policy.file_sha256,
     )
 
 

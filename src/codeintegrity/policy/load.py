@@ -8,6 +8,7 @@ built when there is an error, so loading a 2000-rule policy pays nothing for it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from .model import (
     SignerRule,
     hex_algorithm,
     is_dotted_oid,
+    normal_guid,
 )
 
 KeyPath = tuple[str | int, ...]
@@ -56,7 +58,9 @@ def load_policy(path: str | Path) -> Policy:
                 "`codeintegrity policy import-wdac`"
             ) from None
         raise PolicyError(f"{path}: policy is not UTF-8 (byte {exc.start})") from None
-    policy = parse_policy(text, source=str(path), base_dir=path.parent)
+    policy = parse_policy(
+        text, source=str(path), base_dir=path.parent, file_sha256=hashlib.sha256(raw).hexdigest()
+    )
     for number, crl in enumerate(policy.revocation.crls):
         if not crl.is_file():
             raw_name = tomllib.loads(text)["revocation"]["crls"][number]  # error path only
@@ -67,8 +71,11 @@ def load_policy(path: str | Path) -> Policy:
     return policy
 
 
-def parse_policy(text: str, *, source: str = "<policy>", base_dir: Path | None = None) -> Policy:
-    """Parse policy TOML text into a :class:`Policy`. Pure: no file is opened."""
+def parse_policy(
+    text: str, *, source: str = "<policy>", base_dir: Path | None = None, file_sha256: str = ""
+) -> Policy:
+    """Parse policy TOML text into a :class:`Policy`. Pure: no file is opened. ``file_sha256``
+    is the hash of the file's bytes (PolicyHash in events), computed by the caller that read it."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -81,7 +88,7 @@ def parse_policy(text: str, *, source: str = "<policy>", base_dir: Path | None =
         raise PolicyError(f"{source}: TOML nested too deeply") from None
     except ValueError as exc:  # tomllib lets int()'s digit limit through (4300 digits)
         raise PolicyError(f"{source}: TOML value cannot be read: {_first_line(exc)}") from None
-    return _Validator(text, source, base_dir).policy(data)
+    return _Validator(text, source, base_dir).policy(data, file_sha256)
 
 
 class _Validator:
@@ -137,6 +144,13 @@ class _Validator:
             self.bad(path, "one of " + ", ".join(f'"{c}"' for c in choices), value)
         return value
 
+    def guid(self, path: KeyPath, value: object) -> str:
+        text = self.string(path, value)
+        guid = normal_guid(text)
+        if guid is None:
+            self.bad(path, "a GUID such as {496a5746-5600-4cdd-b22e-333fd5614d00}", text)
+        return guid
+
     def hex_hash(self, path: KeyPath, value: object) -> str:
         text = self.string(path, value).lower()
         if hex_algorithm(text) is None:
@@ -150,10 +164,12 @@ class _Validator:
         return text
 
     # --- schema -------------------------------------------------------------------------------
-    def policy(self, data: dict[str, Any]) -> Policy:
+    def policy(self, data: dict[str, Any], file_sha256: str = "") -> Policy:
         top = {
             "name",
             "id",
+            "guid",
+            "base_guid",
             "mode",
             "drivers_must_be_signed",
             "require_page_hashes",
@@ -163,11 +179,14 @@ class _Validator:
             "revocation",
         }
         self.check_keys((), data, top)
-        fields: dict[str, Any] = {"source": self.source}
+        fields: dict[str, Any] = {"source": self.source, "file_sha256": file_sha256}
         if "name" in data:
             fields["name"] = self.string(("name",), data["name"])
         if "id" in data:
             fields["id"] = self.string(("id",), data["id"])
+        for key in ("guid", "base_guid"):
+            if key in data:
+                fields[key] = self.guid((key,), data[key])
         if "mode" in data:
             fields["mode"] = self.choice(("mode",), data["mode"], MODES)
         if "drivers_must_be_signed" in data:

@@ -30,6 +30,7 @@ HEX_LENGTHS: dict[int, str] = {32: "md5", 40: "sha1", 64: "sha256", 96: "sha384"
 PAGE_HASH_ALGORITHMS: frozenset[str] = frozenset({"sha1", "sha256"})
 _HEX = re.compile(r"[0-9a-f]+")
 _DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+_GUID = re.compile(r"\{?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\}?", re.I)
 
 
 def hex_algorithm(value: str) -> str | None:
@@ -41,6 +42,16 @@ def hex_algorithm(value: str) -> str | None:
 
 def is_dotted_oid(value: str) -> bool:
     return bool(_DOTTED_OID.fullmatch(value))
+
+
+def normal_guid(value: str) -> str | None:
+    """A GUID as Windows writes it in CodeIntegrity events (lower case, in braces:
+    ``{496a5746-5600-4cdd-b22e-333fd5614d00}``), or None if ``value`` is not a GUID.
+    Braces are optional on input (SiPolicy XML writes them, binary policies hold raw GUIDs)."""
+    match = _GUID.fullmatch(value.strip())
+    if match is None or value.strip().startswith("{") != value.strip().endswith("}"):
+        return None
+    return "{" + match.group(1).lower() + "}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +118,11 @@ class Policy:
 
     name: str = "unnamed policy"
     id: str = ""
+    # The SiPolicy's own GUID (PolicyID, or PolicyTypeID in the single-policy format): what
+    # Windows writes as PolicyGUID in 3076/3077. base_guid is its BasePolicyID. Both are
+    # normalised by normal_guid; "" when the policy has none.
+    guid: str = ""
+    base_guid: str = ""
     mode: Mode = "enforce"
     drivers_must_be_signed: bool = True
     require_page_hashes: PageHashRequirement = "off"
@@ -119,6 +135,9 @@ class Policy:
     deny_signers: tuple[SignerRule, ...] = ()
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     source: str = "<policy>"
+    # SHA-256 (lower-case hex) of the policy file's bytes as loaded: PolicyHash in 3076/3077.
+    # A property of the file, not of the rules, so equality ignores it.
+    file_sha256: str = field(default="", compare=False)
     _deny_index: HashIndex = field(init=False, repr=False, compare=False)
     _allow_index: dict[str, HashRule] = field(init=False, repr=False, compare=False)
 
@@ -161,6 +180,9 @@ class Policy:
         return [
             f"name: {self.name}",
             f"id: {self.id or '-'}",
+            *([f"guid: {self.guid}"] if self.guid else []),
+            *([f"base guid: {self.base_guid}"] if self.base_guid else []),
+            *([f"sha256: {self.file_sha256}"] if self.file_sha256 else []),
             f"mode: {self.mode}",
             f"kernel drivers must be signed: {'yes' if self.drivers_must_be_signed else 'no'}",
             f"page hashes required: {self.require_page_hashes}",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyError
-from .model import HashRule, ImportResult, Policy, Scope, SignerRule, hex_algorithm
+from .model import HashRule, ImportResult, Policy, Scope, SignerRule, hex_algorithm, normal_guid
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -296,9 +296,12 @@ class _Importer:
             if signer_id not in referenced:
                 self.skip("signer not referenced by any signing scenario")
         name, policy_id = self._identity()
+        guid, base_guid = self._guids()
         policy = Policy(
             name=name,
             id=policy_id,
+            guid=guid,
+            base_guid=base_guid,
             mode="audit" if audit else "enforce",
             source=self.source,
             **fields,
@@ -472,6 +475,30 @@ class _Importer:
         ident = info.get("Id") or (policy_id.text if policy_id is not None else None)
         ident = ident or (version.text if version is not None else None) or ""
         return name, ident.strip()
+
+    def _guids(self) -> tuple[str, str]:
+        """(the policy's own GUID, its base policy's GUID), normalised; "" where absent.
+
+        Windows names an active multi-format policy ``{PolicyID}.cip`` and writes that GUID as
+        PolicyGUID in 3076/3077 (AaronLocker's policy: file and events both carry
+        {496a5746-...}). A single-format policy (SiPolicy.p7b) has no PolicyID, only
+        PolicyTypeID, which then identifies it. Each is an element in Microsoft's XML; some
+        tools write them as attributes of SiPolicy, so those count too.
+        """
+
+        def read(name: str) -> str:
+            element = _child(self.root, name)
+            text = element.text if element is not None and element.text else self.root.get(name)
+            if not text:
+                return ""
+            guid = normal_guid(text)
+            if guid is None:
+                self.skip(f"{name} that is not a GUID")
+                return ""
+            return guid
+
+        own = read("PolicyID") or read("PolicyTypeID")
+        return own, read("BasePolicyID")
 
 
 def _scope(scopes: set[Scope]) -> Scope:
