@@ -94,13 +94,13 @@ def image(
     """
     from ..errors import CIError
     from ..image.limits import ImageLimits
-    from ..image.scan import ImageOptions, open_image, scan_image
+    from ..image.scan import ImageOptions, in_workers, open_image, scan_image
     from ..image.source import ImageOpenError
+    from ..scan.config import Settings, build_options
 
     try:
-        from ..image.parallel import verify_options
-
-        options = verify_options(trust_files, not no_default_trust, at)
+        settings = Settings(trust_files=trust_files, no_default_trust=no_default_trust, at=at)
+        options, _policy = build_options(settings, _warn)
         references = tuple(_load_policy(p) for p in policy_files)
     except CIError as exc:
         _fail(exc.diagnostics(), exit_codes.CONFIG)
@@ -126,18 +126,8 @@ def image(
         if code:
             sys.exit(code)
         writer = _Writer(as_json, pipeline)
-        if jobs > 1:
-            from ..image.parallel import WorkerConfig, Workers
-
-            config = WorkerConfig(path, trust_files, not no_default_trust, at, image_options)
-            try:
-                with Workers(config, jobs) as workers:
-                    scan_image(scan, image_options, writer.add, workers)
-            except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
-                text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-                _fail(f"worker processes failed: {text} (a bug: please report it)", 70)
-        else:
-            scan_image(scan, image_options, writer.add)
+        verdicts = in_workers(path, options, image_options, jobs) if jobs > 1 else None
+        scan_image(scan, image_options, writer.add, verdicts)
     finally:
         scan.close()
     sys.exit(writer.finish(scan, bool(event_uris)))
@@ -243,6 +233,10 @@ def _selftest(pipeline: Any) -> int:
         click.echo("codeintegrity: cryptographic self-test failed; nothing verified", err=True)
         return exit_codes.SELFTEST_FAILED
     return 0
+
+
+def _warn(message: str) -> None:
+    click.echo(f"codeintegrity: warning: {message}", err=True)
 
 
 def _fail(message: str, code: int) -> None:

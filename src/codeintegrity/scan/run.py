@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..options import VerifyOptions
     from ..policy.model import Policy
     from ..report import Report
-    from ..results_cache import ResultsCache
+    from ..results_cache import Pending, ResultsCache
 
 
 def starts_with_mz(path: str) -> bool:
@@ -83,6 +83,30 @@ class Judge:
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
             return Crashed(target.path, internal_message(exc))
         return Judged(report, time.perf_counter() - started, target.size)
+
+    def from_cache(self, target: Target) -> tuple[Judged | None, Pending | None]:
+        """The parent's part before a worker verifies ``target``: its cached outcome (the
+        policy applied), else the cache miss to store the worker's report under."""
+        if self.cache is None:
+            return None, None
+        cached, miss = self.cache.lookup(target.path, self.options)
+        if cached is not None:
+            return Judged(self.decide(cached), 0.0, target.size), None
+        return None, miss
+
+    def finish(
+        self, outcome: Outcome | None, miss: Pending | None, target: Target
+    ) -> Outcome | None:
+        """The parent's part after a worker verified ``target``: store a fresh report in the
+        cache, then apply the policy; outcomes name the path as the walk gave it."""
+        if isinstance(outcome, Judged):
+            report = replace(outcome.report, path=target.path)
+            if miss is not None and self.cache is not None:
+                self.cache.store_result(miss, report)
+            return Judged(self.decide(report), outcome.seconds, target.size)
+        if isinstance(outcome, Unreadable | Crashed):
+            return replace(outcome, path=target.path)
+        return outcome
 
     def decide(self, report: Report) -> Report:
         if self.policy is None:
