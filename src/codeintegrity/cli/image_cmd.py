@@ -11,19 +11,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import exit_codes
-from .params import parse_iso_time
+from .common_options import at_option, catalog_option, event_options, trust_options
 
 if TYPE_CHECKING:
     from ..image.scan import FileVerdict
-
-
-def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_iso_time(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,18 +31,9 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     help="A reference policy to check against: Microsoft's current driver blocklist (WDAC XML "
     "or binary), a LOLDrivers or our TOML policy (repeatable).",
 )
-@click.option(
-    "--catalog",
-    "catalogs",
-    multiple=True,
-    type=click.Path(path_type=str),
-    help="More .cat files or folders, besides the image's own CatRoot (repeatable).",
-)
-@click.option("--trust", "trust_files", multiple=True, type=click.Path(path_type=str),
-              help="Add trust anchors from a PEM/DER file (repeatable).")  # fmt: skip
-@click.option("--no-default-trust", is_flag=True, help="Do not trust Microsoft's root program.")
-@click.option("--at", "at", callback=_parse_time, metavar="ISO-TIME",
-              help="Judge chains at this time when a file has no valid timestamp.")  # fmt: skip
+@catalog_option("More .cat files or folders, besides the image's own CatRoot (repeatable).")
+@trust_options()
+@at_option
 @click.option("--device", metavar="NT-DEVICE",
               help="NT device of the system volume in events (default \\Device\\HarddiskVolumeN, "
               "N = its partition number).")  # fmt: skip
@@ -60,12 +42,7 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
               help="Files larger than this are reported as not judged.")  # fmt: skip
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Judge files in this many worker processes (output order is kept).")  # fmt: skip
-@click.option("--events", "event_uris", multiple=True, metavar="URI",
-              help="Also send events to jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, "
-              "syslog+tcp://HOST:PORT or - (repeatable).")  # fmt: skip
-@click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=str),
-              help="Record events in this SQLite store instead of the default one.")  # fmt: skip
+@event_options()
 def image(
     path: str,
     as_json: bool,

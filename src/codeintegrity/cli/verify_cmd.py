@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 from . import exit_codes
-from .params import parse_iso_time, parse_size
+from .common_options import (
+    at_option,
+    catalog_option,
+    event_options,
+    page_hash_option,
+    policy_option,
+    trust_options,
+)
+from .params import size
 
 if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
@@ -30,24 +38,6 @@ if TYPE_CHECKING:
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "demo_signed.dll"
 _DIGESTS = click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"])
-
-
-def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_iso_time(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-
-
-def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a size (e.g. 4096, 64K, 10M, 2G)") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,65 +57,24 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     help="Also judge the paths listed in FILE (- for stdin), one per line or NUL-separated "
     "(find -print0).",
 )
-@click.option(
-    "--trust",
-    "trust_files",
-    metavar="FILE",
-    multiple=True,
-    help="Add trust anchors from a PEM/DER file (repeatable).",
-)
-@click.option(
-    "--no-default-trust",
-    is_flag=True,
-    help="Do not trust Microsoft's root program (the default anchors).",
-)
-@click.option(
-    "--at",
-    "at",
-    callback=_parse_time,
-    metavar="ISO-TIME",
-    help="Judge certificate validity at this time when a file has no valid timestamp "
-    "(default: now).",
-)
+@trust_options()
+@at_option
 @click.option(
     "--require-page-hashes",
     "require_all_page_hashes",
     is_flag=True,
     help="Same as --require-page-hashes-for all: a signature without page hashes raises 6281.",
 )
-@click.option(
-    "--require-page-hashes-for",
-    "require_page_hashes",
-    type=click.Choice(["off", "drivers", "all"]),
-    help="Require page hashes for no file, kernel drivers and FORCE_INTEGRITY images, or all.",
-)
+@page_hash_option()
 @click.option(
     "--cert-padding-check",
     is_flag=True,
     help="Reject extra bytes inside the certificate table, as Windows does with "
     "EnableCertPaddingCheck=1 (CVE-2013-3900).",
 )
-@click.option(
-    "--policy",
-    "policy_file",
-    metavar="FILE",
-    help="Apply a policy (TOML): mode, allowed signers, deny rules, revocation.",
-)
-@click.option(
-    "--catalog",
-    "catalogs",
-    metavar="PATH",
-    multiple=True,
-    help="A .cat file or a directory of them (e.g. a mounted CatRoot); repeatable.",
-)
-@click.option(
-    "--events",
-    "event_uris",
-    multiple=True,
-    metavar="URI",
-    help="Also send events to jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, "
-    "syslog+tcp://HOST:PORT or - (stdout); repeatable.",
-)
+@policy_option
+@catalog_option()
+@event_options()
 @click.option(
     "--events-best-effort",
     is_flag=True,
@@ -145,7 +94,6 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     type=_DIGESTS,
     help="Also report (and show) the hash of the whole file with this algorithm (repeatable).",
 )
-@click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -156,12 +104,6 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
     "cache_path",
     metavar="FILE",
     help="Keep reusable results in this SQLite file instead of the default one.",
-)
-@click.option(
-    "--store",
-    "store_path",
-    metavar="FILE",
-    help="Record events in this SQLite store instead of the default one.",
 )
 @click.option(
     "--include",
@@ -180,7 +122,7 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None)
 )
 @click.option(
     "--max-size",
-    callback=_parse_size,
+    callback=size,
     metavar="SIZE",
     help="Skip files larger than SIZE (bytes; K, M, G suffixes).",
 )
