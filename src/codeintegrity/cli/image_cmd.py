@@ -73,7 +73,7 @@ def image(
     from ..image.limits import ImageLimits
     from ..image.scan import ImageOptions, in_workers, open_image, scan_image
     from ..image.source import ImageOpenError
-    from ..scan.config import Settings, build_options
+    from ..scan.config import Settings, build_options, passes_selftest
 
     try:
         settings = Settings(trust_files=trust_files, no_default_trust=no_default_trust, at=at)
@@ -99,9 +99,8 @@ def image(
             pipeline = _open_events(event_uris, no_store, store_path, scan.computer_name)
         except CIError as exc:
             _fail(exc.diagnostics(), exit_codes.CONFIG)
-        code = _selftest(pipeline)
-        if code:
-            sys.exit(code)
+        if not passes_selftest(pipeline, _say, "nothing verified"):
+            sys.exit(exit_codes.SELFTEST_FAILED)
         writer = _Writer(as_json, pipeline)
         verdicts = in_workers(path, options, image_options, jobs) if jobs > 1 else None
         scan_image(scan, image_options, writer.add, verdicts)
@@ -196,26 +195,14 @@ def _open_events(
     return open_pipeline(list(uris), store=not no_store, store_path=store_path, computer=computer)
 
 
-def _selftest(pipeline: Any) -> int:
-    from ..events.selftest import run_selftest, selftest_event
-
-    result = run_selftest()
-    if pipeline is not None:
-        pipeline.emit(selftest_event(result))
-    if not result.ok:
-        for detail in result.details:
-            click.echo(f"codeintegrity: self-test: {detail}", err=True)
-        if pipeline is not None:
-            pipeline.close()
-        click.echo("codeintegrity: cryptographic self-test failed; nothing verified", err=True)
-        return exit_codes.SELFTEST_FAILED
-    return 0
+def _say(message: str) -> None:
+    click.echo(f"codeintegrity: {message}", err=True)
 
 
 def _warn(message: str) -> None:
-    click.echo(f"codeintegrity: warning: {message}", err=True)
+    _say(f"warning: {message}")
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"codeintegrity: {message}", err=True)
+    _say(message)
     sys.exit(code)

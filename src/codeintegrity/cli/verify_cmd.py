@@ -401,6 +401,10 @@ def _open_cache(options: VerifyOptions, path: str | None, warn: object) -> Resul
     return ResultsCache.open(path, warn=warn)  # type: ignore[arg-type]
 
 
+def _say(message: str) -> None:
+    click.echo(f"codeintegrity: {message}", err=True)
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"codeintegrity: {message}", err=True)
     sys.exit(code)
@@ -425,19 +429,13 @@ def _run(
     collector: ResultsCollector | None = None,
     count_paths: tuple[str, ...] = (),
 ) -> int:
-    from ..scan.config import selftest
+    from ..scan.config import passes_selftest
     from ..scan.outcome import Judged
     from ..scan.run import ScanCounter, scan
     from ..scan.tally import Tally
     from ..scan.walk import walk
 
-    failed = selftest(pipeline)
-    if failed:
-        for detail in failed:
-            click.echo(f"codeintegrity: self-test: {detail}", err=True)
-        if pipeline is not None:
-            pipeline.close()
-        click.echo("codeintegrity: cryptographic self-test failed; nothing verified", err=True)
+    if not passes_selftest(pipeline, _say, "nothing verified"):
         return exit_codes.SELFTEST_FAILED
     tally = Tally()
     counter = ScanCounter()

@@ -141,3 +141,17 @@ def selftest(pipeline: EventPipeline | None) -> list[str]:
     if pipeline is not None:
         pipeline.emit(selftest_event(result))
     return [] if result.ok else list(result.details) or ["self-test failed"]
+
+
+def passes_selftest(pipeline: EventPipeline | None, say: Warn, refusal: str) -> bool:
+    """Run :func:`selftest`; when it fails, say each failure and then ``refusal`` (what is not
+    done because of it), close the pipeline and return False."""
+    failed = selftest(pipeline)
+    if not failed:
+        return True
+    for detail in failed:
+        say(f"self-test: {detail}")
+    if pipeline is not None:
+        pipeline.close()
+    say(f"cryptographic self-test failed; {refusal}")
+    return False
