@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .params import iso_time
+from .params import iso_time, time_or_span
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,16 +72,17 @@ def policy_option(command: F) -> F:
     )(command)
 
 
-def catalog_option(
-    help: str = "A .cat file or a directory of them (e.g. a mounted CatRoot); repeatable.",  # noqa: A002
-) -> Callable[[F], F]:
-    """--catalog PATH (repeatable)."""
+CATALOG_HELP = "A .cat file or a directory of them (e.g. a mounted CatRoot); repeatable."
+
+
+def catalog_option(text: str = CATALOG_HELP) -> Callable[[F], F]:
+    """--catalog PATH (repeatable); ``text`` is its help."""
     return click.option(
         "--catalog",
         "catalogs",
         metavar="PATH",
         multiple=True,
-        help=help,
+        help=text,
     )
 
 
@@ -113,3 +114,15 @@ def event_options(*, unset: bool = False) -> Callable[[F], F]:
             help="Record events in this SQLite store instead of the default one.",
         ),
     )
+
+
+def time_window_options(command: F) -> F:
+    """--since and --until: an ISO 8601 time or a span back from now."""
+    return _stack(
+        click.option(
+            "--since", callback=time_or_span, metavar="TIME", help="ISO time or span (2h)."
+        ),
+        click.option(
+            "--until", callback=time_or_span, metavar="TIME", help="ISO time or span (2h)."
+        ),
+    )(command)

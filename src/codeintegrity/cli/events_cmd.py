@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .params import time_or_span
 
 if TYPE_CHECKING:
     from ..events.model import Event
@@ -35,8 +35,7 @@ _FAILURES = frozenset({3076})
     help="Store file to read (default: the per-user store, see below); it must exist.",
 )
 @click.option("--id", "event_ids", type=int, multiple=True, help="Event ID (repeatable).")
-@click.option("--since", callback=time_or_span, metavar="TIME", help="ISO time or span (2h).")
-@click.option("--until", callback=time_or_span, metavar="TIME", help="ISO time or span (2h).")
+@shared.time_window_options
 @click.option("--path", "path_contains", metavar="TEXT", help="Path contains TEXT.")
 @click.option(
     "--outcome",

@@ -7,14 +7,8 @@ from typing import Any, NoReturn
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .common_options import (
-    catalog_option,
-    event_options,
-    page_hash_option,
-    policy_option,
-    trust_options,
-)
 
 _CONTROL = ("status", "reload", "stop")
 _DEFAULT_SOCKET = "/run/codeintegrity/guard.sock"
@@ -39,10 +33,10 @@ def _fail(message: str, code: int) -> NoReturn:
     type=click.Choice(["audit", "enforce"]),
     help="audit (default): allow and raise events; enforce: deny with EPERM what the rules deny.",
 )
-@policy_option
-@trust_options(unset=True)
-@catalog_option()
-@page_hash_option()
+@shared.policy_option
+@shared.trust_options(unset=True)
+@shared.catalog_option()
+@shared.page_hash_option()
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.01),
@@ -75,7 +69,7 @@ def _fail(message: str, code: int) -> NoReturn:
     type=click.Path(path_type=str),
     help="Any failure under this path raises 4618 at once (repeatable).",
 )
-@event_options(unset=True)
+@shared.event_options(unset=True)
 @click.option(
     "--control-socket",
     "control_socket",

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .common_options import at_option, catalog_option, event_options, trust_options
 
 if TYPE_CHECKING:
     from ..image.scan import FileVerdict
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     help="A reference policy to check against: Microsoft's current driver blocklist (WDAC XML "
     "or binary), a LOLDrivers or our TOML policy (repeatable).",
 )
-@catalog_option("More .cat files or folders, besides the image's own CatRoot (repeatable).")
-@trust_options()
-@at_option
+@shared.catalog_option("More .cat files or folders, besides the image's own CatRoot (repeatable).")
+@shared.trust_options()
+@shared.at_option
 @click.option("--device", metavar="NT-DEVICE",
               help="NT device of the system volume in events (default \\Device\\HarddiskVolumeN, "
               "N = its partition number).")  # fmt: skip
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
               help="Files larger than this are reported as not judged.")  # fmt: skip
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Judge files in this many worker processes (output order is kept).")  # fmt: skip
-@event_options()
+@shared.event_options()
 def image(
     path: str,
     as_json: bool,

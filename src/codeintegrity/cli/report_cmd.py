@@ -7,8 +7,8 @@ from datetime import datetime
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .params import time_or_span
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,8 +24,7 @@ from .params import time_or_span
     type=click.Path(dir_okay=False, path_type=str),
     help="Read the JSON Lines of `verify --json` instead of a store.",
 )
-@click.option("--since", callback=time_or_span, metavar="TIME", help="ISO time or span (2h).")
-@click.option("--until", callback=time_or_span, metavar="TIME", help="ISO time or span (2h).")
+@shared.time_window_options
 @click.option(
     "--computer",
     "computers",

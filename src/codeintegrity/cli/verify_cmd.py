@@ -15,15 +15,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .common_options import (
-    at_option,
-    catalog_option,
-    event_options,
-    page_hash_option,
-    policy_option,
-    trust_options,
-)
 from .params import size
 
 if TYPE_CHECKING:
@@ -57,24 +50,24 @@ _DIGESTS = click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"])
     help="Also judge the paths listed in FILE (- for stdin), one per line or NUL-separated "
     "(find -print0).",
 )
-@trust_options()
-@at_option
+@shared.trust_options()
+@shared.at_option
 @click.option(
     "--require-page-hashes",
     "require_all_page_hashes",
     is_flag=True,
     help="Same as --require-page-hashes-for all: a signature without page hashes raises 6281.",
 )
-@page_hash_option()
+@shared.page_hash_option()
 @click.option(
     "--cert-padding-check",
     is_flag=True,
     help="Reject extra bytes inside the certificate table, as Windows does with "
     "EnableCertPaddingCheck=1 (CVE-2013-3900).",
 )
-@policy_option
-@catalog_option()
-@event_options()
+@shared.policy_option
+@shared.catalog_option()
+@shared.event_options()
 @click.option(
     "--events-best-effort",
     is_flag=True,

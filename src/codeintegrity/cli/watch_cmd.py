@@ -7,14 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .common_options import (
-    catalog_option,
-    event_options,
-    page_hash_option,
-    policy_option,
-    trust_options,
-)
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -42,11 +36,11 @@ def _log(line: str) -> None:
     default="audit",
     help="Which policy event a denial raises: 3076 (audit) or 3077 (enforce). Nothing is blocked.",
 )
-@policy_option
-@trust_options()
-@catalog_option()
-@page_hash_option("off")
-@event_options()
+@shared.policy_option
+@shared.trust_options()
+@shared.catalog_option()
+@shared.page_hash_option("off")
+@shared.event_options()
 def watch(
     paths: tuple[str, ...],
     as_json: bool,
