@@ -22,8 +22,7 @@ from .params import size
 if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
     from ..htmlreport import ResultsCollector
-    from ..options import PageHashRequirement, VerifyOptions
-    from ..results_cache import ResultsCache
+    from ..options import VerifyOptions
     from ..scan.dask_backend import Session
     from ..scan.run import Judge
     from ..scan.walk import Selection
@@ -216,7 +215,14 @@ def verify(
     runs with --catalog or a policy that checks revocation are never cached.
     """
     from ..errors import CIError
-    from ..scan.config import Settings, build_options, open_events
+    from ..scan.config import (
+        Settings,
+        build_options,
+        default_jobs,
+        open_cache,
+        open_events,
+        page_hash_requirement,
+    )
     from ..scan.sources import inputs, open_listing
 
     if sum((as_json, as_csv, quiet)) > 1:
@@ -249,7 +255,7 @@ def verify(
         trust_files=trust_files,
         no_default_trust=no_default_trust,
         at=at,
-        require_page_hashes=_page_hash_requirement(require_all_page_hashes, require_page_hashes),
+        require_page_hashes=page_hash_requirement(require_all_page_hashes, require_page_hashes),
         cert_padding_check=cert_padding_check,
         policy_file=policy_file,
         catalogs=catalogs,
@@ -268,7 +274,7 @@ def verify(
     from ..scan.walk import Selection
 
     collector = _report_collector(report_path, paths) if report_path is not None else None
-    cache = None if no_cache else _open_cache(options, cache_path, warn)
+    cache = None if no_cache else open_cache(options, cache_path, warn)
     judge = Judge(options, policy, cache)
     selection = Selection(
         include=include,
@@ -279,8 +285,7 @@ def verify(
     )
     writer = _writer(as_json, as_csv, quiet, hash_algorithms, flat_algorithms)
     if jobs is None:
-        many = files_from is not None or len(paths) > 2 or any(Path(p).is_dir() for p in paths)
-        jobs = _usable_cores() if many else 1
+        jobs = default_jobs(paths, listing is not None)
     try:
         status = _run(
             inputs(paths, listing),
@@ -359,18 +364,6 @@ def _dask(
         raise AssertionError("unreachable") from None
 
 
-def _usable_cores() -> int:
-    from ..scan.pool import usable_cores
-
-    return usable_cores()
-
-
-def _page_hash_requirement(every: bool, named: str | None) -> PageHashRequirement:
-    if every or named == "all":
-        return "all"
-    return "drivers" if named == "drivers" else "off"
-
-
 def _writer(
     as_json: bool, as_csv: bool, quiet: bool, hashes: tuple[str, ...], flat: tuple[str, ...]
 ) -> Writer:
@@ -383,15 +376,6 @@ def _writer(
     if as_csv:
         return CsvWriter()
     return TableWriter(hashes=hashes, flat=flat)
-
-
-def _open_cache(options: VerifyOptions, path: str | None, warn: object) -> ResultsCache | None:
-    """The results cache, unless these options are never cached (catalogs, revocation)."""
-    from ..results_cache import ResultsCache, options_fingerprint
-
-    if options_fingerprint(options) is None:
-        return None
-    return ResultsCache.open(path, warn=warn)  # type: ignore[arg-type]
 
 
 def _say(message: str) -> None:
@@ -424,7 +408,7 @@ def _run(
 ) -> int:
     from ..scan.config import passes_selftest
     from ..scan.outcome import Judged
-    from ..scan.run import ScanCounter, scan
+    from ..scan.run import ScanCounter, judged
     from ..scan.tally import Tally
     from ..scan.walk import walk
 
@@ -433,26 +417,14 @@ def _run(
     tally = Tally()
     counter = ScanCounter()
     interrupted = broken = False
-    if dask is not None:
-        from ..scan.dask_backend import dask_scan
-
-        session, pairs = dask
-        outcomes = dask_scan(
-            walk(inputs, selection),
-            judge,
-            session.client,
-            ordered=ordered,
-            counter=counter,
-            path_map=pairs,
-        )
-    elif jobs > 1:
-        from ..scan.pool import parallel_scan
-
-        outcomes = parallel_scan(
-            walk(inputs, selection), judge, jobs, ordered=ordered, counter=counter
-        )
-    else:
-        outcomes = scan(walk(inputs, selection), judge, counter)
+    outcomes = judged(
+        walk(inputs, selection),
+        judge,
+        jobs=jobs,
+        ordered=ordered,
+        counter=counter,
+        dask=(dask[0].client, dask[1]) if dask is not None else None,
+    )
     from .output import ProgressBar, is_failure, stderr_line
 
     bar = None

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .outcome import Crashed, Judged, Outcome
 from .walk import Selection, Skipped, Target, Unreadable, WalkItem
@@ -132,6 +132,29 @@ def scan(
             yield outcome
         else:
             yield item
+
+
+def judged(
+    items: Iterable[WalkItem],
+    judge: Judge,
+    *,
+    jobs: int = 1,
+    ordered: bool = False,
+    counter: ScanCounter | None = None,
+    dask: tuple[Any, Sequence[tuple[str, str]]] | None = None,
+) -> Iterator[Outcome]:
+    """The outcomes of a run, from the backend its options name: a Dask cluster (a client and
+    the path map), ``jobs`` worker processes, or this process."""
+    if dask is not None:
+        from .dask_backend import dask_scan
+
+        client, path_map = dask
+        return dask_scan(items, judge, client, ordered=ordered, counter=counter, path_map=path_map)
+    if jobs > 1:
+        from .pool import parallel_scan
+
+        return parallel_scan(items, judge, jobs, ordered=ordered, counter=counter)
+    return scan(items, judge, counter)
 
 
 class ScanCounter:
