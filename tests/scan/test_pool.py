@@ -152,3 +152,20 @@ def test_the_pool_runs_any_plan_and_a_failing_task_costs_only_itself():
     assert got[3] == ("worker", 4, 16)
     assert got[4][:2] == ("crashed", 5) and "SIGKILL" in got[4][2]
     assert got[5] == ("worker", 6, 36)
+
+
+class _AsIs(_Squares):
+    def prepare(self, item):
+        return Send(item, "task")
+
+
+def _result_of(task):
+    return (lambda: None) if task == "result does not pickle" else task
+
+
+def test_a_task_or_result_that_does_not_pickle_is_reported_not_raised():
+    items = ["a", lambda: None, "result does not pickle", "b"]
+    got = list(run_pool(items, _AsIs(), _result_of, 2, ordered=True))
+    assert got[0] == ("worker", "task", "a") and got[3] == ("worker", "task", "b")
+    assert got[1][0] == "crashed" and "pickle" in got[1][2].lower()
+    assert got[2][0] == "crashed" and "pickle" in got[2][2].lower()

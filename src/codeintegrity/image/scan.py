@@ -255,7 +255,8 @@ def plan(scan: ImageScan, options: ImageOptions) -> Iterator[Task]:
         device = scan.device if on_system else device_name(volume.number)
         shown = windows_path(rel, options.drive) if on_system else nt_path(rel, device)
         found = tuple(services.get(rel.lower(), ())) if on_system else ()
-        yield Task(volume.number, rel, shown, nt_path(rel, device), must, found)
+        # Plain str: the file system yields its own string types, which do not pickle.
+        yield Task(volume.number, str(rel), shown, nt_path(rel, device), must, found)
 
 
 def judge(scan: ImageScan, task: Task, options: ImageOptions) -> FileVerdict | None:

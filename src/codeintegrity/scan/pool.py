@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 from .outcome import Crashed, Outcome
@@ -120,9 +121,19 @@ def _worker_main(conn: Connection, work: Callable[[object], object]) -> None:
         except Exception as exc:  # noqa: BLE001 - one task, never the worker
             result = _Raised(internal_message(exc))
         try:
-            conn.send((seq, result))
+            payload = _pickled((seq, result))
+        except Exception as exc:  # noqa: BLE001 - a result that does not pickle: a bug
+            payload = _pickled((seq, _Raised(internal_message(exc))))
+        try:
+            conn.send_bytes(payload)
         except (BrokenPipeError, OSError):
             return
+
+
+def _pickled(message: object) -> bytes:
+    """What ``Connection.send`` would write; pickled first, so a value that does not pickle
+    is reported instead of breaking the pipe."""
+    return bytes(ForkingPickler.dumps(message))
 
 
 class _Worker:
@@ -199,9 +210,14 @@ def run_pool(
                         continue
                     states[mine] = planned.state
                     task = planned.task
+                try:
+                    payload = _pickled((mine, task))
+                except Exception as exc:  # noqa: BLE001 - a task that does not pickle: a bug
+                    release.put(mine, plan.crashed(states.pop(mine), internal_message(exc)))
+                    continue
                 worker = min(free, key=lambda w: len(w.held))
                 worker.held[mine] = task
-                worker.conn.send((mine, task))
+                worker.conn.send_bytes(payload)
             yield from release.take()
             if exhausted and not retry and not any(w.held for w in workers):
                 break
