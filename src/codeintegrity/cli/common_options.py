@@ -126,3 +126,10 @@ def time_window_options(command: F) -> F:
             "--until", callback=time_or_span, metavar="TIME", help="ISO time or span (2h)."
         ),
     )(command)
+
+
+def read_store_option(text: str) -> Callable[[F], F]:
+    """--store FILE for a command that reads the event store; ``text`` is its help."""
+    return click.option(
+        "--store", "store_path", type=click.Path(dir_okay=False, path_type=str), help=text
+    )

@@ -28,11 +28,8 @@ _FAILURES = frozenset({3076})
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Store file to read (default: the per-user store, see below); it must exist.",
+@shared.read_store_option(
+    "Store file to read (default: the per-user store, see below); it must exist."
 )
 @click.option("--id", "event_ids", type=int, multiple=True, help="Event ID (repeatable).")
 @shared.time_window_options

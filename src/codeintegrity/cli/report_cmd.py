@@ -12,12 +12,7 @@ from . import exit_codes
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Event store to read (default: the per-user store, as `events`).",
-)
+@shared.read_store_option("Event store to read (default: the per-user store, as `events`).")
 @click.option(
     "--results",
     "results_path",
