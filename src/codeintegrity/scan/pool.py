@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..results_cache import Pending
 
 PER_WORKER = 2  # tasks handed to one worker at a time: one being worked on, one waiting
+_RECHECK_SECONDS = 1.0  # the parent looks at the queue and the workers at least this often
 
 ItemT = TypeVar("ItemT")
 TaskT = TypeVar("TaskT")
@@ -225,7 +226,10 @@ def run_pool(
             waiting_for += [w.process.sentinel for w in workers]
             if not exhausted and any(len(w.held) < PER_WORKER for w in workers):
                 waiting_for.append(feed.wake)
-            ready = wait(waiting_for)  # type: ignore[arg-type]
+            # The timeout is a safety net, not the mechanism: a wake-up that never arrives
+            # (seen once in many `image --all --jobs 2` runs, cause not found) costs a second
+            # and a fresh look at the queue, never a hang.
+            ready = wait(waiting_for, _RECHECK_SECONDS)  # type: ignore[arg-type]
             if feed.wake in ready:
                 feed.drained()
             for index, worker in enumerate(workers):
