@@ -131,3 +131,15 @@ def test_worker_processes_give_the_same_output(image_set, image_home):
     parse = [json.loads(line) for line in one.stdout.splitlines()]
     assert len(parse) == 7
     assert [json.loads(line) for line in two.stdout.splitlines()] == parse
+
+
+def test_worker_processes_judge_every_volume_file_like_one_process(image_set, image_home):
+    # --all plans names as the file system gives them (its own string types): they must reach
+    # the workers and come back as the same output, errors and exit status.
+    common = ["--json", "--all", *ANCHORS, "--no-store", str(image_set.disks["raw"])]
+    one = run(*common, home=image_home)
+    two = run(*common, "--jobs", "2", home=image_home)
+    assert "Traceback" not in two.stderr and "pickle" not in two.stderr, two.stderr
+    assert two.returncode == one.returncode
+    assert len(one.stdout.splitlines()) > 7
+    assert two.stdout == one.stdout and two.stderr == one.stderr

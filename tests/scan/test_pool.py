@@ -12,7 +12,7 @@ import sys
 
 from codeintegrity.cli import exit_codes
 from codeintegrity.scan.outcome import Crashed, Judged, outcome_dict
-from codeintegrity.scan.pool import parallel_scan
+from codeintegrity.scan.pool import Plan, Ready, Send, parallel_scan, run_pool
 from codeintegrity.scan.run import Judge, ScanCounter, scan
 from codeintegrity.scan.walk import walk
 
@@ -122,3 +122,50 @@ def _zombie_of_nobody(pid: int) -> bool:
     # Reaped workers are gone; one that is listed must at least not be running.
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().split(")")[-1].split()[0] in ("Z", "X")
+
+
+class _Squares(Plan):
+    """A plan over numbers: negatives are settled in the parent, the rest go to a worker."""
+
+    def prepare(self, item):
+        return Ready(("parent", item)) if item < 0 else Send(item, item)
+
+    def finish(self, result, state):
+        return ("worker", state, result)
+
+    def crashed(self, state, message):
+        return ("crashed", state, message)
+
+
+def _square_or_fail(n: int) -> int:
+    if n == 3:
+        raise ValueError("three")
+    if n == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n * n
+
+
+def test_the_pool_runs_any_plan_and_a_failing_task_costs_only_itself():
+    got = list(run_pool([1, -2, 3, 4, 5, 6], _Squares(), _square_or_fail, 2, ordered=True))
+    assert got[:2] == [("worker", 1, 1), ("parent", -2)]
+    assert got[2][:2] == ("crashed", 3) and "ValueError: three" in got[2][2]
+    assert got[3] == ("worker", 4, 16)
+    assert got[4][:2] == ("crashed", 5) and "SIGKILL" in got[4][2]
+    assert got[5] == ("worker", 6, 36)
+
+
+class _AsIs(_Squares):
+    def prepare(self, item):
+        return Send(item, "task")
+
+
+def _result_of(task):
+    return (lambda: None) if task == "result does not pickle" else task
+
+
+def test_a_task_or_result_that_does_not_pickle_is_reported_not_raised():
+    items = ["a", lambda: None, "result does not pickle", "b"]
+    got = list(run_pool(items, _AsIs(), _result_of, 2, ordered=True))
+    assert got[0] == ("worker", "task", "a") and got[3] == ("worker", "task", "b")
+    assert got[1][0] == "crashed" and "pickle" in got[1][2].lower()
+    assert got[2][0] == "crashed" and "pickle" in got[2][2].lower()

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .params import parse_iso_time
 
 if TYPE_CHECKING:
     from ..events.model import Event
 
-_RELATIVE = re.compile(r"(\d+)([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _CHANNELS = {
     "security": "Security",
     "codeintegrity": "Microsoft-Windows-CodeIntegrity/Operational",
@@ -30,31 +27,12 @@ EXPORT_BATCH = 1000
 _FAILURES = frozenset({3076})
 
 
-def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    """ISO 8601 (naive means UTC) or a span back from now: 30s, 15m, 2h, 7d, 1w."""
-    if value is None:
-        return None
-    text = value.strip()
-    relative = _RELATIVE.fullmatch(text)
-    if relative:
-        span = timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
-        return datetime.now(UTC) - span
-    try:
-        return parse_iso_time(text)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither ISO 8601 nor a span like 2h") from None
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Store file to read (default: the per-user store, see below); it must exist.",
+@shared.read_store_option(
+    "Store file to read (default: the per-user store, see below); it must exist."
 )
 @click.option("--id", "event_ids", type=int, multiple=True, help="Event ID (repeatable).")
-@click.option("--since", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
-@click.option("--until", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
+@shared.time_window_options
 @click.option("--path", "path_contains", metavar="TEXT", help="Path contains TEXT.")
 @click.option(
     "--outcome",

@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
 
 _CONTROL = ("status", "reload", "stop")
@@ -32,27 +33,10 @@ def _fail(message: str, code: int) -> NoReturn:
     type=click.Choice(["audit", "enforce"]),
     help="audit (default): allow and raise events; enforce: deny with EPERM what the rules deny.",
 )
-@click.option("--policy", "policy_file", type=click.Path(path_type=str), help="Policy (TOML).")
-@click.option(
-    "--trust",
-    "trust_files",
-    multiple=True,
-    type=click.Path(path_type=str),
-    help="Add trust anchors from a PEM/DER file (repeatable).",
-)
-@click.option(
-    "--no-default-trust", is_flag=True, default=None, help="Do not trust Microsoft's root program."
-)
-@click.option(
-    "--catalog",
-    "catalogs",
-    multiple=True,
-    type=click.Path(path_type=str),
-    help="A .cat file or a directory of them (repeatable).",
-)
-@click.option(
-    "--require-page-hashes-for", "require_page_hashes", type=click.Choice(["off", "drivers", "all"])
-)
+@shared.policy_option
+@shared.trust_options(unset=True)
+@shared.catalog_option()
+@shared.page_hash_option()
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.01),
@@ -85,20 +69,7 @@ def _fail(message: str, code: int) -> NoReturn:
     type=click.Path(path_type=str),
     help="Any failure under this path raises 4618 at once (repeatable).",
 )
-@click.option(
-    "--events",
-    "event_uris",
-    multiple=True,
-    metavar="URI",
-    help="Also send events to this sink URI (as in verify; repeatable).",
-)
-@click.option("--no-store", is_flag=True, default=None, help="Do not record events in the store.")
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Record events in this SQLite store instead of the default one.",
-)
+@shared.event_options(unset=True)
 @click.option(
     "--control-socket",
     "control_socket",

@@ -10,20 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .params import parse_iso_time
 
 if TYPE_CHECKING:
     from ..image.scan import FileVerdict
-
-
-def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_iso_time(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,18 +31,9 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     help="A reference policy to check against: Microsoft's current driver blocklist (WDAC XML "
     "or binary), a LOLDrivers or our TOML policy (repeatable).",
 )
-@click.option(
-    "--catalog",
-    "catalogs",
-    multiple=True,
-    type=click.Path(path_type=str),
-    help="More .cat files or folders, besides the image's own CatRoot (repeatable).",
-)
-@click.option("--trust", "trust_files", multiple=True, type=click.Path(path_type=str),
-              help="Add trust anchors from a PEM/DER file (repeatable).")  # fmt: skip
-@click.option("--no-default-trust", is_flag=True, help="Do not trust Microsoft's root program.")
-@click.option("--at", "at", callback=_parse_time, metavar="ISO-TIME",
-              help="Judge chains at this time when a file has no valid timestamp.")  # fmt: skip
+@shared.catalog_option("More .cat files or folders, besides the image's own CatRoot (repeatable).")
+@shared.trust_options()
+@shared.at_option
 @click.option("--device", metavar="NT-DEVICE",
               help="NT device of the system volume in events (default \\Device\\HarddiskVolumeN, "
               "N = its partition number).")  # fmt: skip
@@ -60,12 +42,7 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
               help="Files larger than this are reported as not judged.")  # fmt: skip
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Judge files in this many worker processes (output order is kept).")  # fmt: skip
-@click.option("--events", "event_uris", multiple=True, metavar="URI",
-              help="Also send events to jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, "
-              "syslog+tcp://HOST:PORT or - (repeatable).")  # fmt: skip
-@click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=str),
-              help="Record events in this SQLite store instead of the default one.")  # fmt: skip
+@shared.event_options()
 def image(
     path: str,
     as_json: bool,
@@ -94,13 +71,13 @@ def image(
     """
     from ..errors import CIError
     from ..image.limits import ImageLimits
-    from ..image.scan import ImageOptions, open_image, scan_image
+    from ..image.scan import ImageOptions, in_workers, open_image, scan_image
     from ..image.source import ImageOpenError
+    from ..scan.config import Settings, build_options, passes_selftest
 
     try:
-        from ..image.parallel import verify_options
-
-        options = verify_options(trust_files, not no_default_trust, at)
+        settings = Settings(trust_files=trust_files, no_default_trust=no_default_trust, at=at)
+        options, _policy = build_options(settings, _warn)
         references = tuple(_load_policy(p) for p in policy_files)
     except CIError as exc:
         _fail(exc.diagnostics(), exit_codes.CONFIG)
@@ -122,22 +99,11 @@ def image(
             pipeline = _open_events(event_uris, no_store, store_path, scan.computer_name)
         except CIError as exc:
             _fail(exc.diagnostics(), exit_codes.CONFIG)
-        code = _selftest(pipeline)
-        if code:
-            sys.exit(code)
+        if not passes_selftest(pipeline, _say, "nothing verified"):
+            sys.exit(exit_codes.SELFTEST_FAILED)
         writer = _Writer(as_json, pipeline)
-        if jobs > 1:
-            from ..image.parallel import WorkerConfig, Workers
-
-            config = WorkerConfig(path, trust_files, not no_default_trust, at, image_options)
-            try:
-                with Workers(config, jobs) as workers:
-                    scan_image(scan, image_options, writer.add, workers)
-            except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
-                text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-                _fail(f"worker processes failed: {text} (a bug: please report it)", 70)
-        else:
-            scan_image(scan, image_options, writer.add)
+        verdicts = in_workers(path, options, image_options, jobs) if jobs > 1 else None
+        scan_image(scan, image_options, writer.add, verdicts)
     finally:
         scan.close()
     sys.exit(writer.finish(scan, bool(event_uris)))
@@ -229,22 +195,14 @@ def _open_events(
     return open_pipeline(list(uris), store=not no_store, store_path=store_path, computer=computer)
 
 
-def _selftest(pipeline: Any) -> int:
-    from ..events.selftest import run_selftest, selftest_event
+def _say(message: str) -> None:
+    click.echo(f"codeintegrity: {message}", err=True)
 
-    result = run_selftest()
-    if pipeline is not None:
-        pipeline.emit(selftest_event(result))
-    if not result.ok:
-        for detail in result.details:
-            click.echo(f"codeintegrity: self-test: {detail}", err=True)
-        if pipeline is not None:
-            pipeline.close()
-        click.echo("codeintegrity: cryptographic self-test failed; nothing verified", err=True)
-        return exit_codes.SELFTEST_FAILED
-    return 0
+
+def _warn(message: str) -> None:
+    _say(f"warning: {message}")
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"codeintegrity: {message}", err=True)
+    _say(message)
     sys.exit(code)

@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .params import parse_iso_time
-
-_SPAN = re.compile(r"(\d+)([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    """ISO 8601 (naive means UTC) or a span back from now: 30s, 15m, 2h, 7d, 1w."""
-    if value is None:
-        return None
-    span = _SPAN.fullmatch(value.strip())
-    if span:
-        return datetime.now(UTC) - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
-    try:
-        return parse_iso_time(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither ISO 8601 nor a span like 2h") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Event store to read (default: the per-user store, as `events`).",
-)
+@shared.read_store_option("Event store to read (default: the per-user store, as `events`).")
 @click.option(
     "--results",
     "results_path",
     type=click.Path(dir_okay=False, path_type=str),
     help="Read the JSON Lines of `verify --json` instead of a store.",
 )
-@click.option("--since", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
-@click.option("--until", callback=_parse_time, metavar="TIME", help="ISO time or span (2h).")
+@shared.time_window_options
 @click.option(
     "--computer",
     "computers",

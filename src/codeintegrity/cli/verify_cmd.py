@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
-from .params import parse_iso_time, parse_size
+from .params import check_nt_paths, size
 
 if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
     from ..htmlreport import ResultsCollector
-    from ..options import PageHashRequirement, VerifyOptions
-    from ..results_cache import ResultsCache
+    from ..options import VerifyOptions
     from ..scan.dask_backend import Session
     from ..scan.run import Judge
     from ..scan.walk import Selection
@@ -30,36 +30,6 @@ if TYPE_CHECKING:
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "demo_signed.dll"
 _DIGESTS = click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"])
-
-
-def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_iso_time(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-
-
-def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a size (e.g. 4096, 64K, 10M, 2G)") from None
-
-
-def _check_nt_paths(
-    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
-) -> tuple[str, ...]:
-    from ..events.paths import nt_path_map
-
-    try:
-        nt_path_map(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,65 +49,24 @@ def _check_nt_paths(
     help="Also judge the paths listed in FILE (- for stdin), one per line or NUL-separated "
     "(find -print0).",
 )
-@click.option(
-    "--trust",
-    "trust_files",
-    metavar="FILE",
-    multiple=True,
-    help="Add trust anchors from a PEM/DER file (repeatable).",
-)
-@click.option(
-    "--no-default-trust",
-    is_flag=True,
-    help="Do not trust Microsoft's root program (the default anchors).",
-)
-@click.option(
-    "--at",
-    "at",
-    callback=_parse_time,
-    metavar="ISO-TIME",
-    help="Judge certificate validity at this time when a file has no valid timestamp "
-    "(default: now).",
-)
+@shared.trust_options()
+@shared.at_option
 @click.option(
     "--require-page-hashes",
     "require_all_page_hashes",
     is_flag=True,
     help="Same as --require-page-hashes-for all: a signature without page hashes raises 6281.",
 )
-@click.option(
-    "--require-page-hashes-for",
-    "require_page_hashes",
-    type=click.Choice(["off", "drivers", "all"]),
-    help="Require page hashes for no file, kernel drivers and FORCE_INTEGRITY images, or all.",
-)
+@shared.page_hash_option()
 @click.option(
     "--cert-padding-check",
     is_flag=True,
     help="Reject extra bytes inside the certificate table, as Windows does with "
     "EnableCertPaddingCheck=1 (CVE-2013-3900).",
 )
-@click.option(
-    "--policy",
-    "policy_file",
-    metavar="FILE",
-    help="Apply a policy (TOML): mode, allowed signers, deny rules, revocation.",
-)
-@click.option(
-    "--catalog",
-    "catalogs",
-    metavar="PATH",
-    multiple=True,
-    help="A .cat file or a directory of them (e.g. a mounted CatRoot); repeatable.",
-)
-@click.option(
-    "--events",
-    "event_uris",
-    multiple=True,
-    metavar="URI",
-    help="Also send events to jsonl:PATH, xml:PATH, sqlite:PATH, syslog+udp://HOST:PORT, "
-    "syslog+tcp://HOST:PORT or - (stdout); repeatable.",
-)
+@shared.policy_option
+@shared.catalog_option()
+@shared.event_options()
 @click.option(
     "--events-best-effort",
     is_flag=True,
@@ -157,7 +86,6 @@ def _check_nt_paths(
     type=_DIGESTS,
     help="Also report (and show) the hash of the whole file with this algorithm (repeatable).",
 )
-@click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -168,12 +96,6 @@ def _check_nt_paths(
     "cache_path",
     metavar="FILE",
     help="Keep reusable results in this SQLite file instead of the default one.",
-)
-@click.option(
-    "--store",
-    "store_path",
-    metavar="FILE",
-    help="Record events in this SQLite store instead of the default one.",
 )
 @click.option(
     "--include",
@@ -192,7 +114,7 @@ def _check_nt_paths(
 )
 @click.option(
     "--max-size",
-    callback=_parse_size,
+    callback=size,
     metavar="SIZE",
     help="Skip files larger than SIZE (bytes; K, M, G suffixes).",
 )
@@ -236,7 +158,7 @@ def _check_nt_paths(
     "nt_paths",
     multiple=True,
     metavar=r"MOUNT=\Device\HarddiskVolumeN",
-    callback=_check_nt_paths,
+    callback=check_nt_paths,
     help="Name files under MOUNT in events by their Windows NT path, as Windows writes param1 "
     "(repeatable).",
 )
@@ -303,7 +225,14 @@ def verify(
     runs with --catalog or a policy that checks revocation are never cached.
     """
     from ..errors import CIError
-    from ..scan.config import Settings, build_options, open_events
+    from ..scan.config import (
+        Settings,
+        build_options,
+        default_jobs,
+        open_cache,
+        open_events,
+        page_hash_requirement,
+    )
     from ..scan.sources import inputs, open_listing
 
     if sum((as_json, as_csv, quiet)) > 1:
@@ -336,7 +265,7 @@ def verify(
         trust_files=trust_files,
         no_default_trust=no_default_trust,
         at=at,
-        require_page_hashes=_page_hash_requirement(require_all_page_hashes, require_page_hashes),
+        require_page_hashes=page_hash_requirement(require_all_page_hashes, require_page_hashes),
         cert_padding_check=cert_padding_check,
         policy_file=policy_file,
         catalogs=catalogs,
@@ -357,7 +286,7 @@ def verify(
     from ..scan.walk import Selection
 
     collector = _report_collector(report_path, paths) if report_path is not None else None
-    cache = None if no_cache else _open_cache(options, cache_path, warn)
+    cache = None if no_cache else open_cache(options, cache_path, warn)
     judge = Judge(options, policy, cache)
     selection = Selection(
         include=include,
@@ -368,8 +297,7 @@ def verify(
     )
     writer = _writer(as_json, as_csv, quiet, hash_algorithms, flat_algorithms)
     if jobs is None:
-        many = files_from is not None or len(paths) > 2 or any(Path(p).is_dir() for p in paths)
-        jobs = _usable_cores() if many else 1
+        jobs = default_jobs(paths, listing is not None)
     try:
         status = _run(
             inputs(paths, listing),
@@ -448,18 +376,6 @@ def _dask(
         raise AssertionError("unreachable") from None
 
 
-def _usable_cores() -> int:
-    from ..scan.pool import usable_cores
-
-    return usable_cores()
-
-
-def _page_hash_requirement(every: bool, named: str | None) -> PageHashRequirement:
-    if every or named == "all":
-        return "all"
-    return "drivers" if named == "drivers" else "off"
-
-
 def _writer(
     as_json: bool, as_csv: bool, quiet: bool, hashes: tuple[str, ...], flat: tuple[str, ...]
 ) -> Writer:
@@ -474,13 +390,8 @@ def _writer(
     return TableWriter(hashes=hashes, flat=flat)
 
 
-def _open_cache(options: VerifyOptions, path: str | None, warn: object) -> ResultsCache | None:
-    """The results cache, unless these options are never cached (catalogs, revocation)."""
-    from ..results_cache import ResultsCache, options_fingerprint
-
-    if options_fingerprint(options) is None:
-        return None
-    return ResultsCache.open(path, warn=warn)  # type: ignore[arg-type]
+def _say(message: str) -> None:
+    click.echo(f"codeintegrity: {message}", err=True)
 
 
 def _fail(message: str, code: int) -> None:
@@ -507,43 +418,25 @@ def _run(
     collector: ResultsCollector | None = None,
     count_paths: tuple[str, ...] = (),
 ) -> int:
-    from ..scan.config import selftest
+    from ..scan.config import passes_selftest
     from ..scan.outcome import Judged
-    from ..scan.run import ScanCounter, scan
+    from ..scan.run import ScanCounter, judged
     from ..scan.tally import Tally
     from ..scan.walk import walk
 
-    failed = selftest(pipeline)
-    if failed:
-        for detail in failed:
-            click.echo(f"codeintegrity: self-test: {detail}", err=True)
-        if pipeline is not None:
-            pipeline.close()
-        click.echo("codeintegrity: cryptographic self-test failed; nothing verified", err=True)
+    if not passes_selftest(pipeline, _say, "nothing verified"):
         return exit_codes.SELFTEST_FAILED
     tally = Tally()
     counter = ScanCounter()
     interrupted = broken = False
-    if dask is not None:
-        from ..scan.dask_backend import dask_scan
-
-        session, pairs = dask
-        outcomes = dask_scan(
-            walk(inputs, selection),
-            judge,
-            session.client,
-            ordered=ordered,
-            counter=counter,
-            path_map=pairs,
-        )
-    elif jobs > 1:
-        from ..scan.pool import parallel_scan
-
-        outcomes = parallel_scan(
-            walk(inputs, selection), judge, jobs, ordered=ordered, counter=counter
-        )
-    else:
-        outcomes = scan(walk(inputs, selection), judge, counter)
+    outcomes = judged(
+        walk(inputs, selection),
+        judge,
+        jobs=jobs,
+        ordered=ordered,
+        counter=counter,
+        dask=(dask[0].client, dask[1]) if dask is not None else None,
+    )
     from .output import ProgressBar, is_failure, stderr_line
 
     bar = None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import common_options as shared
 from . import exit_codes
 
 if TYPE_CHECKING:
@@ -35,36 +36,11 @@ def _log(line: str) -> None:
     default="audit",
     help="Which policy event a denial raises: 3076 (audit) or 3077 (enforce). Nothing is blocked.",
 )
-@click.option("--policy", "policy_file", type=click.Path(path_type=str), help="Policy (TOML).")
-@click.option(
-    "--trust",
-    "trust_files",
-    multiple=True,
-    type=click.Path(path_type=str),
-    help="Add trust anchors from a PEM/DER file (repeatable).",
-)
-@click.option("--no-default-trust", is_flag=True, help="Do not trust Microsoft's root program.")
-@click.option(
-    "--catalog",
-    "catalogs",
-    multiple=True,
-    type=click.Path(path_type=str),
-    help="A .cat file or a directory of them (repeatable).",
-)
-@click.option(
-    "--require-page-hashes-for",
-    "require_page_hashes",
-    type=click.Choice(["off", "drivers", "all"]),
-    default="off",
-)
-@click.option("--events", "event_uris", multiple=True, metavar="URI", help="Also send events here.")
-@click.option("--no-store", is_flag=True, help="Do not record events in the default store.")
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Record events in this SQLite store instead of the default one.",
-)
+@shared.policy_option
+@shared.trust_options()
+@shared.catalog_option()
+@shared.page_hash_option("off")
+@shared.event_options()
 def watch(
     paths: tuple[str, ...],
     as_json: bool,

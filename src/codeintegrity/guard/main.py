@@ -19,6 +19,7 @@ def _log(line: str) -> None:
 
 def run_guard(settings: GuardSettings) -> int:
     from ..errors import CIError
+    from ..scan.config import passes_selftest
     from . import fanotify
     from .patterns import PatternMonitor
     from .rules import RulesConfig, build_rules
@@ -60,7 +61,7 @@ def run_guard(settings: GuardSettings) -> int:
     except (CIError, OSError) as exc:
         _log(exc.diagnostics() if isinstance(exc, CIError) else str(exc))
         return exit_codes.CONFIG
-    if not _selftest(pipeline):
+    if not passes_selftest(pipeline, _log, "not guarding"):
         return exit_codes.SELFTEST_FAILED
     _warm_up(rules)
     patterns = PatternMonitor(
@@ -127,19 +128,3 @@ def _warm_up(rules: object) -> None:
         _log(f"warm-up verification failed: {type(exc).__name__}: {exc}")
     finally:
         os.close(fd)
-
-
-def _selftest(pipeline: object | None) -> bool:
-    """Known-answer tests before the first verification (event 5056), as verify does."""
-    from ..events.selftest import run_selftest, selftest_event
-
-    result = run_selftest()
-    if pipeline is not None:
-        pipeline.emit(selftest_event(result))  # type: ignore[attr-defined]
-    if not result.ok:
-        for detail in result.details:
-            _log(f"self-test: {detail}")
-        _log("cryptographic self-test failed; not guarding")
-        if pipeline is not None:
-            pipeline.close()  # type: ignore[attr-defined]
-    return bool(result.ok)

@@ -1,4 +1,6 @@
-"""systemd's readiness protocol (sd_notify) without libsystemd: one datagram to NOTIFY_SOCKET."""
+"""Notifications in and out of a guard's loop: systemd's readiness protocol (sd_notify)
+without libsystemd, one datagram to NOTIFY_SOCKET; and the wake-up pipe a signal handler
+writes to (``signal.set_wakeup_fd``)."""
 
 from __future__ import annotations
 
@@ -18,3 +20,12 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
     except OSError:
         return False
     return True
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking wake-up pipe empty (its bytes only say "look again")."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

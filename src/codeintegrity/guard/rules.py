@@ -81,23 +81,17 @@ class Rules:
 
 def build_rules(config: RulesConfig) -> Rules:
     """Load trust anchors, policy and catalogs; raises a CIError subclass when one does not."""
-    from ..authenticode.trust import TrustStore
-    from ..options import VerifyOptions
+    from ..scan.config import Settings, build_options
 
-    store = TrustStore.empty() if config.no_default_trust else TrustStore.default()
-    if config.trust_files:
-        store = store | TrustStore.from_paths(list(config.trust_files))
-    options = VerifyOptions(
-        trust=store,
+    # Trust anchors and policy load as for verify. Catalogs stay lenient here: one that does
+    # not load is a warning (verify refuses to start), so a reload never stops a guard.
+    settings = Settings(
+        trust_files=config.trust_files,
+        no_default_trust=config.no_default_trust,
         require_page_hashes=config.require_page_hashes,  # type: ignore[arg-type]
+        policy_file=config.policy_file,
     )
-    policy = None
-    if config.policy_file is not None:
-        from ..policy.evaluate import apply_to_options
-        from ..policy.load import load_policy
-
-        policy = load_policy(config.policy_file)
-        options = apply_to_options(policy, options)
+    options, policy = build_options(settings, config.warnings.append)
     if config.catalogs:
         from ..catalog.index import CatalogIndex
 
@@ -105,7 +99,10 @@ def build_rules(config: RulesConfig) -> Rules:
         config.warnings.extend(index.warnings)
         options = replace(options, catalogs=index)
     return Rules(
-        mode=config.mode, options=options, policy=policy, fingerprint=_fingerprint(config, store)
+        mode=config.mode,
+        options=options,
+        policy=policy,
+        fingerprint=_fingerprint(config, options.trust),
     )
 
 

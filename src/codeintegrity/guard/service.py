@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fanotify as fan
 from .cache import FileVersion, Verdict, VerdictCache, file_version
-from .notify import sd_notify
+from .notify import drain, sd_notify
 from .opener import Opener, opener_of
 from .pending import GuardConfig, Pending
 from .stats import GuardStats
@@ -129,7 +129,7 @@ class Guard:
                     if fd == self._fan:
                         self._read_events()
                     else:
-                        _drain(wake_r)
+                        drain(wake_r)
                 if self._reload_requested:
                     self._reload_requested = False
                     threading.Thread(target=self.reload, name="guard-reload", daemon=True).start()
@@ -490,11 +490,3 @@ def _unchanged(fd: int, version: FileVersion) -> bool:
         return file_version(os.fstat(fd)) == version
     except OSError:
         return False
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass

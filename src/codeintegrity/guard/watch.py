@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import inotify as ino
+from .notify import drain
 
 if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
@@ -89,7 +90,7 @@ class Watcher:
             while not self._stop.is_set():
                 for fd, _ in poller.poll(self._poll_ms()):
                     if fd == wake_r:
-                        _drain(wake_r)
+                        drain(wake_r)
                     else:
                         self._on_events(self._inotify.read())
                 if self._reload:
@@ -208,11 +209,3 @@ def _size_mtime(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass

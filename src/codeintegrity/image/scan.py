@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..scan.pool import Plan, Send
 from .limits import DEFAULT_IMAGE_LIMITS, ImageLimits
 from .paths import device_name, driver_image_path, nt_path, windows_path
 from .source import ImageOpenError, Source, Volume, open_source
@@ -254,7 +255,8 @@ def plan(scan: ImageScan, options: ImageOptions) -> Iterator[Task]:
         device = scan.device if on_system else device_name(volume.number)
         shown = windows_path(rel, options.drive) if on_system else nt_path(rel, device)
         found = tuple(services.get(rel.lower(), ())) if on_system else ()
-        yield Task(volume.number, rel, shown, nt_path(rel, device), must, found)
+        # Plain str: the file system yields its own string types, which do not pickle.
+        yield Task(volume.number, str(rel), shown, nt_path(rel, device), must, found)
 
 
 def judge(scan: ImageScan, task: Task, options: ImageOptions) -> FileVerdict | None:
@@ -263,6 +265,51 @@ def judge(scan: ImageScan, task: Task, options: ImageOptions) -> FileVerdict | N
         scan, volume, task.rel, task.shown, task.nt, task.must, options,
         _enforced_policies(scan), task.services,
     )  # fmt: skip
+
+
+class _ImagePlan(Plan["Task", "Task", "Task", "FileVerdict | None", "FileVerdict | None"]):
+    """The parent's side of ``--jobs``: tasks go out as planned and come back as verdicts."""
+
+    def prepare(self, task: Task) -> Send[Task, Task]:
+        return Send(task, task)
+
+    def finish(self, result: FileVerdict | None, state: Task) -> FileVerdict | None:
+        return result
+
+    def crashed(self, state: Task, message: str) -> FileVerdict | None:
+        problem = f"internal error: {message}"
+        return FileVerdict(state.rel, state.shown, state.nt, None, problem, state.services)
+
+
+class _ImageWorker:
+    """Runs in a worker process: opens the image there, once, with the parent's options (file
+    handles and dissect objects are not shared between processes), then judges tasks."""
+
+    def __init__(self, path: str, base: VerifyOptions, options: ImageOptions) -> None:
+        self.path = path
+        self.base = base
+        self.options = options
+        self.scan: ImageScan | None = None
+
+    def __call__(self, task: Task) -> FileVerdict | None:
+        if self.scan is None:
+            self.scan = open_image(self.path, self.base, self.options)
+        return judge(self.scan, task, self.options)
+
+
+def in_workers(
+    path: str, base: VerifyOptions, options: ImageOptions, jobs: int
+) -> Callable[[Iterator[Task]], Iterator[FileVerdict | None]]:
+    """A ``verdicts`` for :func:`scan_image`: the tasks judged in ``jobs`` worker processes of
+    the scan pool (:mod:`codeintegrity.scan.pool`), in plan order, so output and events are
+    the same as with one process. ``base`` is the options :func:`open_image` was given.
+    Folder-listing errors stay the parent's to report: it walks the volumes while planning."""
+    from ..scan.pool import run_pool
+
+    def verdicts(tasks: Iterator[Task]) -> Iterator[FileVerdict | None]:
+        return run_pool(tasks, _ImagePlan(), _ImageWorker(path, base, options), jobs, ordered=True)
+
+    return verdicts
 
 
 def scan_image(
@@ -275,12 +322,17 @@ def scan_image(
     order. ``verdicts`` judges the tasks elsewhere (worker processes), in order."""
     tasks = plan(scan, options)
     results = verdicts(tasks) if verdicts is not None else (judge(scan, t, options) for t in tasks)
-    for verdict in results:
-        if verdict is None:
-            continue
-        scan.files.append(verdict)
-        if on_file is not None:
-            on_file(verdict)
+    try:
+        for verdict in results:
+            if verdict is None:
+                continue
+            scan.files.append(verdict)
+            if on_file is not None:
+                on_file(verdict)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # stops worker processes now, not when the generator is collected
     for volume in scan.source.volumes:
         scan.warnings.extend(f"volume {volume.number}: {error}" for error in volume.errors)
     return scan.files

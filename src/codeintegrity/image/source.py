@@ -44,8 +44,25 @@ def _parts(rel: str) -> list[str]:
     return [p for p in rel.replace("\\", "/").split("/") if p and p != "."]
 
 
+class _Walks:
+    """``walk`` for a volume that can ``listdir``: files under ``rel``, depth first, in the
+    order ``listdir`` gives."""
+
+    def listdir(self, rel: str) -> list[tuple[str, bool]]:
+        raise NotImplementedError
+
+    def walk(self, rel: str) -> Iterator[str]:
+        base = "/".join(_parts(rel))
+        for name, is_dir in self.listdir(base):
+            child = f"{base}/{name}" if base else name
+            if is_dir:
+                yield from self.walk(child)
+            else:
+                yield child
+
+
 @dataclass
-class DissectVolume:
+class DissectVolume(_Walks):
     """One filesystem of a disk image (dissect's NTFS and friends; lookups ignore case)."""
 
     fs: Any
@@ -149,15 +166,6 @@ class DissectVolume:
             self.errors.append(f"cannot list {rel or '/'}: {_line(exc)}")
         return sorted(out, key=lambda item: item[0].lower())
 
-    def walk(self, rel: str) -> Iterator[str]:
-        base = "/".join(_parts(rel))
-        for name, is_dir in self.listdir(base):
-            child = f"{base}/{name}" if base else name
-            if is_dir:
-                yield from self.walk(child)
-            else:
-                yield child
-
 
 def _close(handle: Any) -> None:
     close = getattr(handle, "close", None)
@@ -173,7 +181,7 @@ def _safe(call: Any) -> bool:
 
 
 @dataclass
-class DirectoryVolume:
+class DirectoryVolume(_Walks):
     """A mounted (or copied) volume: lookups ignore case, as on Windows."""
 
     root: Path
@@ -241,15 +249,6 @@ class DirectoryVolume:
         except OSError as exc:
             self.errors.append(f"cannot list {rel or '/'}: {exc.strerror or exc}")
         return sorted(out, key=lambda item: item[0].lower())
-
-    def walk(self, rel: str) -> Iterator[str]:
-        base = "/".join(_parts(rel))
-        for name, is_dir in self.listdir(base):
-            child = f"{base}/{name}" if base else name
-            if is_dir:
-                yield from self.walk(child)
-            else:
-                yield child
 
 
 @dataclass

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
     from ..options import PageHashRequirement, VerifyOptions
     from ..policy.model import Policy
+    from ..results_cache import ResultsCache
 
 Warn = Callable[[str], None]
 
@@ -141,3 +142,44 @@ def selftest(pipeline: EventPipeline | None) -> list[str]:
     if pipeline is not None:
         pipeline.emit(selftest_event(result))
     return [] if result.ok else list(result.details) or ["self-test failed"]
+
+
+def passes_selftest(pipeline: EventPipeline | None, say: Warn, refusal: str) -> bool:
+    """Run :func:`selftest`; when it fails, say each failure and then ``refusal`` (what is not
+    done because of it), close the pipeline and return False."""
+    failed = selftest(pipeline)
+    if not failed:
+        return True
+    for detail in failed:
+        say(f"self-test: {detail}")
+    if pipeline is not None:
+        pipeline.close()
+    say(f"cryptographic self-test failed; {refusal}")
+    return False
+
+
+def page_hash_requirement(every: bool, named: str | None) -> PageHashRequirement:
+    """--require-page-hashes (``every``) and --require-page-hashes-for (``named``) as one."""
+    if every or named == "all":
+        return "all"
+    return "drivers" if named == "drivers" else "off"
+
+
+def open_cache(options: VerifyOptions, path: str | None, warn: Warn) -> ResultsCache | None:
+    """The results cache, unless these options are never cached (catalogs, revocation)."""
+    from ..results_cache import ResultsCache, options_fingerprint
+
+    if options_fingerprint(options) is None:
+        return None
+    return ResultsCache.open(path, warn=warn)
+
+
+def default_jobs(paths: Sequence[str], listing: bool) -> int:
+    """Worker processes when --jobs is not given: the usable cores for directories, a list
+    (--files-from) or more than two files; one (this process) otherwise."""
+    many = listing or len(paths) > 2 or any(Path(p).is_dir() for p in paths)
+    if not many:
+        return 1
+    from .pool import usable_cores
+
+    return usable_cores()

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .outcome import Crashed, Judged, Outcome
+from .outcome import Crashed, Outcome
+from .pool import JudgePlan, Ready, Release, not_pe_dropped
 from .run import Judge, ScanCounter, internal_message
-from .walk import Target, Unreadable, WalkItem
+from .walk import Target, WalkItem
 
 if TYPE_CHECKING:
     from ..options import VerifyOptions
@@ -151,7 +152,21 @@ def dask_scan(
     counter: ScanCounter | None = None,
     path_map: Sequence[tuple[str, str]] = (),
 ) -> Iterator[Outcome]:
-    """Like :func:`~.pool.parallel_scan`, on the cluster behind ``client``."""
+    """Like :func:`~.pool.parallel_scan`, on the cluster behind ``client``: the same plan
+    (cache and policy in the client), batches of tasks instead of worker processes."""
+    yield from not_pe_dropped(
+        _run(items, JudgePlan(judge, counter), judge, client, ordered, path_map), counter
+    )
+
+
+def _run(
+    items: Iterable[WalkItem],
+    plan: JudgePlan,
+    judge: Judge,
+    client: Any,
+    ordered: bool,
+    path_map: Sequence[tuple[str, str]],
+) -> Iterator[Outcome | None]:
     from distributed import as_completed
 
     recipe = client.scatter(JudgeRecipe.of(judge), broadcast=True)
@@ -160,10 +175,8 @@ def dask_scan(
     source = iter(items)
     exhausted = False
     seq = 0
-    next_out = 0
-    done: dict[int, Outcome | None] = {}
-    targets: dict[int, Target] = {}
-    pending: dict[int, Pending | None] = {}
+    release: Release[Outcome | None] = Release(ordered)
+    states: dict[int, tuple[Target, Pending | None]] = {}
     running = as_completed()
     batches: dict[Any, list[int]] = {}  # future key -> the sequence numbers it carries
     in_flight = 0
@@ -175,76 +188,46 @@ def dask_scan(
                 if item is None:
                     exhausted = True
                     break
-                if counter is not None:
-                    counter.seen += 1
                 mine = seq
                 seq += 1
-                if not isinstance(item, Target):
-                    done[mine] = item
+                planned = plan.prepare(item)
+                if isinstance(planned, Ready):
+                    release.put(mine, planned.value)
                     continue
-                cached, miss = (None, None)
-                if judge.cache is not None:
-                    cached, miss = judge.cache.lookup(item.path, judge.options)
-                if cached is not None:
-                    done[mine] = Judged(judge.decide(cached), 0.0, item.size)
-                    continue
-                targets[mine] = item
-                pending[mine] = miss
-                real = item.path if miss is None else miss.real
-                batch.append((mine, Target(_map(real, path_map), item.in_tree, item.size)))
-                if len(batch) == BATCH or (done and not ordered):
+                states[mine] = planned.state
+                task = planned.task
+                batch.append((mine, Target(_map(task.path, path_map), task.in_tree, task.size)))
+                if len(batch) == BATCH or (release.done and not ordered):
                     break
             if batch:
                 future = client.submit(judge_batch, recipe, batch, pure=False)
                 batches[future.key] = [mine for mine, _ in batch]
                 running.add(future)
                 in_flight += 1
-            keys = list(done) if not ordered else []
-            if ordered:
-                while next_out + len(keys) in done:
-                    keys.append(next_out + len(keys))
-                next_out += len(keys)
-            for key in keys:
-                outcome = done.pop(key)
-                if outcome is None:
-                    if counter is not None:
-                        counter.not_pe += 1
-                    continue
-                yield outcome
-            if exhausted and in_flight == 0 and not done:
+            yield from release.take()
+            if exhausted and in_flight == 0 and not release.done:
                 break
             if batch and in_flight < limit and not exhausted:
                 continue  # keep filling the cluster before waiting
             if in_flight:
                 future = next(running)
                 in_flight -= 1
-                for got, outcome in _result(future, batches.pop(future.key), targets):
-                    target = targets.pop(got)
-                    done[got] = _finish(judge, outcome, pending.pop(got, None), target)
+                for got, outcome in _result(future, batches.pop(future.key), plan, states):
+                    release.put(got, outcome)
     finally:
         running.clear()
 
 
 def _result(
-    future: Any, seqs: list[int], targets: dict[int, Target]
+    future: Any,
+    seqs: list[int],
+    plan: JudgePlan,
+    states: dict[int, tuple[Target, Pending | None]],
 ) -> list[tuple[int, Outcome | None]]:
     try:
         result: list[tuple[int, Outcome | None]] = future.result()
-        return result
     except Exception as exc:  # noqa: BLE001 - a task that failed on the cluster
         # e.g. KilledWorker: the scheduler gave up after the task killed several workers.
         message = f"Dask task failed: {internal_message(exc)}"
-        return [(seq, Crashed(targets[seq].path, message)) for seq in seqs]
-
-
-def _finish(
-    judge: Judge, outcome: Outcome | None, miss: Pending | None, target: Target
-) -> Outcome | None:
-    if isinstance(outcome, Judged):
-        report = replace(outcome.report, path=target.path)
-        if miss is not None and judge.cache is not None:
-            judge.cache.store_result(miss, report)
-        return Judged(judge.decide(report), outcome.seconds, target.size)
-    if isinstance(outcome, Unreadable | Crashed):
-        return replace(outcome, path=target.path)
-    return outcome
+        return [(seq, plan.crashed(states.pop(seq), message)) for seq in seqs]
+    return [(seq, plan.finish(outcome, states.pop(seq))) for seq, outcome in result]

@@ -1,11 +1,17 @@
-"""Judge files in worker processes; the parent walks, owns the results cache and gets the
-outcomes back as they finish (or in input order with ``ordered``).
+"""Work in worker processes; the parent feeds them, keeps every shared resource (the results
+cache, the policy, the output) and gets the results back as they finish (or in input order
+with ``ordered``).
 
-Each worker has its own pipe and at most ``PER_WORKER`` files in hand, so in-flight work is
-bounded and a worker that dies (a segfault in a C library, an OOM kill) costs exactly the files
-it held: each becomes a :class:`~.outcome.Crashed` outcome and a fresh worker takes its place.
-Workers ignore SIGINT (Ctrl-C reaches the whole process group): the parent decides, stops them
-and reports what was judged. A worker whose parent disappears sees its pipe close and exits.
+:func:`run_pool` is the one pool: a :class:`Plan` says, in the parent, what each input becomes
+(a result at once, or a task for a worker and what the parent keeps to finish it); the worker
+callable runs in the worker processes. :func:`parallel_scan` is the plan for ``verify``;
+``image --jobs`` has its own (:func:`codeintegrity.image.scan.in_workers`).
+
+Each worker has its own pipe and at most ``PER_WORKER`` tasks in hand, so in-flight work is
+bounded and a worker that dies (a segfault in a C library, an OOM kill) costs exactly the task
+it was on: that one becomes :meth:`Plan.crashed`, the others go to a fresh worker. Workers
+ignore SIGINT (Ctrl-C reaches the whole process group): the parent decides, stops them and
+reports what was done. A worker whose parent disappears sees its pipe close and exits.
 """
 
 from __future__ import annotations
@@ -16,24 +22,92 @@ import queue
 import signal
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, cast
+from multiprocessing.reduction import ForkingPickler
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
-from .outcome import Crashed, Judged, Outcome
-from .run import Judge, ScanCounter
-from .walk import Target, Unreadable, WalkItem
+from .outcome import Crashed, Outcome
+from .run import Judge, ScanCounter, internal_message
+from .walk import Target, WalkItem
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkProcess
 
     from ..results_cache import Pending
 
-PER_WORKER = 2  # files handed to one worker at a time: one being judged, one waiting
+PER_WORKER = 2  # tasks handed to one worker at a time: one being worked on, one waiting
+_RECHECK_SECONDS = 1.0  # the parent looks at the queue and the workers at least this often
+
+ItemT = TypeVar("ItemT")
+TaskT = TypeVar("TaskT")
+StateT = TypeVar("StateT")
+ResultT = TypeVar("ResultT")
+OutT = TypeVar("OutT")
 
 
-def _worker_main(conn: Connection, judge: Judge) -> None:
+@dataclass(frozen=True, slots=True)
+class Ready(Generic[OutT]):
+    """An input the parent settles itself (a cached result, a path the walk skipped)."""
+
+    value: OutT
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Generic[TaskT, StateT]):
+    """An input for a worker: the task it gets, and what the parent keeps to finish it."""
+
+    task: TaskT
+    state: StateT
+
+
+class Plan(Generic[ItemT, TaskT, StateT, ResultT, OutT]):
+    """The parent's side of a pool run."""
+
+    def prepare(self, item: ItemT) -> Ready[OutT] | Send[TaskT, StateT]:
+        raise NotImplementedError
+
+    def finish(self, result: ResultT, state: StateT) -> OutT:
+        raise NotImplementedError
+
+    def crashed(self, state: StateT, message: str) -> OutT:
+        """The result for a task whose worker died on it, or whose worker raised."""
+        raise NotImplementedError
+
+
+class Release(Generic[OutT]):
+    """Results by sequence number, let out as they finish or (``ordered``) in input order."""
+
+    def __init__(self, ordered: bool) -> None:
+        self.ordered = ordered
+        self.done: dict[int, OutT] = {}
+        self.next_out = 0  # ordered: the next sequence number to let out
+
+    def put(self, seq: int, value: OutT) -> None:
+        self.done[seq] = value
+
+    def take(self) -> list[OutT]:
+        """Everything finished, or (ordered) the run from ``next_out``."""
+        if not self.ordered:
+            out = list(self.done.values())
+            self.done.clear()
+            return out
+        keys: list[int] = []
+        while self.next_out + len(keys) in self.done:
+            keys.append(self.next_out + len(keys))
+        self.next_out += len(keys)
+        return [self.done.pop(key) for key in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    """A worker callable that raised: the message travels back instead of the result."""
+
+    message: str
+
+
+def _worker_main(conn: Connection, work: Callable[[object], object]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
@@ -42,27 +116,42 @@ def _worker_main(conn: Connection, judge: Judge) -> None:
             return  # the parent is gone
         if task is None:
             return
-        seq, target = task
-        outcome = judge.unjudged(target)
+        seq, item = task
         try:
-            conn.send((seq, outcome))
+            result = work(item)
+        except Exception as exc:  # noqa: BLE001 - one task, never the worker
+            result = _Raised(internal_message(exc))
+        try:
+            payload = _pickled((seq, result))
+        except Exception as exc:  # noqa: BLE001 - a result that does not pickle: a bug
+            payload = _pickled((seq, _Raised(internal_message(exc))))
+        try:
+            conn.send_bytes(payload)
         except (BrokenPipeError, OSError):
             return
 
 
+def _pickled(message: object) -> bytes:
+    """What ``Connection.send`` would write; pickled first, so a value that does not pickle
+    is reported instead of breaking the pipe."""
+    return bytes(ForkingPickler.dumps(message))
+
+
 class _Worker:
-    def __init__(self, ctx: multiprocessing.context.ForkContext, judge: Judge) -> None:
+    def __init__(
+        self, ctx: multiprocessing.context.ForkContext, work: Callable[[object], object]
+    ) -> None:
         parent, child = ctx.Pipe()
         self.conn = parent
         self.process: ForkProcess = ctx.Process(
-            target=_worker_main, args=(child, judge), daemon=True, name="codeintegrity-worker"
+            target=_worker_main, args=(child, work), daemon=True, name="codeintegrity-worker"
         )
         self.process.start()
         child.close()
-        self.held: dict[int, Target] = {}
+        self.held: dict[int, object] = {}  # sequence number -> task
 
     def stop(self) -> None:
-        # A worker still holding files is not waited for: their results are not wanted.
+        # A worker still holding tasks is not waited for: their results are not wanted.
         if self.held:
             self.process.kill()
         else:
@@ -77,6 +166,151 @@ class _Worker:
         self.conn.close()
 
 
+def run_pool(
+    items: Iterable[ItemT],
+    plan: Plan[ItemT, TaskT, StateT, ResultT, OutT],
+    work: Callable[[TaskT], ResultT],
+    jobs: int,
+    *,
+    ordered: bool = False,
+) -> Generator[OutT, None, None]:
+    """One result per input, with ``jobs`` forked worker processes running ``work`` (which
+    should not raise: what it raises becomes :meth:`Plan.crashed` for that task). The inputs
+    are taken in a thread, so a slow source (a walk, a pipe) does not hold up the results."""
+    ctx = multiprocessing.get_context("fork")
+    worker_work: Callable[[object], object] = work  # type: ignore[assignment]
+    workers = [_Worker(ctx, worker_work) for _ in range(max(1, jobs))]
+    feed = _Feeder(items, window=8 * len(workers) * PER_WORKER)
+    release: Release[OutT] = Release(ordered)
+    exhausted = False
+    seq = 0
+    states: dict[int, StateT] = {}
+    retry: deque[tuple[int, object]] = deque()  # tasks a dead worker held but had not begun
+    window = 4 * len(workers) * PER_WORKER  # ordered: bound on the reorder buffer
+    try:
+        while True:
+            # Hand out work while a worker has room (and, ordered, the buffer is bounded).
+            while not exhausted or retry:
+                free = [w for w in workers if len(w.held) < PER_WORKER]
+                if not free or (ordered and not retry and seq - release.next_out >= window):
+                    break
+                if retry:
+                    mine, task = retry.popleft()
+                else:
+                    taken = feed.take()
+                    if taken is None:
+                        break  # nothing taken yet: wait for the source or a worker
+                    if taken is _END:
+                        exhausted = True
+                        break
+                    mine = seq
+                    seq += 1
+                    planned = plan.prepare(taken)  # type: ignore[arg-type]
+                    if isinstance(planned, Ready):
+                        release.put(mine, planned.value)
+                        continue
+                    states[mine] = planned.state
+                    task = planned.task
+                try:
+                    payload = _pickled((mine, task))
+                except Exception as exc:  # noqa: BLE001 - a task that does not pickle: a bug
+                    release.put(mine, plan.crashed(states.pop(mine), internal_message(exc)))
+                    continue
+                worker = min(free, key=lambda w: len(w.held))
+                worker.held[mine] = task
+                worker.conn.send_bytes(payload)
+            yield from release.take()
+            if exhausted and not retry and not any(w.held for w in workers):
+                break
+            waiting_for: list[object] = [w.conn for w in workers]
+            waiting_for += [w.process.sentinel for w in workers]
+            if not exhausted and any(len(w.held) < PER_WORKER for w in workers):
+                waiting_for.append(feed.wake)
+            # The timeout is a safety net, not the mechanism: a wake-up that never arrives
+            # (seen once in many `image --all --jobs 2` runs, cause not found) costs a second
+            # and a fresh look at the queue, never a hang.
+            ready = wait(waiting_for, _RECHECK_SECONDS)  # type: ignore[arg-type]
+            if feed.wake in ready:
+                feed.drained()
+            for index, worker in enumerate(workers):
+                if worker.conn in ready:
+                    try:
+                        while worker.conn.poll():
+                            got, result = worker.conn.recv()
+                            del worker.held[got]
+                            state = states.pop(got)
+                            if isinstance(result, _Raised):
+                                release.put(got, plan.crashed(state, result.message))
+                            else:
+                                release.put(got, plan.finish(result, state))
+                    except (EOFError, OSError):
+                        pass
+                if worker.process.sentinel in ready or not worker.process.is_alive():
+                    if worker.process.is_alive():
+                        continue
+                    worker.process.join()
+                    reason = _death(worker.process.exitcode)
+                    # A worker takes its tasks in the order given: the first one killed it;
+                    # the others were waiting and go to another worker.
+                    held = sorted(worker.held.items())
+                    if held:
+                        got = held[0][0]
+                        release.put(got, plan.crashed(states.pop(got), f"worker process {reason}"))
+                        retry.extend(held[1:])
+                    worker.held.clear()
+                    worker.conn.close()
+                    workers[index] = _Worker(ctx, worker_work)
+    finally:
+        for worker in workers:
+            worker.stop()
+        feed.close()
+
+
+# The parent keeps, per file sent to a worker: the target as walked, and the cache miss.
+_JudgeState: TypeAlias = "tuple[Target, Pending | None]"
+
+
+class JudgePlan(Plan[WalkItem, Target, _JudgeState, Outcome | None, Outcome | None]):
+    """verify's plan: the walk's items in, outcomes out. The results cache and the policy are
+    used here, in the parent; workers (and Dask tasks) only verify. Outcomes None are files of
+    a tree that are not PEs (see :func:`not_pe_dropped`)."""
+
+    def __init__(self, judge: Judge, counter: ScanCounter | None = None) -> None:
+        self.judge = judge
+        self.counter = counter
+
+    def prepare(self, item: WalkItem) -> Ready[Outcome | None] | Send[Target, _JudgeState]:
+        if self.counter is not None:
+            self.counter.seen += 1
+        if not isinstance(item, Target):
+            return Ready(item)
+        cached, miss = self.judge.from_cache(item)
+        if cached is not None:
+            return Ready(cached)
+        # A cache miss is judged from the resolved path it stat'ed (what it stores).
+        task = item if miss is None else Target(miss.real, item.in_tree, item.size)
+        return Send(task, (item, miss))
+
+    def finish(self, result: Outcome | None, state: _JudgeState) -> Outcome | None:
+        target, miss = state
+        return self.judge.finish(result, miss, target)
+
+    def crashed(self, state: _JudgeState, message: str) -> Outcome | None:
+        return Crashed(state[0].path, message)
+
+
+def not_pe_dropped(
+    outcomes: Iterable[Outcome | None], counter: ScanCounter | None
+) -> Iterator[Outcome]:
+    """The outcomes, without (but counting) the files of a tree that are not PEs."""
+    for outcome in outcomes:
+        if outcome is None:
+            if counter is not None:
+                counter.not_pe += 1
+            continue
+        yield outcome
+
+
 def parallel_scan(
     items: Iterable[WalkItem],
     judge: Judge,
@@ -87,121 +321,29 @@ def parallel_scan(
 ) -> Iterator[Outcome]:
     """Like :func:`~.run.scan`, with ``jobs`` worker processes. The cache (``judge.cache``)
     and the policy are used here, in the parent; workers only verify."""
-    ctx = multiprocessing.get_context("fork")
     # Import the engine (and its crypto libraries) once, here: forked workers share it instead
     # of each importing it again.
     from .. import verify as _engine  # noqa: F401
 
-    # Workers must not inherit the parent's cache connection: they get a judge without it.
-    worker_judge = judge.for_worker()
-    workers = [_Worker(ctx, worker_judge) for _ in range(max(1, jobs))]
-    feed = _Feeder(items, window=8 * len(workers) * PER_WORKER)
-    exhausted = False
-    seq = 0
-    next_out = 0  # ordered: the next sequence number to yield
-    done: dict[int, Outcome | None] = {}  # ordered: finished, waiting for their turn
-    pending: dict[int, Pending | None] = {}
-    retry: deque[tuple[int, Target]] = deque()  # files a dead worker held but had not begun
-    window = 4 * len(workers) * PER_WORKER  # ordered: bound on the reorder buffer
+    # Workers must not use the parent's cache connection: they get a judge without it.
+    outcomes = run_pool(
+        items, JudgePlan(judge, counter), judge.for_worker().unjudged, jobs, ordered=ordered
+    )
     try:
-        while True:
-            # Hand out work while a worker has room (and, ordered, the buffer is bounded).
-            while not exhausted or retry:
-                free = [w for w in workers if len(w.held) < PER_WORKER]
-                if not free or (ordered and not retry and seq - next_out >= window):
-                    break
-                if retry:
-                    mine, item = retry.popleft()
-                    miss = pending.get(mine)
-                else:
-                    taken = feed.take()
-                    if taken is None:
-                        break  # nothing walked yet: wait for the walk or a worker
-                    if taken is _END:
-                        exhausted = True
-                        break
-                    walked = cast(WalkItem, taken)
-                    if counter is not None:
-                        counter.seen += 1
-                    mine = seq
-                    seq += 1
-                    if not isinstance(walked, Target):
-                        done[mine] = walked
-                        continue
-                    item = walked
-                    cached, miss = (None, None)
-                    if judge.cache is not None:
-                        cached, miss = judge.cache.lookup(item.path, judge.options)
-                    if cached is not None:
-                        done[mine] = Judged(judge.decide(cached), 0.0, item.size)
-                        continue
-                pending[mine] = miss
-                worker = min(free, key=lambda w: len(w.held))
-                worker.held[mine] = item
-                # A cache miss is judged from the resolved path it stat'ed (what it stores).
-                task = item if miss is None else Target(miss.real, item.in_tree, item.size)
-                worker.conn.send((mine, task))
-            # What may go out now: everything finished, or (ordered) the run from next_out.
-            keys = list(done) if not ordered else []
-            if ordered:
-                while next_out + len(keys) in done:
-                    keys.append(next_out + len(keys))
-                next_out += len(keys)
-            for key in keys:
-                outcome = done.pop(key)
-                if outcome is None:
-                    if counter is not None:
-                        counter.not_pe += 1
-                    continue
-                yield outcome
-            if exhausted and not retry and not any(w.held for w in workers):
-                break
-            waiting_for: list[object] = [w.conn for w in workers]
-            waiting_for += [w.process.sentinel for w in workers]
-            if not exhausted and any(len(w.held) < PER_WORKER for w in workers):
-                waiting_for.append(feed.wake)
-            ready = wait(waiting_for)  # type: ignore[arg-type]
-            if feed.wake in ready:
-                feed.drained()
-            for index, worker in enumerate(workers):
-                if worker.conn in ready:
-                    try:
-                        while worker.conn.poll():
-                            got, outcome = worker.conn.recv()
-                            target = worker.held.pop(got)
-                            done[got] = _finish(judge, outcome, pending.pop(got, None), target)
-                    except (EOFError, OSError):
-                        pass
-                if worker.process.sentinel in ready or not worker.process.is_alive():
-                    if worker.process.is_alive():
-                        continue
-                    worker.process.join()
-                    reason = _death(worker.process.exitcode)
-                    # A worker judges its files in the order given: the first one killed it;
-                    # the others were waiting and go to another worker.
-                    held = sorted(worker.held.items())
-                    if held:
-                        got, target = held[0]
-                        pending.pop(got, None)
-                        done[got] = Crashed(target.path, f"worker process {reason}")
-                        retry.extend(held[1:])
-                    worker.held.clear()
-                    worker.conn.close()
-                    workers[index] = _Worker(ctx, worker_judge)
+        yield from not_pe_dropped(outcomes, counter)
     finally:
-        for worker in workers:
-            worker.stop()
-        feed.close()
+        outcomes.close()  # stops the workers now, not when the generator is collected
 
 
 _END = object()
 
 
 class _Feeder:
-    """Runs the walk in a thread, so the parent can hand out work, collect results and write
-    output while the walk (or a --files-from pipe) is still producing. Bounded queue."""
+    """Runs the source (a walk) in a thread, so the parent can hand out work, collect results
+    and write output while the walk (or a --files-from pipe) is still producing. Bounded
+    queue."""
 
-    def __init__(self, items: Iterable[WalkItem], window: int) -> None:
+    def __init__(self, items: Iterable[object], window: int) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=window)
         self.wake, self._wake_w = os.pipe()
         os.set_blocking(self.wake, False)
@@ -210,7 +352,7 @@ class _Feeder:
         )
         self._thread.start()
 
-    def _run(self, items: Iterable[WalkItem]) -> None:
+    def _run(self, items: Iterable[object]) -> None:
         try:
             for item in items:
                 self._queue.put(item)
@@ -248,20 +390,6 @@ class _Feeder:
                 os.close(fd)
             except OSError:
                 pass
-
-
-def _finish(
-    judge: Judge, outcome: Outcome | None, miss: Pending | None, target: Target
-) -> Outcome | None:
-    """The parent's part: store a fresh report in the cache, then apply the policy."""
-    if isinstance(outcome, Judged):
-        report = replace(outcome.report, path=target.path)
-        if miss is not None and judge.cache is not None:
-            judge.cache.store_result(miss, report)
-        return Judged(judge.decide(report), outcome.seconds, target.size)
-    if isinstance(outcome, Unreadable | Crashed):
-        return replace(outcome, path=target.path)
-    return outcome
 
 
 def _death(exitcode: int | None) -> str:

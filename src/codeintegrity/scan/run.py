@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .outcome import Crashed, Judged, Outcome
 from .walk import Selection, Skipped, Target, Unreadable, WalkItem
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..options import VerifyOptions
     from ..policy.model import Policy
     from ..report import Report
-    from ..results_cache import ResultsCache
+    from ..results_cache import Pending, ResultsCache
 
 
 def starts_with_mz(path: str) -> bool:
@@ -84,6 +84,30 @@ class Judge:
             return Crashed(target.path, internal_message(exc))
         return Judged(report, time.perf_counter() - started, target.size)
 
+    def from_cache(self, target: Target) -> tuple[Judged | None, Pending | None]:
+        """The parent's part before a worker verifies ``target``: its cached outcome (the
+        policy applied), else the cache miss to store the worker's report under."""
+        if self.cache is None:
+            return None, None
+        cached, miss = self.cache.lookup(target.path, self.options)
+        if cached is not None:
+            return Judged(self.decide(cached), 0.0, target.size), None
+        return None, miss
+
+    def finish(
+        self, outcome: Outcome | None, miss: Pending | None, target: Target
+    ) -> Outcome | None:
+        """The parent's part after a worker verified ``target``: store a fresh report in the
+        cache, then apply the policy; outcomes name the path as the walk gave it."""
+        if isinstance(outcome, Judged):
+            report = replace(outcome.report, path=target.path)
+            if miss is not None and self.cache is not None:
+                self.cache.store_result(miss, report)
+            return Judged(self.decide(report), outcome.seconds, target.size)
+        if isinstance(outcome, Unreadable | Crashed):
+            return replace(outcome, path=target.path)
+        return outcome
+
     def decide(self, report: Report) -> Report:
         if self.policy is None:
             return report
@@ -108,6 +132,29 @@ def scan(
             yield outcome
         else:
             yield item
+
+
+def judged(
+    items: Iterable[WalkItem],
+    judge: Judge,
+    *,
+    jobs: int = 1,
+    ordered: bool = False,
+    counter: ScanCounter | None = None,
+    dask: tuple[Any, Sequence[tuple[str, str]]] | None = None,
+) -> Iterator[Outcome]:
+    """The outcomes of a run, from the backend its options name: a Dask cluster (a client and
+    the path map), ``jobs`` worker processes, or this process."""
+    if dask is not None:
+        from .dask_backend import dask_scan
+
+        client, path_map = dask
+        return dask_scan(items, judge, client, ordered=ordered, counter=counter, path_map=path_map)
+    if jobs > 1:
+        from .pool import parallel_scan
+
+        return parallel_scan(items, judge, jobs, ordered=ordered, counter=counter)
+    return scan(items, judge, counter)
 
 
 class ScanCounter:
