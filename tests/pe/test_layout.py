@@ -268,3 +268,15 @@ def test_checksum_changed_only_in_the_field() -> None:
     image = parse_pe(flipped)
     assert image.checksum != parse_pe(good).checksum
     assert pe_checksum(flipped, image) == pe_checksum(good, parse_pe(good)) != image.checksum
+
+
+def test_long_name_reference_with_a_non_ascii_digit_stays_as_written() -> None:
+    # "/\xb2" decodes (latin-1) to "/²", and "²".isdigit() is true but int("²") raises: a name
+    # that is no decimal offset must stay as written, never crash the parse.
+    data = SHIM.read_bytes()
+    image = parse_pe(data)
+    index = [s.name for s in image.sections].index(".vendor_cert")
+    header = image.e_lfanew + 24 + struct.unpack_from("<H", data, image.e_lfanew + 20)[0]
+    at = header + 40 * index
+    odd = data[:at] + b"/\xb2".ljust(8, b"\0") + data[at + 8 :]
+    assert parse_pe(odd).sections[index].name == "/\xb2"

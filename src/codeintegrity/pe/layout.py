@@ -231,7 +231,8 @@ def parse_pe(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMI
 def _parse_section(r: Reader, index: int, at: int, strtab: int | None) -> Section:
     raw_name = r.bytes(at, 8, "section Name").split(b"\0", 1)[0]
     name = raw_name.decode("latin-1")
-    if strtab is not None and name.startswith("/") and name[1:].isdigit():
+    # bytes.isdigit is ASCII only ("/\xb2" is no offset, though "\xb2".isdigit() is true)
+    if strtab is not None and name.startswith("/") and raw_name[1:].isdigit():
         name = _long_name(r, strtab + int(name[1:])) or name
     return Section(
         index=index,
