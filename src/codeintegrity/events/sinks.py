@@ -157,18 +157,19 @@ class FileSink:
             return events
         if self._fd < 0:
             raise SinkWriteError(f"{self.uri}: sink is closed")
-        records = [self._render(e) + b"\n" for e in events]
-        payload = b"".join(records) + self._footer
+        rendered = list(map(self._render, events))
+        # One join: every record followed by a newline, then the footer (b"" for JSONL).
+        payload = b"\n".join([*rendered, self._footer])
         written = 0
         try:
             while written < len(payload):
                 written += os.pwrite(self._fd, memoryview(payload)[written:], self._end + written)
         except OSError as exc:
             whole, count = 0, 0
-            for record in records:
-                if whole + len(record) > written:
+            for record in rendered:
+                if whole + len(record) + 1 > written:
                     break
-                whole += len(record)
+                whole += len(record) + 1
                 count += 1
             self._end += whole
             self._repair()
@@ -176,7 +177,7 @@ class FileSink:
                 f"{self.uri}: {exc.strerror or exc} after {count} of {len(events)} events",
                 delivered=count,
             ) from None
-        self._end += written - len(self._footer)
+        self._end += len(payload) - len(self._footer)
         return events
 
     def _repair(self) -> None:
@@ -191,10 +192,6 @@ class FileSink:
     def close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
             os.close(fd)
 
 
