@@ -445,3 +445,11 @@ def test_example_allows_nothing_a_deny_list_names(tmp_path):
         assert allowed and not allowed & denied
     windivert_auth = "5aded75d6beb315849f698a78f8033de26eb151955a1cbc01e3037320e2a0eb6"
     assert windivert_auth not in allowed
+
+
+def test_top_level_help_promises_no_policy_command_that_does_not_exist():
+    from codeintegrity.cli.main import cli
+
+    summary = CliRunner().invoke(cli, ["--help"]).output
+    line = next(x for x in summary.splitlines() if x.strip().startswith("policy"))
+    assert "inspect" not in line and "inspect" not in policy.commands

@@ -23,7 +23,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "selftest",
         "Run the cryptographic known-answer tests (event 5056).",
     ),
-    "policy": ("codeintegrity.cli.policy_cmd", "policy", "Import, check and inspect policies."),
+    "policy": (
+        "codeintegrity.cli.policy_cmd",
+        "policy",
+        "Import (WDAC, LOLDrivers) and check policies.",
+    ),
     "guard": ("codeintegrity.cli.guard_cmd", "guard", "Judge PE files as they are opened (root)."),
     "watch": ("codeintegrity.cli.watch_cmd", "watch", "Judge PE files as they are written."),
     "report": ("codeintegrity.cli.report_cmd", "report", "Write an HTML report with charts."),
