@@ -6,6 +6,14 @@ from pathlib import Path
 
 import pytest
 
+try:  # one clear line instead of a collection error per test module
+    import codeintegrity  # noqa: F401
+except ModuleNotFoundError:
+    raise pytest.UsageError(
+        "codeintegrity is not installed in this Python; run the README's test command: "
+        'python3 -m venv .venv && .venv/bin/pip install -q ".[test]" && .venv/bin/python -m pytest'
+    ) from None
+
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = DATA / "fixtures"
 PKI = DATA / "pki"
