@@ -22,8 +22,10 @@ signatures judged at "now" (no valid timestamp, or the lifetime-signing EKU), an
 ``max_age`` after storing, so changes outside the fingerprint (a new Microsoft root bundle is
 in it; clock-dependent chain checks are not) are picked up daily.
 
-The stored value is the report's JSON (:meth:`Report.to_dict`) without any policy decision:
-policies are applied by the caller after verification, cached or not. A corrupt cache is
+The stored value is the report's JSON (:class:`~.scan.outcome.Encoded`: :meth:`Report.to_dict`
+with an empty path, without any policy decision; policies are applied by the caller after
+verification, cached or not), beside its status and event ids, so a scan reuses it without
+decoding it. A corrupt cache is
 dropped and rebuilt with a one-line warning; a database that belongs to something else is left
 alone (and nothing is cached). Each row is written in its own transaction.
 
@@ -49,14 +51,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedError
-from .findings import FindingCode
 from .report import Report
 
 if TYPE_CHECKING:
     from .options import VerifyOptions
+    from .scan.outcome import Encoded
 
 CACHE_FILE_NAME = "results.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the report text has an empty path; status and event ids columns
 APPLICATION_ID = 0x43495243  # "CIRC": tells our file from another SQLite database
 DEFAULT_MAX_AGE = timedelta(hours=24)
 # FAT and SMB servers keep 2-second timestamps; ext4 ticks every few milliseconds.
@@ -77,6 +79,8 @@ CREATE TABLE IF NOT EXISTS results (
     st_ctime_ns INTEGER NOT NULL,
     valid_until REAL,
     stored_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    event_ids TEXT NOT NULL,
     report TEXT NOT NULL,
     PRIMARY KEY (path, fingerprint)
 ) WITHOUT ROWID;
@@ -129,6 +133,7 @@ class ResultsCache:
         self._warn = warn
         self._warned: set[str] = set()
         self._fingerprints: tuple[VerifyOptions, str | None] | None = None
+        self._folders: dict[str, str] = {}  # folder -> its real path (see _resolved)
         self.hits = self.misses = self.stored = self.bypassed = 0
 
     @classmethod
@@ -192,13 +197,28 @@ class ResultsCache:
         """The cached report for ``name`` (None on a miss) and, on a miss that may be stored,
         what :meth:`store_result` needs once the file was judged elsewhere (a worker process
         judging ``Pending.real``). Never raises."""
+        encoded, pending = self.lookup_encoded(name, options)
+        if encoded is None:
+            return None, pending
+        try:
+            return encoded.decode(name), None
+        except (ValueError, TypeError, RecursionError, MalformedError) as exc:
+            self._warn_once("entry", f"{self.path}: damaged results cache entry dropped ({exc})")
+            fingerprint = self._fingerprint(options)
+            if fingerprint is not None:
+                self._drop(os.path.realpath(name), fingerprint)
+            return None, None
+
+    def lookup_encoded(
+        self, name: str, options: VerifyOptions
+    ) -> tuple[Encoded | None, Pending | None]:
+        """:meth:`lookup` without decoding the report (a scan decodes it only if it must)."""
         fingerprint = self._fingerprint(options)
         if fingerprint is None or self._conn is None:
             self.bypassed += 1
             return None, None
-        real = os.path.realpath(name)
         try:
-            before = Path(real).stat()
+            real, before = self._resolved(name)
         except OSError:
             self.bypassed += 1
             return None, None
@@ -209,20 +229,45 @@ class ResultsCache:
         cached = self._lookup(real, fingerprint, key)
         if cached is not None:
             self.hits += 1
-            if options.at is None:
-                cached = _restamp(cached, datetime.fromtimestamp(self._clock(), UTC))
-            return dataclasses.replace(cached, path=name), None
+            if options.at is None and "(judged time " in cached.text:
+                now = datetime.fromtimestamp(self._clock(), UTC)
+                cached = dataclasses.replace(cached, text=restamp_text(cached.text, now))
+            return cached, None
         self.misses += 1
         return None, Pending(real, fingerprint, key, options)
 
+    def _resolved(self, name: str) -> tuple[str, os.stat_result]:
+        """The real path of ``name`` and its stat. A file that is not a symbolic link is
+        resolved through its folder's real path, remembered for the run (files of one folder
+        come together in a walk): one lstat instead of one per path component."""
+        st = os.lstat(name)
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(name)
+            return real, os.stat(real)  # noqa: PTH116 - str in, str out
+        folder, base = os.path.split(os.path.abspath(name))  # noqa: PTH100 - str, no Path
+        resolved = self._folders.get(folder)
+        if resolved is None:
+            if len(self._folders) >= 1024:
+                self._folders.clear()
+            resolved = self._folders[folder] = os.path.realpath(folder)
+        return os.path.join(resolved, base), st  # noqa: PTH118 - as above
+
     def store_result(self, pending: Pending, report: Report) -> None:
         """Keep ``report`` (judged from ``pending.real``) if the file did not change meanwhile."""
+        if report.decision is not None:
+            return  # policies are applied after verification, never cached
+        from .scan.outcome import encode_report
+
+        self.store_encoded(pending, encode_report(report, self._clock()))
+
+    def store_encoded(self, pending: Pending, encoded: Encoded) -> None:
+        """:meth:`store_result` for a report already encoded (by a worker process)."""
         try:
-            after = Path(pending.real).stat()
+            after = os.stat(pending.real)  # noqa: PTH116 - as above
         except OSError:
             return
-        if _stat_key(after) == pending.key and self._storable(report, after):
-            self._store(pending.real, pending.fingerprint, pending.key, report, pending.options)
+        if _stat_key(after) == pending.key and self._storable(encoded, after):
+            self._store(pending.real, pending.fingerprint, pending.key, encoded, pending.options)
 
     # --- keys and expiry -----------------------------------------------------------------
 
@@ -234,39 +279,29 @@ class ResultsCache:
 
     def valid_until(self, report: Report, options: VerifyOptions) -> float | None:
         """When a verdict stored now stops being reusable (epoch seconds; None: never)."""
+        return self._valid_until(chain_boundary(report, self._clock()), options)
+
+    def _valid_until(self, boundary: float | None, options: VerifyOptions) -> float | None:
         if options.at is not None:
             return None
-        now = self._clock()
-        limit = now + self.max_age.total_seconds()
-        signatures = list(report.signatures)
-        if report.catalog is not None:
-            signatures.append(report.catalog.signature)
-        for sig in signatures:
-            lifetime = bool(sig.chain) and _LIFETIME_SIGNING in sig.chain[0].ekus
-            if sig.timestamp is not None and not lifetime:
-                continue  # judged at its timestamp: the verdict does not move with the clock
-            for cert in sig.chain:
-                for moment in (cert.not_before, cert.not_after):
-                    edge = _epoch(moment)
-                    if edge > now:
-                        limit = min(limit, edge)
-        return limit
+        limit = self._clock() + self.max_age.total_seconds()
+        return limit if boundary is None else min(limit, boundary)
 
-    def _storable(self, report: Report, after: os.stat_result) -> bool:
-        if report.decision is not None:
-            return False  # policies are applied after verification, never cached
-        if any(f.code is FindingCode.PRIMITIVE_FAILED for f in report.findings):
-            return False
+    def _storable(self, encoded: Encoded, after: os.stat_result) -> bool:
+        if not encoded.storable:
+            return False  # a primitive that raised may work next time
         changed = max(after.st_mtime_ns, after.st_ctime_ns)
         return changed < time.time_ns() - self.racy_window_ns
 
     # --- SQLite --------------------------------------------------------------------------
 
-    def _lookup(self, real: str, fingerprint: str, key: StatKey) -> Report | None:
+    def _lookup(self, real: str, fingerprint: str, key: StatKey) -> Encoded | None:
+        from .scan.outcome import Encoded
+
         try:
             row = self._run(
-                "SELECT st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, valid_until, report"
-                " FROM results WHERE path = ? AND fingerprint = ?",
+                "SELECT st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, valid_until, status,"
+                " event_ids, report FROM results WHERE path = ? AND fingerprint = ?",
                 (real, fingerprint),
             ).fetchone()
         except sqlite3.Error as exc:
@@ -274,45 +309,47 @@ class ResultsCache:
             return None
         if row is None or tuple(row[:5]) != key:
             return None
-        until = row[5]
+        until, status, event_ids, text = row[5:]
         if until is not None and (
             not isinstance(until, int | float) or self._clock() >= float(until)
         ):
             return None
         try:
-            return Report.from_dict(json.loads(row[6]))
-        except (ValueError, TypeError, RecursionError, MalformedError) as exc:
+            if not (isinstance(text, str) and text.startswith('{"path":""')):
+                raise ValueError("not a report")
+            if status not in _STATUSES or not isinstance(event_ids, str):
+                raise ValueError("bad status or event ids")
+            events = tuple(int(e) for e in event_ids.split(",") if e)
+        except ValueError as exc:
             self._warn_once("entry", f"{self.path}: damaged results cache entry dropped ({exc})")
             self._drop(real, fingerprint)
             return None
+        return Encoded(text, status, events, until)
 
     def _store(
         self,
         real: str,
         fingerprint: str,
         key: StatKey,
-        report: Report,
+        encoded: Encoded,
         options: VerifyOptions,
     ) -> None:
-        body = json.dumps(
-            dataclasses.replace(report, path=real).to_dict(),
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
         try:
             # One statement, autocommitted: the row is written whole or not at all.
             self._run(
                 "INSERT OR REPLACE INTO results (path, fingerprint, code, st_dev, st_ino, st_size,"
-                " st_mtime_ns, st_ctime_ns, valid_until, stored_at, report)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " st_mtime_ns, st_ctime_ns, valid_until, stored_at, status, event_ids, report)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     real,
                     fingerprint,
                     code_identity(),
                     *key,
-                    self.valid_until(report, options),
+                    self._valid_until(encoded.boundary, options),
                     self._clock(),
-                    body,
+                    encoded.status,
+                    ",".join(str(e) for e in encoded.event_ids),
+                    encoded.text,
                 ),
             )
             self.stored += 1
@@ -445,15 +482,14 @@ def code_identity() -> str:
         from . import __version__
 
         digest = hashlib.sha256(__version__.encode())
-        root = Path(__file__).resolve().parent
-        files = sorted(root.rglob("*.py"))
+        files = sorted(_sources(os.path.dirname(os.path.realpath(__file__))))  # noqa: PTH120
         for name in _VERDICT_LIBRARIES:
             spec = find_spec(name)
             if spec is not None and spec.origin:
-                files.append(Path(spec.origin))
+                files.append(spec.origin)
         for path in files:
             try:
-                st = path.stat()
+                st = os.stat(path)  # noqa: PTH116 - strings: this runs at every start
             except OSError:
                 continue
             digest.update(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -461,22 +497,50 @@ def code_identity() -> str:
     return _code_identity
 
 
-def _restamp(report: Report, now: datetime) -> Report:
+def _sources(folder: str) -> list[str]:
+    """The package's .py files, recursively (os.scandir: Path.rglob costs tens of ms)."""
+    found: list[str] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != "__pycache__":
+                    found.extend(_sources(entry.path))
+            elif entry.name.endswith(".py"):
+                found.append(entry.path)
+    return found
+
+
+def chain_boundary(report: Report, now: float) -> float | None:
+    """The earliest certificate validity edge (not_before or not_after) after ``now`` among
+    the chains of signatures judged at "now" (no valid timestamp, or the lifetime-signing
+    EKU): the moment the verdict may change by itself. None when there is none."""
+    signatures = list(report.signatures)
+    if report.catalog is not None:
+        signatures.append(report.catalog.signature)
+    edge_min: float | None = None
+    for sig in signatures:
+        lifetime = bool(sig.chain) and _LIFETIME_SIGNING in sig.chain[0].ekus
+        if sig.timestamp is not None and not lifetime:
+            continue  # judged at its timestamp: the verdict does not move with the clock
+        for cert in sig.chain:
+            for moment in (cert.not_before, cert.not_after):
+                edge = _epoch(moment)
+                if edge > now and (edge_min is None or edge < edge_min):
+                    edge_min = edge
+    return edge_min
+
+
+def restamp_text(text: str, now: datetime) -> str:
     """Chain findings name the moment they were judged at ("judged time ..."); a reused verdict
     holds for now (it is only reused while it would not change), so it names now, as a fresh
     run would."""
-    stamp = f"(judged time {now.isoformat()})"
-    findings = tuple(
-        dataclasses.replace(f, detail=_JUDGED_AT.sub(stamp, f.detail))
-        if "(judged time " in f.detail
-        else f
-        for f in report.findings
-    )
-    return dataclasses.replace(report, findings=findings)
+    return _JUDGED_AT.sub(f"(judged time {now.isoformat()})", text)
 
 
-# The wording of authenticode.signer for a chain judged at "now" (not at a timestamp).
-_JUDGED_AT = re.compile(r"\(judged time \d{4}-\d\d-\d\dT[0-9:.+-]+\)$")
+# The wording of authenticode.signer for a chain judged at "now" (not at a timestamp), at the
+# end of a finding's detail (a JSON string in the stored text).
+_JUDGED_AT = re.compile(r'\(judged time \d{4}-\d\d-\d\dT[0-9:.+-]+\)(?=")')
+_STATUSES = frozenset({"valid", "invalid", "unsigned", "malformed"})
 
 
 def _stat_key(st: os.stat_result) -> StatKey:

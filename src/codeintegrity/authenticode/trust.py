@@ -179,8 +179,6 @@ def _load_file(path: Path) -> list[bytes]:
     """DER of every certificate in a PEM bundle or a DER file; each one must parse."""
     import binascii
 
-    from asn1crypto import x509
-
     try:
         # Bounded: /dev/zero or an endless pipe must not be read into memory whole.
         with path.open("rb") as handle:
@@ -199,6 +197,8 @@ def _load_file(path: Path) -> list[bytes]:
             ders.append(data)
         for der in ders:
             if _subject_der(der) is None:
+                from asn1crypto import x509  # only to say why it is not a certificate
+
                 _ = x509.Certificate.load(der, strict=True).subject  # raises with the reason
                 raise ValueError("not an X.509 certificate")
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, binascii.Error) as exc:

@@ -4,7 +4,6 @@ for machines, or nothing (--quiet)."""
 from __future__ import annotations
 
 import csv
-import json
 import re
 import shutil
 import sys
@@ -55,9 +54,9 @@ class JsonWriter:
     """One JSON object per input path, written as soon as it is judged."""
 
     def add(self, outcome: Outcome) -> None:
-        from ..scan.outcome import outcome_dict
+        from ..scan.outcome import outcome_line
 
-        _write(json.dumps(outcome_dict(outcome), separators=(",", ":")) + "\n")
+        _write(outcome_line(outcome) + "\n")
 
     def close(self, tally: Tally) -> None:
         return None
@@ -275,8 +274,8 @@ def is_failure(outcome: Outcome) -> bool:
     from ..scan.outcome import Judged, Skipped
 
     if isinstance(outcome, Judged):
-        report = outcome.report
-        return not report.ok or (report.decision is not None and not report.decision.allowed)
+        decision = outcome.decision
+        return not outcome.ok or (decision is not None and not decision.allowed)
     return not isinstance(outcome, Skipped)
 
 

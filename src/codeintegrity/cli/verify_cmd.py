@@ -451,7 +451,7 @@ def _run(
             if bar is not None:
                 bar.update(tally)
             if isinstance(outcome, Judged):
-                if pipeline is not None:
+                if pipeline is not None and outcome.raises_events:
                     pipeline.emit_report(outcome.report)
                 if collector is not None:
                     collector.add(outcome.report)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .outcome import Crashed, Judged, Outcome
+from .outcome import Crashed, Judged, Outcome, encode_report
 from .walk import Selection, Skipped, Target, Unreadable, WalkItem
 
 if TYPE_CHECKING:
@@ -67,32 +67,47 @@ class Judge:
     def _judge(self, target: Target, *, cached: bool) -> Outcome | None:
         started = time.perf_counter()
         try:
+            if cached and self.cache is not None:
+                # Only PE files are stored: a hit needs no sniffing.
+                hit, miss = self.from_cache(target)
+                if hit is not None:
+                    return hit
+            else:
+                miss = None
             if target.in_tree and not starts_with_mz(target.path):
                 return None
-            if cached and self.cache is not None:
-                report = self.decide(self.cache.verify(target.path, self.options))
-            else:
-                # Looked up at call time: tests replace the engine's entry point.
-                from .. import verify as engine
+            # Looked up at call time: tests replace the engine's entry point.
+            from .. import verify as engine
 
+            if miss is not None:
+                # Judge the resolved path: what is stored must be what was stat'ed.
+                report = replace(engine.verify_path(miss.real, self.options), path=target.path)
+            else:
                 report = engine.verify_path(target.path, self.options)
-                if cached:
-                    report = self.decide(report)
         except OSError as exc:
             return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
             return Crashed(target.path, internal_message(exc))
-        return Judged(report, time.perf_counter() - started, target.size)
+        seconds = time.perf_counter() - started
+        if not cached:
+            # A worker's result: encoded here, in parallel, so the parent only splices it.
+            encoded = encode_report(report)
+            return Judged(encoded=encoded, path=target.path, seconds=seconds, size=target.size)
+        if miss is not None and self.cache is not None:
+            self.cache.store_result(miss, report)
+        return Judged(self.decide(report), seconds, target.size)
 
     def from_cache(self, target: Target) -> tuple[Judged | None, Pending | None]:
         """The parent's part before a worker verifies ``target``: its cached outcome (the
         policy applied), else the cache miss to store the worker's report under."""
         if self.cache is None:
             return None, None
-        cached, miss = self.cache.lookup(target.path, self.options)
-        if cached is not None:
-            return Judged(self.decide(cached), 0.0, target.size), None
-        return None, miss
+        cached, miss = self.cache.lookup_encoded(target.path, self.options)
+        if cached is None:
+            return None, miss
+        if self.policy is None:
+            return Judged(encoded=cached, path=target.path, size=target.size), None
+        return Judged(self.decide(cached.decode(target.path)), 0.0, target.size), None
 
     def finish(
         self, outcome: Outcome | None, miss: Pending | None, target: Target
@@ -100,10 +115,17 @@ class Judge:
         """The parent's part after a worker verified ``target``: store a fresh report in the
         cache, then apply the policy; outcomes name the path as the walk gave it."""
         if isinstance(outcome, Judged):
-            report = replace(outcome.report, path=target.path)
+            encoded = outcome.encoded
+            if encoded is None:  # a worker that sent the report itself
+                encoded = encode_report(outcome.report)
             if miss is not None and self.cache is not None:
-                self.cache.store_result(miss, report)
-            return Judged(self.decide(report), outcome.seconds, target.size)
+                self.cache.store_encoded(miss, encoded)
+            if self.policy is None:
+                return Judged(
+                    encoded=encoded, path=target.path, seconds=outcome.seconds, size=target.size
+                )
+            report = self.decide(encoded.decode(target.path))
+            return Judged(report, outcome.seconds, target.size)
         if isinstance(outcome, Unreadable | Crashed):
             return replace(outcome, path=target.path)
         return outcome

@@ -20,7 +20,7 @@ INTERNAL = 70
 
 def decision_word(outcome: Judged) -> str | None:
     """allowed | denied | audit-denied (would be denied in enforce mode) | None."""
-    decision = outcome.report.decision
+    decision = outcome.decision
     if decision is None:
         return None
     if decision.allowed:
@@ -44,15 +44,14 @@ class Tally:
 
     def add(self, outcome: Outcome) -> None:
         if isinstance(outcome, Judged):
-            report = outcome.report
-            self.statuses[str(report.status)] += 1
+            self.statuses[outcome.status] += 1
             word = decision_word(outcome)
             if word is not None:
                 self.decisions[word] += 1
-            self.events.update(report.event_ids)
-            self.failures += counts_as_failure(report)
+            self.events.update(outcome.event_ids)
+            self.failures += counts_as_failure(outcome)
             self.bytes += outcome.size
-            entry = (outcome.seconds, report.path)
+            entry = (outcome.seconds, outcome.path)
             if len(self.slowest) < 5:
                 heapq.heappush(self.slowest, entry)
             elif entry > self.slowest[0]:
