@@ -91,9 +91,7 @@ def cached_judge(tmp_path, fixture_trust):
     cache.close()
 
 
-def test_a_cache_hit_is_answered_without_opening_or_decoding(
-    cached_judge, tmp_path, monkeypatch
-):
+def test_a_cache_hit_is_answered_without_opening_or_decoding(cached_judge, tmp_path, monkeypatch):
     names = sorted(p.name for p in FIXTURES.iterdir() if p.is_file())[:6]
     tree = tmp_path / "tree"
     tree.mkdir()
