@@ -7,9 +7,11 @@ with ``ordered``).
 callable runs in the worker processes. :func:`parallel_scan` is the plan for ``verify``;
 ``image --jobs`` has its own (:func:`codeintegrity.image.scan.in_workers`).
 
-Each worker has its own pipe and at most ``PER_WORKER`` tasks in hand, so in-flight work is
-bounded and a worker that dies (a segfault in a C library, an OOM kill) costs exactly the task
-it was on: that one becomes :meth:`Plan.crashed`, the others go to a fresh worker. Workers
+Each worker has its own pipe and at most ``HELD`` tasks in hand, so in-flight work is bounded;
+tasks go out in batches (up to ``BATCH`` of them, ``BATCH_BYTES`` of files) so that a tree of
+small files costs one pipe write per batch, not per file, and results come back one by one, so
+a worker that dies (a segfault in a C library, an OOM kill) costs exactly the task it was on:
+that one becomes :meth:`Plan.crashed`, the others go to a fresh worker. Workers
 ignore SIGINT (Ctrl-C reaches the whole process group): the parent decides, stops them and
 reports what was done. A worker whose parent disappears sees its pipe close and exits.
 """
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -37,7 +39,9 @@ if TYPE_CHECKING:
 
     from ..results_cache import Pending
 
-PER_WORKER = 2  # tasks handed to one worker at a time: one being worked on, one waiting
+BATCH = 16  # tasks sent to a worker in one message, at most
+BATCH_BYTES = 2 << 20  # ... and at most this much file (a batch of big files is one file)
+HELD = 2 * BATCH  # tasks one worker holds at a time: a batch being worked on, one waiting
 _RECHECK_SECONDS = 1.0  # the parent looks at the queue and the workers at least this often
 
 ItemT = TypeVar("ItemT")
@@ -111,24 +115,46 @@ def _worker_main(conn: Connection, work: Callable[[object], object]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
-            task = conn.recv()
+            batch = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if task is None:
+        if batch is None:
             return
-        seq, item = task
+        for seq, item in batch:
+            try:
+                result = work(item)
+            except Exception as exc:  # noqa: BLE001 - one task, never the worker
+                result = _Raised(internal_message(exc))
+            try:
+                payload = _pickled((seq, result))
+            except Exception as exc:  # noqa: BLE001 - a result that does not pickle: a bug
+                payload = _pickled((seq, _Raised(internal_message(exc))))
+            try:
+                # One result at a time: the parent knows which task a dying worker was on.
+                conn.send_bytes(payload)
+            except (BrokenPipeError, OSError):
+                return
+
+
+def _weight(task: object) -> int:
+    """How much file a task names (a walk's Target has its size), for batching."""
+    size = getattr(task, "size", 0)
+    return size if isinstance(size, int) and size > 0 else 0
+
+
+def _picklable(
+    batch: list[tuple[int, object]], crashed: Callable[[int, str], None]
+) -> list[tuple[int, object]]:
+    """The tasks of ``batch`` that pickle; the others are reported through ``crashed``."""
+    kept = []
+    for seq, task in batch:
         try:
-            result = work(item)
-        except Exception as exc:  # noqa: BLE001 - one task, never the worker
-            result = _Raised(internal_message(exc))
-        try:
-            payload = _pickled((seq, result))
-        except Exception as exc:  # noqa: BLE001 - a result that does not pickle: a bug
-            payload = _pickled((seq, _Raised(internal_message(exc))))
-        try:
-            conn.send_bytes(payload)
-        except (BrokenPipeError, OSError):
-            return
+            _pickled(task)
+        except Exception as exc:  # noqa: BLE001 - a bug, reported for that task only
+            crashed(seq, internal_message(exc))
+        else:
+            kept.append((seq, task))
+    return kept
 
 
 def _pickled(message: object) -> bytes:
@@ -148,7 +174,20 @@ class _Worker:
         )
         self.process.start()
         child.close()
-        self.held: dict[int, object] = {}  # sequence number -> task
+        self.held: dict[int, object] = {}  # sequence number -> task, in the order sent
+        self.weight = 0  # bytes of file the held tasks name
+
+    def has_room(self) -> bool:
+        """Room for another batch: what it holds is at most one batch (one waiting)."""
+        return len(self.held) <= HELD - BATCH and self.weight <= BATCH_BYTES
+
+    def take(self, batch: list[tuple[int, object]]) -> None:
+        for seq, task in batch:
+            self.held[seq] = task
+            self.weight += _weight(task)
+
+    def done(self, seq: int) -> None:
+        self.weight -= _weight(self.held.pop(seq))
 
     def stop(self) -> None:
         # A worker still holding tasks is not waited for: their results are not wanted.
@@ -180,56 +219,74 @@ def run_pool(
     ctx = multiprocessing.get_context("fork")
     worker_work: Callable[[object], object] = work  # type: ignore[assignment]
     workers = [_Worker(ctx, worker_work) for _ in range(max(1, jobs))]
-    feed = _Feeder(items, window=8 * len(workers) * PER_WORKER)
+    feed = _Feeder(items, window=4 * len(workers) * HELD)
     release: Release[OutT] = Release(ordered)
     exhausted = False
     seq = 0
     states: dict[int, StateT] = {}
     retry: deque[tuple[int, object]] = deque()  # tasks a dead worker held but had not begun
-    window = 4 * len(workers) * PER_WORKER  # ordered: bound on the reorder buffer
+    window = 4 * len(workers) * HELD  # ordered: bound on the reorder buffer
     try:
         while True:
-            # Hand out work while a worker has room (and, ordered, the buffer is bounded).
-            while not exhausted or retry:
-                free = [w for w in workers if len(w.held) < PER_WORKER]
-                if not free or (ordered and not retry and seq - release.next_out >= window):
-                    break
-                if retry:
-                    mine, task = retry.popleft()
-                else:
-                    taken = feed.take()
-                    if taken is None:
-                        break  # nothing taken yet: wait for the source or a worker
-                    if taken is _END:
-                        exhausted = True
+            # Hand out batches while a worker has room for one (and, ordered, the reorder
+            # buffer is bounded).
+            while True:
+                roomy = [w for w in workers if w.has_room()]
+                if not roomy or len(release.done) >= window:
+                    break  # (results settled here, cache hits, are let out first)
+                worker = min(roomy, key=lambda w: len(w.held))
+                batch: list[tuple[int, object]] = []
+                weight = 0
+                while len(batch) < BATCH and weight < BATCH_BYTES and (not exhausted or retry):
+                    if not retry and (
+                        seq - release.next_out >= window if ordered else len(release.done) >= window
+                    ):
                         break
-                    mine = seq
-                    seq += 1
-                    planned = plan.prepare(taken)  # type: ignore[arg-type]
-                    if isinstance(planned, Ready):
-                        release.put(mine, planned.value)
-                        continue
-                    states[mine] = planned.state
-                    task = planned.task
+                    if retry:
+                        mine, task = retry.popleft()
+                    else:
+                        taken = feed.take()
+                        if taken is None:
+                            break  # nothing taken yet: wait for the source or a worker
+                        if taken is _END:
+                            exhausted = True
+                            break
+                        mine = seq
+                        seq += 1
+                        planned = plan.prepare(taken)  # type: ignore[arg-type]
+                        if isinstance(planned, Ready):
+                            release.put(mine, planned.value)
+                            continue
+                        states[mine] = planned.state
+                        task = planned.task
+                    batch.append((mine, task))
+                    weight += _weight(task)
                 try:
-                    payload = _pickled((mine, task))
-                except Exception as exc:  # noqa: BLE001 - a task that does not pickle: a bug
-                    release.put(mine, plan.crashed(states.pop(mine), internal_message(exc)))
-                    continue
-                worker = min(free, key=lambda w: len(w.held))
-                worker.held[mine] = task
+                    payload = _pickled(batch)
+                except Exception:  # noqa: BLE001 - a task that does not pickle: a bug
+                    batch = _picklable(
+                        batch, lambda got, why: release.put(got, plan.crashed(states.pop(got), why))
+                    )
+                    payload = _pickled(batch)
+                if not batch:
+                    break
+                worker.take(batch)
                 worker.conn.send_bytes(payload)
             yield from release.take()
             if exhausted and not retry and not any(w.held for w in workers):
                 break
             waiting_for: list[object] = [w.conn for w in workers]
             waiting_for += [w.process.sentinel for w in workers]
-            if not exhausted and any(len(w.held) < PER_WORKER for w in workers):
+            room = any(w.has_room() for w in workers)
+            if not exhausted and room:
                 waiting_for.append(feed.wake)
-            # The timeout is a safety net, not the mechanism: a wake-up that never arrives
-            # (seen once in many `image --all --jobs 2` runs, cause not found) costs a second
-            # and a fresh look at the queue, never a hang.
-            ready = wait(waiting_for, _RECHECK_SECONDS)  # type: ignore[arg-type]
+            blocked = ordered and seq - release.next_out >= window
+            # Work is waiting that the hand-out left to let results out first: look again at
+            # once. Otherwise sleep until a worker or the source says something; the timeout
+            # is a safety net, not the mechanism: a wake-up that never arrives (seen once in
+            # many `image --all --jobs 2` runs, cause not found) costs a second, never a hang.
+            again = room and (bool(retry) or (not blocked and not exhausted and feed.pending()))
+            ready = wait(waiting_for, 0 if again else _RECHECK_SECONDS)  # type: ignore[arg-type]
             if feed.wake in ready:
                 feed.drained()
             for index, worker in enumerate(workers):
@@ -237,7 +294,7 @@ def run_pool(
                     try:
                         while worker.conn.poll():
                             got, result = worker.conn.recv()
-                            del worker.held[got]
+                            worker.done(got)
                             state = states.pop(got)
                             if isinstance(result, _Raised):
                                 release.put(got, plan.crashed(state, result.message))
@@ -340,13 +397,21 @@ _END = object()
 
 class _Feeder:
     """Runs the source (a walk) in a thread, so the parent can hand out work, collect results
-    and write output while the walk (or a --files-from pipe) is still producing. Bounded
-    queue."""
+    and write output while the walk (or a --files-from pipe) is still producing.
+
+    A deque, not a queue.Queue: appends and pops need no lock (a Queue's condition variable
+    costs the parent a lock hand-off per file). The parent is woken through a pipe when the
+    deque goes from empty to not empty: it sleeps only after finding it empty, and the first
+    append after that sees a length of one. Bounded: the walk pauses while ``window`` items
+    wait."""
 
     def __init__(self, items: Iterable[object], window: int) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=window)
+        self._items: deque[object] = deque()
+        self._window = window
+        self._closing = False
         self.wake, self._wake_w = os.pipe()
         os.set_blocking(self.wake, False)
+        os.set_blocking(self._wake_w, False)
         self._thread = threading.Thread(
             target=self._run, args=(items,), name="codeintegrity-walk", daemon=True
         )
@@ -355,24 +420,27 @@ class _Feeder:
     def _run(self, items: Iterable[object]) -> None:
         try:
             for item in items:
-                self._queue.put(item)
-                self._signal()
+                while len(self._items) >= self._window and not self._closing:
+                    time.sleep(0.002)  # the workers are behind: the walk waits for them
+                self._put(item)
         finally:
-            self._queue.put(_END)
-            self._signal()
+            self._put(_END)
 
-    def _signal(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the reader has wake-ups pending already
-        except OSError:
-            pass
+    def _put(self, item: object) -> None:
+        self._items.append(item)
+        if len(self._items) == 1:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # full (wake-ups pending already) or closed (the run is over)
+
+    def pending(self) -> bool:
+        return bool(self._items)
 
     def take(self) -> object | None:
         try:
-            return self._queue.get_nowait()
-        except queue.Empty:
+            return self._items.popleft()
+        except IndexError:
             return None
 
     def drained(self) -> None:
@@ -383,6 +451,7 @@ class _Feeder:
             pass
 
     def close(self) -> None:
+        self._closing = True
         if self._thread.is_alive():
             return  # still blocked in the walk (a --files-from pipe): it may still signal
         for fd in (self.wake, self._wake_w):
