@@ -174,10 +174,11 @@ def main() -> None:
         start = timed([*CI, "--cache", cache, "--jobs", "1", str(empty)], env)
         rows.append(("codeintegrity on an empty folder (start-up)", start))
         print_table(f"Tree: {count} files ({args.copies} hard-linked copies)", rows, floor, one)
+        per_cold, per_warm = (cold - start) / count, max(warm - start, 1e-9) / count
         print(
             f"Warm rescan: {cold / warm:.1f}x faster than cold, whole process; per file, "
-            f"start-up taken out: cold {(cold - start) / count * 1000:.2f} ms, warm "
-            f"{(warm - start) / count * 1000:.3f} ms ({(cold - start) / max(warm - start, 1e-9):.0f}x)"
+            f"start-up taken out: cold {per_cold * 1000:.2f} ms, warm "
+            f"{per_warm * 1000:.3f} ms ({per_cold / per_warm:.0f}x)"
         )
 
         few, many = small_tree(work / "few", count), small_tree(work / "many", args.small)
