@@ -143,3 +143,8 @@ def test_worker_processes_judge_every_volume_file_like_one_process(image_set, im
     assert two.returncode == one.returncode
     assert len(one.stdout.splitlines()) > 7
     assert two.stdout == one.stdout and two.stderr == one.stderr
+    # NTFS metafiles ($MFT, $Secure, $Extend\\...) are no unreadable input: the exit status
+    # is the verdicts' (1: tampered and refused files), not 3.
+    assert one.returncode == 1 and "$" not in one.stderr, one.stderr
+    summary = json.loads(one.stdout.splitlines()[-1])["summary"]
+    assert summary["ntfs_metafiles_skipped"] == 11

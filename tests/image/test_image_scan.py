@@ -141,6 +141,15 @@ def test_all_files_and_the_size_limit(image_set, trust, tmp_path):
     paths = {v.windows_path for v in everything.files}
     assert "C:\\Program Files\\Tool\\tool.exe" in paths
     assert not any(p.lower().endswith((".cat", ".txt", "system")) for p in paths)
+    # NTFS metafiles are filesystem metadata: passed over and counted, never "unreadable".
+    assert not any("$" in p for p in paths)
+    assert not [v.problem for v in everything.files if v.problem not in (None, "file missing")]
+    skipped = set(everything.metafiles_skipped)
+    assert {"C:\\$MFT", "C:\\$Secure", "C:\\$UpCase", "C:\\$Extend"} <= skipped
+    assert not any(p.startswith("C:\\$Extend\\") for p in skipped)  # pruned as one folder
+    summary = summarize(everything)
+    assert summary["ntfs_metafiles_skipped"] == len(skipped) == 11
+    assert {i["status"] for i in summary["not_valid"]} == {"invalid", "unsigned"}
     small = _scan(
         image_set.disks["vhdx"], trust, tmp_path, limits=ImageLimits(max_file_size=100_000)
     )
@@ -199,6 +208,23 @@ def test_walks_sniff_for_pe_before_reading(image_set, trust, tmp_path):
     assert "C:\\Windows\\System32\\drivers\\notes.sys" not in shown
     # A PE over the limit is still named, never silently dropped.
     assert "over the 200000-byte limit" in shown["C:\\Windows\\System32\\DXCore.dll"].problem
+
+
+def test_metafile_names_in_a_copied_tree_are_skipped_only_at_the_root(image_set, trust, tmp_path):
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    pe = (image_set.tree / "Program Files" / "Tool" / "tool.exe").read_bytes()
+    (tree / "$MFT").write_bytes(pe)  # a copy that kept the metafiles: metadata still
+    (tree / "$Extend").mkdir()
+    (tree / "$Extend" / "$UsnJrnl").write_bytes(pe)
+    (tree / "Program Files" / "Tool" / "$Boot").write_bytes(pe)  # not at the root: a file
+    scan = _scan(tree, trust, tmp_path, all_files=True)
+    shown = {v.windows_path for v in scan.files}
+    assert "C:\\Program Files\\Tool\\$Boot" in shown
+    assert not {"C:\\$MFT", "C:\\$Extend\\$UsnJrnl"} & shown
+    assert sorted(scan.metafiles_skipped) == ["C:\\$Extend", "C:\\$MFT"]
 
 
 def test_a_supplemental_policy_is_reported_not_enforced_alone(image_set, trust, tmp_path):

@@ -100,6 +100,8 @@ class ImageScan:
     warnings: list[str] = field(default_factory=list)
     files: list[FileVerdict] = field(default_factory=list)
     reference_names: list[str] = field(default_factory=list)  # --policy, in order
+    # NTFS metafiles (and the $Extend folder) --all passed over, as shown paths
+    metafiles_skipped: list[str] = field(default_factory=list)
 
     @property
     def computer_name(self) -> str | None:
@@ -200,7 +202,9 @@ def _enforced_policies(scan: ImageScan) -> list[tuple[str, Policy]]:
     return out
 
 
-def planned_files(scan: ImageScan, all_files: bool) -> Iterator[tuple[Volume, str, bool]]:
+def planned_files(
+    scan: ImageScan, all_files: bool, drive: str = "C"
+) -> Iterator[tuple[Volume, str, bool]]:
     """(volume, path, must_judge) in judging order; must_judge: judged even if not a PE."""
     seen: set[tuple[int, str]] = set()
 
@@ -227,9 +231,24 @@ def planned_files(scan: ImageScan, all_files: bool) -> Iterator[tuple[Volume, st
                 yield system, rel, False
     if all_files:
         for volume in scan.source.volumes:
-            for rel in volume.walk(""):
+
+            def metafile(rel: str, volume: Volume = volume) -> bool:
+                # Filesystem metadata, not files Windows loads: reading them is no verdict
+                # (most have no data stream at all), so they are counted, never reported.
+                if not volume.is_metafile(rel):
+                    return False
+                scan.metafiles_skipped.append(_shown(scan, volume, rel, drive))
+                return True
+
+            for rel in volume.walk("", metafile):
                 if once(volume, rel):
                     yield volume, rel, False
+
+
+def _shown(scan: ImageScan, volume: Volume, rel: str, drive: str) -> str:
+    if volume is scan.system:
+        return windows_path(rel, drive)
+    return nt_path(rel, device_name(volume.number))
 
 
 @dataclass(frozen=True)
@@ -250,7 +269,7 @@ def plan(scan: ImageScan, options: ImageOptions) -> Iterator[Task]:
         for service in scan.hive.drivers_to_start():
             key = driver_image_path(service.image_path, service.name).lower()
             services.setdefault(key, []).append(service)
-    for volume, rel, must in planned_files(scan, options.all_files):
+    for volume, rel, must in planned_files(scan, options.all_files, options.drive):
         on_system = volume is scan.system
         device = scan.device if on_system else device_name(volume.number)
         shown = windows_path(rel, options.drive) if on_system else nt_path(rel, device)

@@ -66,6 +66,7 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
             for p in scan.trust.policies
         ],
         "files_judged": sum(1 for v in scan.files if v.report is not None),
+        "ntfs_metafiles_skipped": len(scan.metafiles_skipped),
         "refused_at_next_boot": refused,
         "denied_by_reference_policies": reference,
         "not_valid": [_not_valid(v) for v in scan.files if _is_not_valid(v)],
@@ -110,6 +111,11 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"  policy {policy['path']}: {policy['name']} [{policy['id'] or '-'}], "
             f"{policy['mode']}, {'signed' if policy['signed'] else 'unsigned'}, {state}"
+        )
+    if summary["ntfs_metafiles_skipped"]:
+        lines.append(
+            f"NTFS metafiles skipped: {summary['ntfs_metafiles_skipped']} "
+            "($MFT, $Secure, $Extend...: filesystem metadata, not files Windows loads)"
         )
     refused = summary["refused_at_next_boot"]
     lines.append(f"Refused at next boot: {len(refused)} driver(s) set to start")
