@@ -227,7 +227,7 @@ def test_metafile_names_in_a_copied_tree_are_skipped_only_at_the_root(image_set,
     assert sorted(scan.metafiles_skipped) == ["C:\\$Extend", "C:\\$MFT"]
 
 
-def test_a_supplemental_policy_is_reported_not_enforced_alone(image_set, trust, tmp_path):
+def test_a_supplemental_without_its_base_enforces_nothing(image_set, trust, tmp_path):
     import shutil
 
     from .sipolicy_compile import compile_policy
@@ -247,5 +247,77 @@ def test_a_supplemental_policy_is_reported_not_enforced_alone(image_set, trust, 
     summary = summarize(_scan(tree, trust, tmp_path))
     kinds = sorted((p["kind"], p["enforced"]) for p in summary["policies"])
     assert kinds == [("active", True), ("blocklist", True), ("supplemental", False)]
-    assert any("supplemental policy not merged" in w for w in summary["warnings"])
+    assert any(
+        "supplemental policy of {11111111-2222-3333-4444-555555555555}, which is not an active "
+        "base policy on the image: not enforced" in w
+        for w in summary["warnings"]
+    )
     assert {r["service"] for r in summary["refused_at_next_boot"]} == {"BadFlt", "Ghost", "pciide"}
+
+
+BASE_GUID = "{A1B2C3D4-5E6F-4A1B-8C2D-3E4F5A6B7C01}"
+SUPPLEMENTAL_GUID = "{A1B2C3D4-5E6F-4A1B-8C2D-3E4F5A6B7C02}"
+
+
+def with_allowlist(image_set, tmp_path, supplemental=True, base_takes_supplementals=True):
+    """The image's tree plus a second base policy (a kernel allowlist of pciide.sys only) and,
+    optionally, its supplemental allowing WinDivert64.sys."""
+    import shutil
+
+    from .sipolicy_compile import compile_policy
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    active = tree / "Windows" / "System32" / "CodeIntegrity" / "CiPolicies" / "Active"
+    base = (DATA / "image" / "allowlist-base.xml").read_text(encoding="utf-8")
+    if not base_takes_supplementals:
+        base = base.replace("<Option>Enabled:Allow Supplemental Policies</Option>", "")
+    (active / f"{BASE_GUID}.cip").write_bytes(compile_policy(base))
+    if supplemental:
+        xml = (DATA / "image" / "allowlist-supplemental.xml").read_text(encoding="utf-8")
+        (active / f"{SUPPLEMENTAL_GUID}.cip").write_bytes(compile_policy(xml))
+    return tree
+
+
+def test_a_supplemental_allows_what_its_base_alone_denies(image_set, trust, tmp_path):
+    alone = summarize(_scan(with_allowlist(image_set, tmp_path / "a", False), trust, tmp_path))
+    refused = {r["service"]: r["reasons"] for r in alone["refused_at_next_boot"]}
+    assert set(refused) == {"BadFlt", "Ghost", "pciide", "WinDivert"}
+    assert refused["WinDivert"] == [
+        f"denied by Contoso driver allowlist (C:\\Windows\\System32\\CodeIntegrity\\CiPolicies\\"
+        f"Active\\{BASE_GUID}.cip): signer is not in the policy's allowed signers"
+    ]
+
+    tree = with_allowlist(image_set, tmp_path / "b")
+    scan = _scan(tree, trust, tmp_path)
+    summary = summarize(scan)
+    # Base + supplemental is a union: WinDivert64.sys loads. Two bases intersect: pciide.sys,
+    # allowed by the allowlist, is still denied by the image's other base policy.
+    refused = {r["service"]: r["reasons"] for r in summary["refused_at_next_boot"]}
+    assert set(refused) == {"BadFlt", "Ghost", "pciide"}
+    assert [r for r in refused["pciide"] if "allowlist" in r] == []
+    windivert = next(v for v in scan.files if v.rel.endswith("drivers/WinDivert64.sys"))
+    assert windivert.report.decision.allowed and all(d.allowed for _n, d in windivert.enforced)
+    policies = {p["id"]: p for p in summary["policies"]}
+    base_path = f"C:\\Windows\\System32\\CodeIntegrity\\CiPolicies\\Active\\{BASE_GUID}.cip"
+    assert policies["contoso-windivert-2026-11"]["kind"] == "supplemental"
+    assert policies["contoso-windivert-2026-11"]["merged_into"] == base_path
+    assert policies["contoso-windivert-2026-11"]["enforced"]
+    assert policies["contoso-base-2026-11"]["supplementals"] == [base_path.replace("7C01", "7C02")]
+    # Its deny rule is not applied, and the summary says so.
+    assert any(
+        "1 x deny rule (a supplemental policy cannot deny)" in w for w in summary["warnings"]
+    )
+
+
+def test_a_base_that_takes_no_supplementals_ignores_them(image_set, trust, tmp_path):
+    tree = with_allowlist(image_set, tmp_path, base_takes_supplementals=False)
+    summary = summarize(_scan(tree, trust, tmp_path))
+    assert "WinDivert" in {r["service"] for r in summary["refused_at_next_boot"]}
+    assert any(
+        "does not allow supplemental policies (Enabled:Allow Supplemental Policies): not "
+        "enforced" in w
+        for w in summary["warnings"]
+    )
+    supplemental = next(p for p in summary["policies"] if p["kind"] == "supplemental")
+    assert not supplemental["enforced"] and supplemental["merged_into"] is None

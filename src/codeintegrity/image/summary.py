@@ -60,8 +60,12 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
                 "kind": p.kind,
                 "signed": p.signed,
                 "enforced": p.kind == "active"
-                or (p.kind == "blocklist" and scan.blocklist_enforced),
+                or (p.kind == "blocklist" and scan.blocklist_enforced)
+                or (p.kind == "supplemental" and bool(p.merged_into)),
                 "untranslated": p.untranslated,
+                "base_id": p.policy.base_guid or None,
+                "merged_into": p.merged_into or None,
+                "supplementals": list(p.supplementals),
             }
             for p in scan.trust.policies
         ],
@@ -108,6 +112,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     ]
     for policy in summary["policies"]:
         state = "enforced" if policy["enforced"] else "present, not enforced"
+        if policy["merged_into"]:
+            state = f"enforced as a supplemental of {policy['merged_into']}"
+        elif policy["supplementals"]:
+            state += f", with {len(policy['supplementals'])} supplemental(s)"
         lines.append(
             f"  policy {policy['path']}: {policy['name']} [{policy['id'] or '-'}], "
             f"{policy['mode']}, {'signed' if policy['signed'] else 'unsigned'}, {state}"

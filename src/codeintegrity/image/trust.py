@@ -38,12 +38,14 @@ class ImagePolicy:
     """One policy found on the image, translated, with where it came from."""
 
     windows_path: str
-    policy: Policy
+    policy: Policy  # a base policy: merged with the supplementals Windows applies to it
     signed: bool
     # "active" (SiPolicy / CiPolicies\Active), "supplemental" (an active policy that extends a
-    # base one: not enforced on its own) or "blocklist" (driversipolicy)
+    # base one: enforced as part of it, never on its own) or "blocklist" (driversipolicy)
     kind: str
     untranslated: int  # rules and options the translation had to leave out
+    merged_into: str = ""  # a supplemental: the base policy file it was merged into
+    supplementals: tuple[str, ...] = ()  # a base: the supplemental policy files merged into it
 
 
 @dataclass
@@ -152,9 +154,12 @@ def load_policies(
     shown: dict[int, str],
     limits: ImageLimits,
 ) -> None:
-    """Parse every policy file; one that does not parse is a warning, not a stop."""
+    """Parse every policy file; one that does not parse is a warning, not a stop. Then merge
+    each base policy with its supplementals (:mod:`codeintegrity.policy.supplemental`)."""
     from ..policy.sipolicy_bin import import_binary_policy, unwrap
+    from ..policy.supplemental import ALLOW_SUPPLEMENTALS, is_supplemental
 
+    loaded: list[tuple[ImagePolicy, ImportResult]] = []
     for volume, rel, kind in policy_files(volumes, system):
         name = shown.get(volume.number, f"Volume{volume.number}:\\") + rel.replace("/", "\\")
         try:
@@ -177,16 +182,75 @@ def load_policies(
             material.warnings.append(f"policy skipped: {text}")
             continue
         imported: ImportResult = result  # type: ignore[assignment]
-        untranslated = sum(imported.untranslated.values())
-        if any(key.startswith("supplemental policy") for key in imported.untranslated):
-            # Alone, its allow rules would deny everything else: merging is not done yet.
+        # Supplementals are merged here: neither "imported on its own" nor the base's option
+        # that allows them is left out any more.
+        untranslated = sum(
+            count
+            for key, count in imported.untranslated.items()
+            if not key.startswith("supplemental policy") and ALLOW_SUPPLEMENTALS not in key
+        )
+        if kind == "active" and is_supplemental(imported.policy):
             kind = "supplemental"
-            material.warnings.append(
-                f"{name}: supplemental policy not merged with its base; not enforced here"
-            )
         elif imported.policy.has_allow_rules(None) and untranslated:
             material.warnings.append(
                 f"{name}: allowlist policy with {untranslated} rules or options that could not "
                 "be translated: its denials may include files Windows allows"
             )
-        material.policies.append(ImagePolicy(name, imported.policy, signed, kind, untranslated))
+        loaded.append((ImagePolicy(name, imported.policy, signed, kind, untranslated), imported))
+    material.policies.extend(merge_with_bases(loaded, material.warnings))
+
+
+def merge_with_bases(
+    loaded: list[tuple[ImagePolicy, ImportResult]], warnings: list[str]
+) -> list[ImagePolicy]:
+    """Each active base policy with the supplementals naming it (BasePolicyID = its PolicyID),
+    when it allows supplementals; a supplemental without a base that takes it is reported and
+    enforces nothing (Windows does not load it either)."""
+    from dataclasses import replace
+
+    from ..policy.supplemental import ALLOW_SUPPLEMENTALS, merge_supplementals
+
+    bases = {
+        found.policy.guid: (found, imported)
+        for found, imported in loaded
+        if found.kind == "active" and found.policy.guid
+    }
+    members: dict[str, list[ImagePolicy]] = {}
+    out: list[ImagePolicy] = []
+    for found, _imported in loaded:
+        if found.kind != "supplemental":
+            continue
+        base = bases.get(found.policy.base_guid)
+        if base is None:
+            warnings.append(
+                f"{found.windows_path}: supplemental policy of {found.policy.base_guid}, which "
+                "is not an active base policy on the image: not enforced"
+            )
+        elif ALLOW_SUPPLEMENTALS not in base[1].options:
+            warnings.append(
+                f"{found.windows_path}: its base {base[0].windows_path} does not allow "
+                f"supplemental policies ({ALLOW_SUPPLEMENTALS}): not enforced"
+            )
+        else:
+            members.setdefault(found.policy.base_guid, []).append(found)
+            found = replace(found, merged_into=base[0].windows_path)
+        out.append(found)
+    merged: list[ImagePolicy] = []
+    for found, _imported in loaded:
+        group = members.get(found.policy.guid, []) if found.kind == "active" else []
+        if group:
+            result = merge_supplementals(found.policy, [member.policy for member in group])
+            for kind, count in result.ignored.items():
+                warnings.append(
+                    f"{found.windows_path}: {count} x {kind} in its supplemental policies, not "
+                    "applied"
+                )
+            found = replace(
+                found,
+                policy=result.policy,
+                supplementals=tuple(member.windows_path for member in group),
+            )
+        if found.kind != "supplemental":
+            merged.append(found)
+    # Bases (and the blocklist) first, in the order found, then the supplementals.
+    return merged + out
