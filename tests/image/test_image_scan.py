@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from codeintegrity.authenticode.trust import TrustStore
@@ -321,3 +323,51 @@ def test_a_base_that_takes_no_supplementals_ignores_them(image_set, trust, tmp_p
     )
     supplemental = next(p for p in summary["policies"] if p["kind"] == "supplemental")
     assert not supplemental["enforced"] and supplemental["merged_into"] is None
+
+
+def test_signed_policies_are_verified_and_a_tampered_one_is_not_enforced(
+    image_set, trust, tmp_path
+):
+    import shutil
+
+    from .imagedata import IMAGE_POLICY_XML, POLICY_GUID, _sign_pkcs7
+    from .sipolicy_compile import compile_policy
+
+    def tree_with(policy: bytes, name: str) -> Path:
+        tree = tmp_path / name
+        shutil.copytree(image_set.tree, tree)
+        active = tree / "Windows" / "System32" / "CodeIntegrity" / "CiPolicies" / "Active"
+        (active / f"{POLICY_GUID}.cip").write_bytes(policy)
+        return tree
+
+    bare = tmp_path / "policy.bin"
+    bare.write_bytes(compile_policy(IMAGE_POLICY_XML.read_text(encoding="utf-8")))
+    _sign_pkcs7(bare, tmp_path / "policy.p7b")  # openssl cms -sign with the test PKI
+    signed = (tmp_path / "policy.p7b").read_bytes()
+    summary = summarize(_scan(tree_with(signed, "signed"), trust, tmp_path))
+    own = next(p for p in summary["policies"] if p["kind"] == "active")
+    assert own["signed"] and own["enforced"]
+    assert own["signature"]["status"] == "valid" and own["signature"]["trusted"]
+    assert "pciide" in {r["service"] for r in summary["refused_at_next_boot"]}
+
+    # The same file with the policy's name changed after signing: its messageDigest no longer
+    # matches. Windows refuses to load it, so its deny rule on pciide.sys does not apply.
+    name = "Contoso image policy".encode("utf-16-le")
+    tampered = signed.replace(name, "Kontoso image policy".encode("utf-16-le"))
+    summary = summarize(_scan(tree_with(tampered, "tampered"), trust, tmp_path))
+    own = next(p for p in summary["policies"] if p["kind"] == "active")
+    assert own["name"] == "Kontoso image policy"
+    assert own["signature"]["status"] == "invalid" and not own["enforced"]
+    assert own["signature"]["problems"][0].startswith("messageDigest")
+    assert any(
+        "signed policy whose signature does not verify (messageDigest" in w
+        and "Windows refuses to load it; not enforced here" in w
+        for w in summary["warnings"]
+    )
+    assert {r["service"] for r in summary["refused_at_next_boot"]} == {"BadFlt", "Ghost"}
+    from codeintegrity.image.summary import summary_lines
+
+    shown = "\n".join(summary_lines(summary))
+    assert "Kontoso image policy [contoso-2026-11], enforce, signature INVALID, present, not " in (
+        shown
+    )

@@ -144,7 +144,15 @@ def open_image(path: str, verify_options: VerifyOptions, options: ImageOptions) 
     shown = {
         v.number: (drive if v is system else f"{device_name(v.number)}\\") for v in source.volumes
     }
-    load_policies(source.volumes, system, scan.trust, shown, options.limits)
+    load_policies(
+        source.volumes,
+        system,
+        scan.trust,
+        shown,
+        options.limits,
+        verify_options.trust,
+        verify_options.at,
+    )
     scan.warnings.extend(scan.trust.warnings)
     scan.options = _options_for(scan, verify_options, options)
     return scan
@@ -194,9 +202,8 @@ def _digests_only(applied: VerifyOptions, before: VerifyOptions) -> VerifyOption
 def _enforced_policies(scan: ImageScan) -> list[tuple[str, Policy]]:
     out = []
     for found in scan.trust.policies:
-        if found.kind == "supplemental":
-            continue
-        if found.kind == "blocklist" and not scan.blocklist_enforced:
+        # A supplemental is enforced through its base, which holds its rules.
+        if found.kind == "supplemental" or not found.enforced(scan.blocklist_enforced):
             continue
         out.append((f"{found.policy.name} ({found.windows_path})", found.policy))
     return out

@@ -59,9 +59,8 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
                 "mode": p.policy.mode,
                 "kind": p.kind,
                 "signed": p.signed,
-                "enforced": p.kind == "active"
-                or (p.kind == "blocklist" and scan.blocklist_enforced)
-                or (p.kind == "supplemental" and bool(p.merged_into)),
+                "enforced": p.enforced(scan.blocklist_enforced),
+                "signature": p.signature.to_dict() if p.signature is not None else None,
                 "untranslated": p.untranslated,
                 "base_id": p.policy.base_guid or None,
                 "merged_into": p.merged_into or None,
@@ -112,13 +111,19 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     ]
     for policy in summary["policies"]:
         state = "enforced" if policy["enforced"] else "present, not enforced"
+        signature = policy["signature"]
+        signed = "unsigned"
+        if signature is not None:
+            signed = "signed" if signature["status"] == "valid" else "signature INVALID"
+            if signature["status"] == "valid" and not signature["trusted"]:
+                signed += " (untrusted)"
         if policy["merged_into"]:
             state = f"enforced as a supplemental of {policy['merged_into']}"
         elif policy["supplementals"]:
             state += f", with {len(policy['supplementals'])} supplemental(s)"
         lines.append(
             f"  policy {policy['path']}: {policy['name']} [{policy['id'] or '-'}], "
-            f"{policy['mode']}, {'signed' if policy['signed'] else 'unsigned'}, {state}"
+            f"{policy['mode']}, {signed}, {state}"
         )
     if summary["ntfs_metafiles_skipped"]:
         lines.append(

@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING
 from ..errors import CIError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from ..authenticode.trust import TrustStore
     from ..catalog.index import CatalogIndex
     from ..policy.model import ImportResult, Policy
+    from ..policy.signed_policy import PolicySignature
     from .limits import ImageLimits
     from .source import Volume
 
@@ -46,6 +50,19 @@ class ImagePolicy:
     untranslated: int  # rules and options the translation had to leave out
     merged_into: str = ""  # a supplemental: the base policy file it was merged into
     supplementals: tuple[str, ...] = ()  # a base: the supplemental policy files merged into it
+    signature: PolicySignature | None = None  # None: not checked (not a PKCS#7 file)
+
+    @property
+    def refused(self) -> bool:
+        """Windows does not load it: a signed policy whose signature does not verify."""
+        return self.signature is not None and self.signature.refused
+
+    def enforced(self, blocklist_enforced: bool) -> bool:
+        if self.refused:
+            return False
+        if self.kind == "blocklist":
+            return blocklist_enforced
+        return self.kind == "active" or bool(self.merged_into)
 
 
 @dataclass
@@ -153,6 +170,8 @@ def load_policies(
     material: TrustMaterial,
     shown: dict[int, str],
     limits: ImageLimits,
+    trust: TrustStore | None = None,
+    at: datetime | None = None,
 ) -> None:
     """Parse every policy file; one that does not parse is a warning, not a stop. Then merge
     each base policy with its supplementals (:mod:`codeintegrity.policy.supplemental`)."""
@@ -167,6 +186,7 @@ def load_policies(
             if len(data) > limits.max_policy_size:
                 raise CIError(f"larger than {limits.max_policy_size} bytes")
             _payload, signed = unwrap(data)
+            signature = _signature(data, trust, at) if signed else None
             key = (hashlib.sha256(data).hexdigest(), name)
             result = _POLICY_MEMO.get(key)
             if result is None:
@@ -196,7 +216,10 @@ def load_policies(
                 f"{name}: allowlist policy with {untranslated} rules or options that could not "
                 "be translated: its denials may include files Windows allows"
             )
-        loaded.append((ImagePolicy(name, imported.policy, signed, kind, untranslated), imported))
+        if signature is not None:
+            material.warnings.extend(_signature_warnings(name, signature))
+        found = ImagePolicy(name, imported.policy, signed, kind, untranslated, signature=signature)
+        loaded.append((found, imported))
     material.policies.extend(merge_with_bases(loaded, material.warnings))
 
 
@@ -213,7 +236,7 @@ def merge_with_bases(
     bases = {
         found.policy.guid: (found, imported)
         for found, imported in loaded
-        if found.kind == "active" and found.policy.guid
+        if found.kind == "active" and found.policy.guid and not found.refused
     }
     members: dict[str, list[ImagePolicy]] = {}
     out: list[ImagePolicy] = []
@@ -221,7 +244,9 @@ def merge_with_bases(
         if found.kind != "supplemental":
             continue
         base = bases.get(found.policy.base_guid)
-        if base is None:
+        if found.refused:
+            pass  # its signature warning says why it does not count
+        elif base is None:
             warnings.append(
                 f"{found.windows_path}: supplemental policy of {found.policy.base_guid}, which "
                 "is not an active base policy on the image: not enforced"
@@ -254,3 +279,30 @@ def merge_with_bases(
             merged.append(found)
     # Bases (and the blocklist) first, in the order found, then the supplementals.
     return merged + out
+
+
+def _signature(data: bytes, trust: TrustStore | None, at: datetime | None) -> PolicySignature:
+    from ..authenticode.trust import TrustStore
+    from ..policy.signed_policy import check_policy_signature
+
+    return check_policy_signature(data, trust if trust is not None else TrustStore.default(), at)
+
+
+def _signature_warnings(name: str, signature: PolicySignature) -> list[str]:
+    problems = "; ".join(signature.problems) or "no reason given"
+    if signature.refused:
+        return [
+            f"{name}: signed policy whose signature does not verify ({problems}): Windows "
+            "refuses to load it; not enforced here"
+        ]
+    out = []
+    if not signature.trusted:
+        out.append(
+            f"{name}: policy signed by {signature.signer or '?'}, not trusted here ({problems})"
+        )
+    if signature.update_signer is False:
+        out.append(
+            f"{name}: policy signed by {signature.signer or '?'}, which matches none of its "
+            "UpdatePolicySigners: Windows may refuse to load it (enforced here)"
+        )
+    return out
