@@ -371,3 +371,23 @@ def test_signed_policies_are_verified_and_a_tampered_one_is_not_enforced(
     assert "Kontoso image policy [contoso-2026-11], enforce, signature INVALID, present, not " in (
         shown
     )
+
+
+def test_a_dirty_system_hive_is_reported(image_set, trust, tmp_path):
+    import shutil
+
+    from .test_registry_paths import dirty
+
+    assert summarize(_scan(image_set.tree, trust, tmp_path))["hive_dirty"] is False
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    config = tree / "Windows" / "System32" / "config"
+    (config / "SYSTEM").write_bytes(dirty((config / "SYSTEM").read_bytes()))
+    (config / "SYSTEM.LOG1").write_bytes(b"regf" + b"\0" * 508)  # present, not replayed
+    summary = summarize(_scan(tree, trust, tmp_path))
+    assert summary["hive_dirty"] is True
+    warning = next(w for w in summary["warnings"] if "SYSTEM is dirty" in w)
+    assert "(sequence numbers 2 and 1 differ)" in warning
+    assert "(SYSTEM.LOG1) are not replayed" in warning and "may be stale" in warning
+    # The settings read from the hive file are still used (and said to be possibly stale).
+    assert summary["computer_name"] == "WIN-IMAGE01"

@@ -174,6 +174,19 @@ def _read_hive(system: Volume, warnings: list[str], limit: int) -> SystemHive | 
         warnings.append(f"C:\\Windows\\System32\\config\\SYSTEM: {exc}")
         return None
     warnings.extend(hive.warnings)
+    state = hive.base_block
+    if state is not None and state.dirty:
+        logs = [f"SYSTEM.{ext}" for ext in ("LOG1", "LOG2") if system.is_file(f"{HIVE}.{ext}")]
+        why = (
+            f"sequence numbers {state.primary_sequence} and {state.secondary_sequence} differ"
+            if state.primary_sequence != state.secondary_sequence
+            else "its base block checksum does not match"
+        )
+        warnings.append(
+            f"C:\\Windows\\System32\\config\\SYSTEM is dirty ({why}): changes pending in "
+            f"its transaction logs ({', '.join(logs) or 'none on the image'}) are not replayed, "
+            "so the services, blocklist and HVCI settings read may be stale"
+        )
     return hive
 
 

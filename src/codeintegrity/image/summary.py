@@ -47,6 +47,8 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
         "computer_name": scan.computer_name,
         "system_volume": scan.device,
         "control_set": hive.control_set if hive else None,
+        # The SYSTEM hive has changes pending in its transaction logs (not replayed).
+        "hive_dirty": hive.base_block.dirty if hive and hive.base_block else None,
         "hvci_enabled": hive.hvci_enabled if hive else None,
         "vulnerable_driver_blocklist_enable": hive.blocklist_enabled if hive else None,
         "blocklist_enforced": scan.blocklist_enforced,
