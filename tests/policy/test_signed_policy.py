@@ -109,3 +109,17 @@ def test_the_signer_is_matched_against_update_policy_signers(tmp_path, anchors):
     theirs = sign(compile_policy(_with_update_signer("ab" * 32)), tmp_path)
     result = check_policy_signature(theirs, anchors)
     assert result.status == "valid" and result.update_signer is False
+
+
+def test_hostile_pkcs7_is_a_verdict_never_an_exception(signed, anchors):
+    # Cut at every 97th byte and with single bytes flipped across the structure: each is
+    # "invalid" (or, for a flip in an unsigned field, still "valid"), never a traceback.
+    statuses = set()
+    for end in range(1, len(signed), 97):
+        result = check_policy_signature(signed[:end], anchors)
+        assert result.status == "invalid" and result.problems
+    for position in range(0, len(signed), 89):
+        flipped = bytearray(signed)
+        flipped[position] ^= 0x5A
+        statuses.add(check_policy_signature(bytes(flipped), anchors).status)
+    assert "invalid" in statuses
