@@ -143,3 +143,45 @@ def test_worker_processes_judge_every_volume_file_like_one_process(image_set, im
     assert two.returncode == one.returncode
     assert len(one.stdout.splitlines()) > 7
     assert two.stdout == one.stdout and two.stderr == one.stderr
+    # NTFS metafiles ($MFT, $Secure, $Extend\\...) are no unreadable input: the exit status
+    # is the verdicts' (1: tampered and refused files), not 3.
+    assert one.returncode == 1 and "$" not in one.stderr, one.stderr
+    summary = json.loads(one.stdout.splitlines()[-1])["summary"]
+    assert summary["ntfs_metafiles_skipped"] == 11
+
+
+def test_a_supplemental_policy_on_the_ntfs_volume_is_merged_with_its_base(tmp_path, image_home):
+    # A second NTFS volume made by mkntfs/ntfs-3g like the session's, with a kernel allowlist
+    # base policy and its supplemental allowing WinDivert64.sys in CiPolicies\Active.
+    from .imagedata import build, missing_tools
+
+    if missing_tools() or os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        import pytest
+
+        pytest.skip("needs mkntfs, ntfs-3g (FUSE, root) and the other image tools")
+    active = "Windows/System32/CodeIntegrity/CiPolicies/Active"
+    extra = {}
+    for name, guid in (
+        ("allowlist-base", "{A1B2C3D4-5E6F-4A1B-8C2D-3E4F5A6B7C01}"),
+        ("allowlist-supplemental", "{A1B2C3D4-5E6F-4A1B-8C2D-3E4F5A6B7C02}"),
+    ):
+        compiled = tmp_path / f"{name}.cip"
+        xml = (DATA / "image" / f"{name}.xml").read_text(encoding="utf-8")
+        compiled.write_bytes(compile_policy(xml))
+        extra[f"{active}/{guid}.cip"] = compiled
+    disk = build(tmp_path / "disk", extra=extra, containers=("raw",)).disks["raw"]
+    result = run("--json", *ANCHORS, "--no-store", str(disk), home=image_home)
+    assert result.returncode == 1, result.stderr
+    *files, last = [json.loads(line) for line in result.stdout.splitlines()]
+    summary = last["summary"]
+    refused = {r["service"] for r in summary["refused_at_next_boot"]}
+    assert refused == {"BadFlt", "Ghost", "pciide"}  # WinDivert loads: the supplemental allows it
+    windivert = next(f for f in files if f["path"].endswith("drivers\\WinDivert64.sys"))
+    assert windivert["decision"]["allowed"] is True
+    merged = [p for p in summary["policies"] if p["merged_into"]]
+    assert [p["name"] for p in merged] == ["Contoso WinDivert supplemental"]
+    # Without the supplemental the same base denies it (the file is what changed, not the rules).
+    alone = build(tmp_path / "alone", extra=dict(list(extra.items())[:1]), containers=("raw",))
+    result = run("--json", *ANCHORS, "--no-store", str(alone.disks["raw"]), home=image_home)
+    summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+    assert "WinDivert" in {r["service"] for r in summary["refused_at_next_boot"]}

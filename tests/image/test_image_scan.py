@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from codeintegrity.authenticode.trust import TrustStore
@@ -141,6 +143,15 @@ def test_all_files_and_the_size_limit(image_set, trust, tmp_path):
     paths = {v.windows_path for v in everything.files}
     assert "C:\\Program Files\\Tool\\tool.exe" in paths
     assert not any(p.lower().endswith((".cat", ".txt", "system")) for p in paths)
+    # NTFS metafiles are filesystem metadata: passed over and counted, never "unreadable".
+    assert not any("$" in p for p in paths)
+    assert not [v.problem for v in everything.files if v.problem not in (None, "file missing")]
+    skipped = set(everything.metafiles_skipped)
+    assert {"C:\\$MFT", "C:\\$Secure", "C:\\$UpCase", "C:\\$Extend"} <= skipped
+    assert not any(p.startswith("C:\\$Extend\\") for p in skipped)  # pruned as one folder
+    summary = summarize(everything)
+    assert summary["ntfs_metafiles_skipped"] == len(skipped) == 11
+    assert {i["status"] for i in summary["not_valid"]} == {"invalid", "unsigned"}
     small = _scan(
         image_set.disks["vhdx"], trust, tmp_path, limits=ImageLimits(max_file_size=100_000)
     )
@@ -201,7 +212,24 @@ def test_walks_sniff_for_pe_before_reading(image_set, trust, tmp_path):
     assert "over the 200000-byte limit" in shown["C:\\Windows\\System32\\DXCore.dll"].problem
 
 
-def test_a_supplemental_policy_is_reported_not_enforced_alone(image_set, trust, tmp_path):
+def test_metafile_names_in_a_copied_tree_are_skipped_only_at_the_root(image_set, trust, tmp_path):
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    pe = (image_set.tree / "Program Files" / "Tool" / "tool.exe").read_bytes()
+    (tree / "$MFT").write_bytes(pe)  # a copy that kept the metafiles: metadata still
+    (tree / "$Extend").mkdir()
+    (tree / "$Extend" / "$UsnJrnl").write_bytes(pe)
+    (tree / "Program Files" / "Tool" / "$Boot").write_bytes(pe)  # not at the root: a file
+    scan = _scan(tree, trust, tmp_path, all_files=True)
+    shown = {v.windows_path for v in scan.files}
+    assert "C:\\Program Files\\Tool\\$Boot" in shown
+    assert not {"C:\\$MFT", "C:\\$Extend\\$UsnJrnl"} & shown
+    assert sorted(scan.metafiles_skipped) == ["C:\\$Extend", "C:\\$MFT"]
+
+
+def test_a_supplemental_without_its_base_enforces_nothing(image_set, trust, tmp_path):
     import shutil
 
     from .sipolicy_compile import compile_policy
@@ -221,5 +249,145 @@ def test_a_supplemental_policy_is_reported_not_enforced_alone(image_set, trust, 
     summary = summarize(_scan(tree, trust, tmp_path))
     kinds = sorted((p["kind"], p["enforced"]) for p in summary["policies"])
     assert kinds == [("active", True), ("blocklist", True), ("supplemental", False)]
-    assert any("supplemental policy not merged" in w for w in summary["warnings"])
+    assert any(
+        "supplemental policy of {11111111-2222-3333-4444-555555555555}, which is not an active "
+        "base policy on the image: not enforced" in w
+        for w in summary["warnings"]
+    )
     assert {r["service"] for r in summary["refused_at_next_boot"]} == {"BadFlt", "Ghost", "pciide"}
+
+
+BASE_GUID = "{A1B2C3D4-5E6F-4A1B-8C2D-3E4F5A6B7C01}"
+SUPPLEMENTAL_GUID = "{A1B2C3D4-5E6F-4A1B-8C2D-3E4F5A6B7C02}"
+
+
+def with_allowlist(image_set, tmp_path, supplemental=True, base_takes_supplementals=True):
+    """The image's tree plus a second base policy (a kernel allowlist of pciide.sys only) and,
+    optionally, its supplemental allowing WinDivert64.sys."""
+    import shutil
+
+    from .sipolicy_compile import compile_policy
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    active = tree / "Windows" / "System32" / "CodeIntegrity" / "CiPolicies" / "Active"
+    base = (DATA / "image" / "allowlist-base.xml").read_text(encoding="utf-8")
+    if not base_takes_supplementals:
+        base = base.replace("<Option>Enabled:Allow Supplemental Policies</Option>", "")
+    (active / f"{BASE_GUID}.cip").write_bytes(compile_policy(base))
+    if supplemental:
+        xml = (DATA / "image" / "allowlist-supplemental.xml").read_text(encoding="utf-8")
+        (active / f"{SUPPLEMENTAL_GUID}.cip").write_bytes(compile_policy(xml))
+    return tree
+
+
+def test_a_supplemental_allows_what_its_base_alone_denies(image_set, trust, tmp_path):
+    alone = summarize(_scan(with_allowlist(image_set, tmp_path / "a", False), trust, tmp_path))
+    refused = {r["service"]: r["reasons"] for r in alone["refused_at_next_boot"]}
+    assert set(refused) == {"BadFlt", "Ghost", "pciide", "WinDivert"}
+    assert refused["WinDivert"] == [
+        f"denied by Contoso driver allowlist (C:\\Windows\\System32\\CodeIntegrity\\CiPolicies\\"
+        f"Active\\{BASE_GUID}.cip): signer is not in the policy's allowed signers"
+    ]
+
+    tree = with_allowlist(image_set, tmp_path / "b")
+    scan = _scan(tree, trust, tmp_path)
+    summary = summarize(scan)
+    # Base + supplemental is a union: WinDivert64.sys loads. Two bases intersect: pciide.sys,
+    # allowed by the allowlist, is still denied by the image's other base policy.
+    refused = {r["service"]: r["reasons"] for r in summary["refused_at_next_boot"]}
+    assert set(refused) == {"BadFlt", "Ghost", "pciide"}
+    assert [r for r in refused["pciide"] if "allowlist" in r] == []
+    windivert = next(v for v in scan.files if v.rel.endswith("drivers/WinDivert64.sys"))
+    assert windivert.report.decision.allowed and all(d.allowed for _n, d in windivert.enforced)
+    policies = {p["id"]: p for p in summary["policies"]}
+    base_path = f"C:\\Windows\\System32\\CodeIntegrity\\CiPolicies\\Active\\{BASE_GUID}.cip"
+    assert policies["contoso-windivert-2026-11"]["kind"] == "supplemental"
+    assert policies["contoso-windivert-2026-11"]["merged_into"] == base_path
+    assert policies["contoso-windivert-2026-11"]["enforced"]
+    assert policies["contoso-base-2026-11"]["supplementals"] == [base_path.replace("7C01", "7C02")]
+    # Its deny rule is not applied, and the summary says so.
+    assert any(
+        "1 x deny rule (a supplemental policy cannot deny)" in w for w in summary["warnings"]
+    )
+
+
+def test_a_base_that_takes_no_supplementals_ignores_them(image_set, trust, tmp_path):
+    tree = with_allowlist(image_set, tmp_path, base_takes_supplementals=False)
+    summary = summarize(_scan(tree, trust, tmp_path))
+    assert "WinDivert" in {r["service"] for r in summary["refused_at_next_boot"]}
+    assert any(
+        "does not allow supplemental policies (Enabled:Allow Supplemental Policies): not "
+        "enforced" in w
+        for w in summary["warnings"]
+    )
+    supplemental = next(p for p in summary["policies"] if p["kind"] == "supplemental")
+    assert not supplemental["enforced"] and supplemental["merged_into"] is None
+
+
+def test_signed_policies_are_verified_and_a_tampered_one_is_not_enforced(
+    image_set, trust, tmp_path
+):
+    import shutil
+
+    from .imagedata import IMAGE_POLICY_XML, POLICY_GUID, _sign_pkcs7
+    from .sipolicy_compile import compile_policy
+
+    def tree_with(policy: bytes, name: str) -> Path:
+        tree = tmp_path / name
+        shutil.copytree(image_set.tree, tree)
+        active = tree / "Windows" / "System32" / "CodeIntegrity" / "CiPolicies" / "Active"
+        (active / f"{POLICY_GUID}.cip").write_bytes(policy)
+        return tree
+
+    bare = tmp_path / "policy.bin"
+    bare.write_bytes(compile_policy(IMAGE_POLICY_XML.read_text(encoding="utf-8")))
+    _sign_pkcs7(bare, tmp_path / "policy.p7b")  # openssl cms -sign with the test PKI
+    signed = (tmp_path / "policy.p7b").read_bytes()
+    summary = summarize(_scan(tree_with(signed, "signed"), trust, tmp_path))
+    own = next(p for p in summary["policies"] if p["kind"] == "active")
+    assert own["signed"] and own["enforced"]
+    assert own["signature"]["status"] == "valid" and own["signature"]["trusted"]
+    assert "pciide" in {r["service"] for r in summary["refused_at_next_boot"]}
+
+    # The same file with the policy's name changed after signing: its messageDigest no longer
+    # matches. Windows refuses to load it, so its deny rule on pciide.sys does not apply.
+    name = "Contoso image policy".encode("utf-16-le")
+    tampered = signed.replace(name, "Kontoso image policy".encode("utf-16-le"))
+    summary = summarize(_scan(tree_with(tampered, "tampered"), trust, tmp_path))
+    own = next(p for p in summary["policies"] if p["kind"] == "active")
+    assert own["name"] == "Kontoso image policy"
+    assert own["signature"]["status"] == "invalid" and not own["enforced"]
+    assert own["signature"]["problems"][0].startswith("messageDigest")
+    assert any(
+        "signed policy whose signature does not verify (messageDigest" in w
+        and "Windows refuses to load it; not enforced here" in w
+        for w in summary["warnings"]
+    )
+    assert {r["service"] for r in summary["refused_at_next_boot"]} == {"BadFlt", "Ghost"}
+    from codeintegrity.image.summary import summary_lines
+
+    shown = "\n".join(summary_lines(summary))
+    assert "Kontoso image policy [contoso-2026-11], enforce, signature INVALID, present, not " in (
+        shown
+    )
+
+
+def test_a_dirty_system_hive_is_reported(image_set, trust, tmp_path):
+    import shutil
+
+    from .test_registry_paths import dirty
+
+    assert summarize(_scan(image_set.tree, trust, tmp_path))["hive_dirty"] is False
+    tree = tmp_path / "tree"
+    shutil.copytree(image_set.tree, tree)
+    config = tree / "Windows" / "System32" / "config"
+    (config / "SYSTEM").write_bytes(dirty((config / "SYSTEM").read_bytes()))
+    (config / "SYSTEM.LOG1").write_bytes(b"regf" + b"\0" * 508)  # present, not replayed
+    summary = summarize(_scan(tree, trust, tmp_path))
+    assert summary["hive_dirty"] is True
+    warning = next(w for w in summary["warnings"] if "SYSTEM is dirty" in w)
+    assert "(sequence numbers 2 and 1 differ)" in warning
+    assert "(SYSTEM.LOG1) are not replayed" in warning and "may be stale" in warning
+    # The settings read from the hive file are still used (and said to be possibly stale).
+    assert summary["computer_name"] == "WIN-IMAGE01"

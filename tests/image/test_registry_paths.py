@@ -85,3 +85,49 @@ def test_current_control_set_is_followed():
 def test_damaged_hive_is_a_one_line_error(data):
     with pytest.raises(HiveError, match="SYSTEM hive does not parse"):
         parse_system_hive(data)
+
+
+def dirty(hive: bytes, fix_checksum: bool = True) -> bytes:
+    """The hive as a crash mid-write leaves it: primary sequence number one ahead of the
+    secondary (Windows rewrites the base block, checksum included, before the data)."""
+    import struct
+
+    data = bytearray(hive)
+    primary, secondary = struct.unpack_from("<II", data, 4)
+    assert primary == secondary
+    struct.pack_into("<I", data, 4, primary + 1)
+    if fix_checksum:
+        checksum = 0
+        for offset in range(0, 508, 4):
+            checksum ^= struct.unpack_from("<I", data, offset)[0]
+        struct.pack_into("<I", data, 508, checksum or 1)
+    return bytes(data)
+
+
+def test_a_clean_hive_and_a_dirty_one():
+    import io
+
+    from dissect.regf import regf
+
+    clean = parse_system_hive(system_hive())
+    assert clean.base_block is not None and not clean.base_block.dirty
+    assert clean.base_block.checksum_ok
+    pending = dirty(system_hive())
+    state = parse_system_hive(pending).base_block
+    assert state is not None and state.dirty and state.checksum_ok
+    assert state.primary_sequence == state.secondary_sequence + 1
+    # dissect.regf, an independent reader, sees the same pending transaction.
+    assert regf.RegistryHive(io.BytesIO(pending)).in_transaction
+    assert not regf.RegistryHive(io.BytesIO(system_hive())).in_transaction
+    # Same sequence numbers, damaged base block: dirty too (the checksum says so).
+    damaged = bytearray(system_hive())
+    damaged[0x30] ^= 0xFF  # inside the base block's FileName field
+    state = parse_system_hive(bytes(damaged)).base_block
+    assert state is not None and state.dirty and not state.checksum_ok
+
+
+def test_base_block_state_of_a_short_file():
+    from codeintegrity.image.registry import MalformedBaseBlock, base_block_state
+
+    with pytest.raises(MalformedBaseBlock, match="base block checksum"):
+        base_block_state(system_hive()[:300])

@@ -1,8 +1,11 @@
 """What the image's SYSTEM hive says: computer name, drivers set to start, CI switches.
 
-Read with dissect.regf over the hive's bytes (no transaction logs are replayed: a hive copied
-from a running system may lag its .LOG1/.LOG2 files). The current control set is
-``Select\\Current``; services are kernel drivers (Type 1) and file-system drivers (Type 2).
+Read with dissect.regf over the hive's bytes. Transaction logs are not replayed (neither
+dissect.regf nor dissect.target can): a hive copied from a running or crashed system may lag its
+``SYSTEM.LOG1``/``.LOG2``. Such a "dirty" hive is detected from its base block, whose primary
+and secondary sequence numbers differ while a write is pending (or whose checksum does not
+match), and reported, so that stale settings are not taken silently. The current control set
+is ``Select\\Current``; services are kernel drivers (Type 1) and file-system drivers (Type 2).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, MalformedError
+from ..reader import Reader
 
 SERVICE_KERNEL_DRIVER = 0x1
 SERVICE_FILE_SYSTEM_DRIVER = 0x2
@@ -23,6 +27,43 @@ class HiveError(InputError):
     """The SYSTEM hive cannot be parsed."""
 
     reference = "hive-error"
+
+
+class MalformedBaseBlock(MalformedError):
+    """The hive's base block (its first 4096 bytes) is cut short."""
+
+
+@dataclass(frozen=True)
+class BaseBlockState:
+    """The base block fields that tell whether the hive file is up to date."""
+
+    primary_sequence: int
+    secondary_sequence: int
+    checksum_ok: bool
+
+    @property
+    def dirty(self) -> bool:
+        """A write was pending (the sequence numbers differ) or the base block is damaged: the
+        latest state may only be in the transaction logs."""
+        return self.primary_sequence != self.secondary_sequence or not self.checksum_ok
+
+
+def base_block_state(data: bytes) -> BaseBlockState:
+    """Sequence numbers (offsets 4 and 8) and the XOR-32 checksum of the first 508 bytes
+    (offset 508; 0 is written as 1 and 0xFFFFFFFF as 0xFFFFFFFE), per the regf format
+    specification. Raises :class:`MalformedBaseBlock` on a file shorter than the checksum."""
+    reader = Reader(data, MalformedBaseBlock)
+    primary = reader.u32(4, "base block primary sequence number")
+    secondary = reader.u32(8, "base block secondary sequence number")
+    stored = reader.u32(508, "base block checksum")
+    checksum = 0
+    for offset in range(0, 508, 4):
+        checksum ^= reader.u32(offset, "base block")
+    if checksum == 0:
+        checksum = 1
+    elif checksum == 0xFFFFFFFF:
+        checksum = 0xFFFFFFFE
+    return BaseBlockState(primary, secondary, checksum == stored)
 
 
 @dataclass(frozen=True)
@@ -53,6 +94,7 @@ class SystemHive:
     blocklist_enabled: int | None = None  # Control\CI\Config\VulnerableDriverBlocklistEnable
     hvci_enabled: int | None = None  # ...\HypervisorEnforcedCodeIntegrity\Enabled
     warnings: list[str] = field(default_factory=list)
+    base_block: BaseBlockState | None = None
 
     def drivers_to_start(self) -> list[Service]:
         return [s for s in self.services if s.is_driver and s.set_to_start]
@@ -69,6 +111,10 @@ def parse_system_hive(data: bytes) -> SystemHive:
         raise HiveError(f"SYSTEM hive does not parse: {_line(exc)}") from None
     control_set = f"ControlSet{int(current) if isinstance(current, int) else 1:03d}"
     out = SystemHive(control_set, None)
+    try:
+        out.base_block = base_block_state(data)
+    except MalformedBaseBlock as exc:  # dissect read it, so this hardly happens; still say so
+        out.warnings.append(f"SYSTEM hive: {exc.diagnostics()}")
     name = _value(hive, rf"{control_set}\Control\ComputerName\ComputerName", "ComputerName")
     out.computer_name = str(name) if isinstance(name, str) and name else None
     ci = _value(hive, rf"{control_set}\Control\CI\Config", "VulnerableDriverBlocklistEnable")

@@ -100,6 +100,8 @@ class ImageScan:
     warnings: list[str] = field(default_factory=list)
     files: list[FileVerdict] = field(default_factory=list)
     reference_names: list[str] = field(default_factory=list)  # --policy, in order
+    # NTFS metafiles (and the $Extend folder) --all passed over, as shown paths
+    metafiles_skipped: list[str] = field(default_factory=list)
 
     @property
     def computer_name(self) -> str | None:
@@ -142,7 +144,15 @@ def open_image(path: str, verify_options: VerifyOptions, options: ImageOptions) 
     shown = {
         v.number: (drive if v is system else f"{device_name(v.number)}\\") for v in source.volumes
     }
-    load_policies(source.volumes, system, scan.trust, shown, options.limits)
+    load_policies(
+        source.volumes,
+        system,
+        scan.trust,
+        shown,
+        options.limits,
+        verify_options.trust,
+        verify_options.at,
+    )
     scan.warnings.extend(scan.trust.warnings)
     scan.options = _options_for(scan, verify_options, options)
     return scan
@@ -164,6 +174,19 @@ def _read_hive(system: Volume, warnings: list[str], limit: int) -> SystemHive | 
         warnings.append(f"C:\\Windows\\System32\\config\\SYSTEM: {exc}")
         return None
     warnings.extend(hive.warnings)
+    state = hive.base_block
+    if state is not None and state.dirty:
+        logs = [f"SYSTEM.{ext}" for ext in ("LOG1", "LOG2") if system.is_file(f"{HIVE}.{ext}")]
+        why = (
+            f"sequence numbers {state.primary_sequence} and {state.secondary_sequence} differ"
+            if state.primary_sequence != state.secondary_sequence
+            else "its base block checksum does not match"
+        )
+        warnings.append(
+            f"C:\\Windows\\System32\\config\\SYSTEM is dirty ({why}): changes pending in "
+            f"its transaction logs ({', '.join(logs) or 'none on the image'}) are not replayed, "
+            "so the services, blocklist and HVCI settings read may be stale"
+        )
     return hive
 
 
@@ -192,15 +215,16 @@ def _digests_only(applied: VerifyOptions, before: VerifyOptions) -> VerifyOption
 def _enforced_policies(scan: ImageScan) -> list[tuple[str, Policy]]:
     out = []
     for found in scan.trust.policies:
-        if found.kind == "supplemental":
-            continue
-        if found.kind == "blocklist" and not scan.blocklist_enforced:
+        # A supplemental is enforced through its base, which holds its rules.
+        if found.kind == "supplemental" or not found.enforced(scan.blocklist_enforced):
             continue
         out.append((f"{found.policy.name} ({found.windows_path})", found.policy))
     return out
 
 
-def planned_files(scan: ImageScan, all_files: bool) -> Iterator[tuple[Volume, str, bool]]:
+def planned_files(
+    scan: ImageScan, all_files: bool, drive: str = "C"
+) -> Iterator[tuple[Volume, str, bool]]:
     """(volume, path, must_judge) in judging order; must_judge: judged even if not a PE."""
     seen: set[tuple[int, str]] = set()
 
@@ -227,9 +251,24 @@ def planned_files(scan: ImageScan, all_files: bool) -> Iterator[tuple[Volume, st
                 yield system, rel, False
     if all_files:
         for volume in scan.source.volumes:
-            for rel in volume.walk(""):
+
+            def metafile(rel: str, volume: Volume = volume) -> bool:
+                # Filesystem metadata, not files Windows loads: reading them is no verdict
+                # (most have no data stream at all), so they are counted, never reported.
+                if not volume.is_metafile(rel):
+                    return False
+                scan.metafiles_skipped.append(_shown(scan, volume, rel, drive))
+                return True
+
+            for rel in volume.walk("", metafile):
                 if once(volume, rel):
                     yield volume, rel, False
+
+
+def _shown(scan: ImageScan, volume: Volume, rel: str, drive: str) -> str:
+    if volume is scan.system:
+        return windows_path(rel, drive)
+    return nt_path(rel, device_name(volume.number))
 
 
 @dataclass(frozen=True)
@@ -250,7 +289,7 @@ def plan(scan: ImageScan, options: ImageOptions) -> Iterator[Task]:
         for service in scan.hive.drivers_to_start():
             key = driver_image_path(service.image_path, service.name).lower()
             services.setdefault(key, []).append(service)
-    for volume, rel, must in planned_files(scan, options.all_files):
+    for volume, rel, must in planned_files(scan, options.all_files, options.drive):
         on_system = volume is scan.system
         device = scan.device if on_system else device_name(volume.number)
         shown = windows_path(rel, options.drive) if on_system else nt_path(rel, device)

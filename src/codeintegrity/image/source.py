@@ -9,7 +9,7 @@ GPT) and their NTFS volumes without mounting anything; nothing is copied to disk
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +17,17 @@ from typing import Any, Protocol
 from ..errors import InputError
 
 IMAGE_SUFFIXES = (".e01", ".ex01", ".vmdk", ".vhd", ".vhdx", ".qcow2", ".raw", ".dd", ".img")
+# NTFS system metafiles of the root folder (MFT records 0-11): filesystem metadata, never a file
+# Windows loads. $Extend holds the rest ($ObjId, $Quota, $Reparse, $UsnJrnl, $RmMetadata...).
+NTFS_METAFILES = frozenset(
+    name.lower()
+    for name in (
+        "$MFT", "$MFTMirr", "$LogFile", "$Volume", "$AttrDef", "$Bitmap", "$Boot", "$BadClus",
+        "$Secure", "$UpCase", "$Extend",
+    )
+)  # fmt: skip
+# MFT records below this number are reserved for the metafiles.
+FIRST_USER_RECORD = 16
 
 
 class ImageOpenError(InputError):
@@ -35,9 +46,11 @@ class Volume(Protocol):
     def read(self, rel: str, limit: int) -> bytes | bytearray: ...
     def head(self, rel: str, length: int) -> bytes: ...  # the first bytes (MZ sniffing)
     def listdir(self, rel: str) -> list[tuple[str, bool]]: ...  # (name, is_dir)
+    def is_metafile(self, rel: str) -> bool: ...  # an NTFS metafile or the $Extend folder
     @property
     def errors(self) -> list[str]: ...  # folders that could not be listed, one line each
-    def walk(self, rel: str) -> Iterator[str]: ...  # files under rel, recursively
+    # files under rel, recursively; ``skip`` prunes a file or a whole folder
+    def walk(self, rel: str, skip: Callable[[str], bool] | None = None) -> Iterator[str]: ...
 
 
 def _parts(rel: str) -> list[str]:
@@ -51,14 +64,24 @@ class _Walks:
     def listdir(self, rel: str) -> list[tuple[str, bool]]:
         raise NotImplementedError
 
-    def walk(self, rel: str) -> Iterator[str]:
+    def walk(self, rel: str, skip: Callable[[str], bool] | None = None) -> Iterator[str]:
         base = "/".join(_parts(rel))
         for name, is_dir in self.listdir(base):
             child = f"{base}/{name}" if base else name
+            if skip is not None and skip(child):
+                continue
             if is_dir:
-                yield from self.walk(child)
+                yield from self.walk(child, skip)
             else:
                 yield child
+
+
+def _metafile_name(rel: str) -> str | None:
+    """The root-level name of ``rel`` when it is one of the NTFS metafile names, else None."""
+    parts = _parts(rel)
+    if len(parts) != 1 or parts[0].lower() not in NTFS_METAFILES:
+        return None
+    return parts[0]
 
 
 @dataclass
@@ -148,6 +171,15 @@ class DissectVolume(_Walks):
         self._held = ("/".join(_parts(rel)).lower(), handle)
         return data
 
+    def is_metafile(self, rel: str) -> bool:
+        """A root-level NTFS metafile, named so and stored in a reserved MFT record (a file a
+        user named "$Boot" on another filesystem is judged like any other)."""
+        name = _metafile_name(rel)
+        if name is None:
+            return False
+        record = getattr(getattr(self._entry(name), "entry", None), "segment", None)
+        return isinstance(record, int) and record < FIRST_USER_RECORD
+
     def listdir(self, rel: str) -> list[tuple[str, bool]]:
         entry = self._entry(rel)
         if entry is None or not _safe(entry.is_dir):
@@ -236,6 +268,10 @@ class DirectoryVolume(_Walks):
             raise FileNotFoundError(rel)
         with path.open("rb") as handle:
             return handle.read(length)
+
+    def is_metafile(self, rel: str) -> bool:
+        """ntfs-3g hides the metafiles; a copy of a volume that kept them is still metadata."""
+        return _metafile_name(rel) is not None
 
     def listdir(self, rel: str) -> list[tuple[str, bool]]:
         path = self._resolve(rel)

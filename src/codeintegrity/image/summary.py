@@ -47,6 +47,8 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
         "computer_name": scan.computer_name,
         "system_volume": scan.device,
         "control_set": hive.control_set if hive else None,
+        # The SYSTEM hive has changes pending in its transaction logs (not replayed).
+        "hive_dirty": hive.base_block.dirty if hive and hive.base_block else None,
         "hvci_enabled": hive.hvci_enabled if hive else None,
         "vulnerable_driver_blocklist_enable": hive.blocklist_enabled if hive else None,
         "blocklist_enforced": scan.blocklist_enforced,
@@ -59,13 +61,17 @@ def summarize(scan: ImageScan) -> dict[str, Any]:
                 "mode": p.policy.mode,
                 "kind": p.kind,
                 "signed": p.signed,
-                "enforced": p.kind == "active"
-                or (p.kind == "blocklist" and scan.blocklist_enforced),
+                "enforced": p.enforced(scan.blocklist_enforced),
+                "signature": p.signature.to_dict() if p.signature is not None else None,
                 "untranslated": p.untranslated,
+                "base_id": p.policy.base_guid or None,
+                "merged_into": p.merged_into or None,
+                "supplementals": list(p.supplementals),
             }
             for p in scan.trust.policies
         ],
         "files_judged": sum(1 for v in scan.files if v.report is not None),
+        "ntfs_metafiles_skipped": len(scan.metafiles_skipped),
         "refused_at_next_boot": refused,
         "denied_by_reference_policies": reference,
         "not_valid": [_not_valid(v) for v in scan.files if _is_not_valid(v)],
@@ -107,9 +113,24 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     ]
     for policy in summary["policies"]:
         state = "enforced" if policy["enforced"] else "present, not enforced"
+        signature = policy["signature"]
+        signed = "unsigned"
+        if signature is not None:
+            signed = "signed" if signature["status"] == "valid" else "signature INVALID"
+            if signature["status"] == "valid" and not signature["trusted"]:
+                signed += " (untrusted)"
+        if policy["merged_into"]:
+            state = f"enforced as a supplemental of {policy['merged_into']}"
+        elif policy["supplementals"]:
+            state += f", with {len(policy['supplementals'])} supplemental(s)"
         lines.append(
             f"  policy {policy['path']}: {policy['name']} [{policy['id'] or '-'}], "
-            f"{policy['mode']}, {'signed' if policy['signed'] else 'unsigned'}, {state}"
+            f"{policy['mode']}, {signed}, {state}"
+        )
+    if summary["ntfs_metafiles_skipped"]:
+        lines.append(
+            f"NTFS metafiles skipped: {summary['ntfs_metafiles_skipped']} "
+            "($MFT, $Secure, $Extend...: filesystem metadata, not files Windows loads)"
         )
     refused = summary["refused_at_next_boot"]
     lines.append(f"Refused at next boot: {len(refused)} driver(s) set to start")

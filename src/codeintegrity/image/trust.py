@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING
 from ..errors import CIError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from ..authenticode.trust import TrustStore
     from ..catalog.index import CatalogIndex
     from ..policy.model import ImportResult, Policy
+    from ..policy.signed_policy import PolicySignature
     from .limits import ImageLimits
     from .source import Volume
 
@@ -38,12 +42,27 @@ class ImagePolicy:
     """One policy found on the image, translated, with where it came from."""
 
     windows_path: str
-    policy: Policy
+    policy: Policy  # a base policy: merged with the supplementals Windows applies to it
     signed: bool
     # "active" (SiPolicy / CiPolicies\Active), "supplemental" (an active policy that extends a
-    # base one: not enforced on its own) or "blocklist" (driversipolicy)
+    # base one: enforced as part of it, never on its own) or "blocklist" (driversipolicy)
     kind: str
     untranslated: int  # rules and options the translation had to leave out
+    merged_into: str = ""  # a supplemental: the base policy file it was merged into
+    supplementals: tuple[str, ...] = ()  # a base: the supplemental policy files merged into it
+    signature: PolicySignature | None = None  # None: not checked (not a PKCS#7 file)
+
+    @property
+    def refused(self) -> bool:
+        """Windows does not load it: a signed policy whose signature does not verify."""
+        return self.signature is not None and self.signature.refused
+
+    def enforced(self, blocklist_enforced: bool) -> bool:
+        if self.refused:
+            return False
+        if self.kind == "blocklist":
+            return blocklist_enforced
+        return self.kind == "active" or bool(self.merged_into)
 
 
 @dataclass
@@ -151,10 +170,15 @@ def load_policies(
     material: TrustMaterial,
     shown: dict[int, str],
     limits: ImageLimits,
+    trust: TrustStore | None = None,
+    at: datetime | None = None,
 ) -> None:
-    """Parse every policy file; one that does not parse is a warning, not a stop."""
+    """Parse every policy file; one that does not parse is a warning, not a stop. Then merge
+    each base policy with its supplementals (:mod:`codeintegrity.policy.supplemental`)."""
     from ..policy.sipolicy_bin import import_binary_policy, unwrap
+    from ..policy.supplemental import ALLOW_SUPPLEMENTALS, is_supplemental
 
+    loaded: list[tuple[ImagePolicy, ImportResult]] = []
     for volume, rel, kind in policy_files(volumes, system):
         name = shown.get(volume.number, f"Volume{volume.number}:\\") + rel.replace("/", "\\")
         try:
@@ -162,6 +186,7 @@ def load_policies(
             if len(data) > limits.max_policy_size:
                 raise CIError(f"larger than {limits.max_policy_size} bytes")
             _payload, signed = unwrap(data)
+            signature = _signature(data, trust, at) if signed else None
             key = (hashlib.sha256(data).hexdigest(), name)
             result = _POLICY_MEMO.get(key)
             if result is None:
@@ -177,16 +202,107 @@ def load_policies(
             material.warnings.append(f"policy skipped: {text}")
             continue
         imported: ImportResult = result  # type: ignore[assignment]
-        untranslated = sum(imported.untranslated.values())
-        if any(key.startswith("supplemental policy") for key in imported.untranslated):
-            # Alone, its allow rules would deny everything else: merging is not done yet.
+        # Supplementals are merged here: neither "imported on its own" nor the base's option
+        # that allows them is left out any more.
+        untranslated = sum(
+            count
+            for key, count in imported.untranslated.items()
+            if not key.startswith("supplemental policy") and ALLOW_SUPPLEMENTALS not in key
+        )
+        if kind == "active" and is_supplemental(imported.policy):
             kind = "supplemental"
-            material.warnings.append(
-                f"{name}: supplemental policy not merged with its base; not enforced here"
-            )
         elif imported.policy.has_allow_rules(None) and untranslated:
             material.warnings.append(
                 f"{name}: allowlist policy with {untranslated} rules or options that could not "
                 "be translated: its denials may include files Windows allows"
             )
-        material.policies.append(ImagePolicy(name, imported.policy, signed, kind, untranslated))
+        if signature is not None:
+            material.warnings.extend(_signature_warnings(name, signature))
+        found = ImagePolicy(name, imported.policy, signed, kind, untranslated, signature=signature)
+        loaded.append((found, imported))
+    material.policies.extend(merge_with_bases(loaded, material.warnings))
+
+
+def merge_with_bases(
+    loaded: list[tuple[ImagePolicy, ImportResult]], warnings: list[str]
+) -> list[ImagePolicy]:
+    """Each active base policy with the supplementals naming it (BasePolicyID = its PolicyID),
+    when it allows supplementals; a supplemental without a base that takes it is reported and
+    enforces nothing (Windows does not load it either)."""
+    from dataclasses import replace
+
+    from ..policy.supplemental import ALLOW_SUPPLEMENTALS, merge_supplementals
+
+    bases = {
+        found.policy.guid: (found, imported)
+        for found, imported in loaded
+        if found.kind == "active" and found.policy.guid and not found.refused
+    }
+    members: dict[str, list[ImagePolicy]] = {}
+    out: list[ImagePolicy] = []
+    for found, _imported in loaded:
+        if found.kind != "supplemental":
+            continue
+        base = bases.get(found.policy.base_guid)
+        if found.refused:
+            pass  # its signature warning says why it does not count
+        elif base is None:
+            warnings.append(
+                f"{found.windows_path}: supplemental policy of {found.policy.base_guid}, which "
+                "is not an active base policy on the image: not enforced"
+            )
+        elif ALLOW_SUPPLEMENTALS not in base[1].options:
+            warnings.append(
+                f"{found.windows_path}: its base {base[0].windows_path} does not allow "
+                f"supplemental policies ({ALLOW_SUPPLEMENTALS}): not enforced"
+            )
+        else:
+            members.setdefault(found.policy.base_guid, []).append(found)
+            found = replace(found, merged_into=base[0].windows_path)
+        out.append(found)
+    merged: list[ImagePolicy] = []
+    for found, _imported in loaded:
+        group = members.get(found.policy.guid, []) if found.kind == "active" else []
+        if group:
+            result = merge_supplementals(found.policy, [member.policy for member in group])
+            for kind, count in result.ignored.items():
+                warnings.append(
+                    f"{found.windows_path}: {count} x {kind} in its supplemental policies, not "
+                    "applied"
+                )
+            found = replace(
+                found,
+                policy=result.policy,
+                supplementals=tuple(member.windows_path for member in group),
+            )
+        if found.kind != "supplemental":
+            merged.append(found)
+    # Bases (and the blocklist) first, in the order found, then the supplementals.
+    return merged + out
+
+
+def _signature(data: bytes, trust: TrustStore | None, at: datetime | None) -> PolicySignature:
+    from ..authenticode.trust import TrustStore
+    from ..policy.signed_policy import check_policy_signature
+
+    return check_policy_signature(data, trust if trust is not None else TrustStore.default(), at)
+
+
+def _signature_warnings(name: str, signature: PolicySignature) -> list[str]:
+    problems = "; ".join(signature.problems) or "no reason given"
+    if signature.refused:
+        return [
+            f"{name}: signed policy whose signature does not verify ({problems}): Windows "
+            "refuses to load it; not enforced here"
+        ]
+    out = []
+    if not signature.trusted:
+        out.append(
+            f"{name}: policy signed by {signature.signer or '?'}, not trusted here ({problems})"
+        )
+    if signature.update_signer is False:
+        out.append(
+            f"{name}: policy signed by {signature.signer or '?'}, which matches none of its "
+            "UpdatePolicySigners: Windows may refuse to load it (enforced here)"
+        )
+    return out

@@ -235,6 +235,9 @@ class ImportResult:
     found: dict[str, int]  # what the input held, e.g. "deny hash rules": 1704
     untranslated: dict[str, int]  # kind of rule or option -> how many were skipped
     seconds: float = 0.0
+    # The WDAC rule options as written (<Rule><Option>, or the binary header's flags), so that
+    # callers can see e.g. "Enabled:Allow Supplemental Policies" whether or not it translates.
+    options: tuple[str, ...] = ()
 
     def untranslated_lines(self) -> list[str]:
         return [f"not translated: {count} x {kind}" for kind, count in self.untranslated.items()]

@@ -511,7 +511,7 @@ def import_binary_policy(
     if parsed.unknown_option_bits:
         untranslated[f"unknown option bits {parsed.unknown_option_bits:#x}"] = 1
     policy = replace(result.policy, source=source)
-    return ImportResult(policy, found, untranslated, result.seconds)
+    return ImportResult(policy, found, untranslated, result.seconds, result.options)
 
 
 def import_wdac_any(data: bytes, source: str = "<SiPolicy>") -> ImportResult:

@@ -67,7 +67,11 @@ def import_wdac(data: bytes | str, source: str = "<SiPolicy>") -> ImportResult:
         raise PolicyError(f"{source}: not a SiPolicy (root element <{_local(root.tag)}>)")
     result = _Importer(root, source).run()
     return ImportResult(
-        result.policy, result.found, result.untranslated, time.perf_counter() - started
+        result.policy,
+        result.found,
+        result.untranslated,
+        time.perf_counter() - started,
+        result.options,
     )
 
 
@@ -306,7 +310,7 @@ class _Importer:
             source=self.source,
             **fields,
         )
-        return ImportResult(policy, dict(self.found), dict(self.skipped))
+        return ImportResult(policy, dict(self.found), dict(self.skipped), 0.0, tuple(options))
 
     def _count_inputs(self, file_rules: dict[str, Element], signers: dict[str, Element]) -> None:
         for rule in file_rules.values():
