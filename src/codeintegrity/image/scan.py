@@ -2,11 +2,12 @@
 
 By default the files Windows loads: the drivers its SYSTEM hive sets to start (Start 0-3,
 kernel or file-system driver), everything under ``System32\\drivers`` and ``System32\\*.dll|exe``;
-with ``all_files`` every PE on every volume. Each file is read through the source's file object
-(one bounded read, no copy to disk; ``limits.max_file_size``) and judged by the ordinary engine
-with the image's own catalogs; then by the image's enforced policies (its active CI policies,
-and the vulnerable driver blocklist when the registry enables it) and by reference policies
-(``--policy``).
+with ``all_files`` every PE on every volume. Each file is judged by the ordinary engine from the
+source's file object (:func:`codeintegrity.verify.verify_source`: the parsers' slices on demand,
+the hashing pass in chunks; never the whole file in memory, nothing copied to disk; files over
+``limits.max_file_size`` are reported as not judged) with the image's own catalogs; then by the
+image's enforced policies (its active CI policies, and the vulnerable driver blocklist when the
+registry enables it) and by reference policies (``--policy``).
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ def _judge(
     enforced: list[tuple[str, Policy]],
     services: tuple[Service, ...],
 ) -> FileVerdict | None:
-    from ..verify import verify_bytes
+    from ..verify import verify_source
 
     def problem(text: str) -> FileVerdict:
         return FileVerdict(rel, shown, nt, None, text, services)
@@ -366,17 +367,19 @@ def _judge(
             return problem(
                 f"not judged: {size} bytes is over the {options.limits.max_file_size}-byte limit"
             )
-        data = volume.read(rel, options.limits.max_file_size)
     except OSError as exc:
         return problem(f"unreadable: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - a damaged image must not end the scan
         return problem(f"unreadable: {type(exc).__name__}: {exc}")
     try:
-        report = verify_bytes(data, scan.options, path=shown)
+        # Read while judged: a read that fails (a damaged run list, a truncated image) is an
+        # OSError, the file unreadable, whatever the engine was reading it for.
+        with volume.opened(rel) as source:
+            report = verify_source(source, scan.options, path=shown)
+    except OSError as exc:
+        return problem(f"unreadable: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
         return problem(f"internal error: {type(exc).__name__}: {exc} (a bug: please report it)")
-    finally:
-        del data
     report = _catalog_shown(report, scan.trust.catalog_names)
     own = tuple((name, _evaluate(report, policy)) for name, policy in enforced)
     refs = tuple((name, _evaluate(report, policy)) for name, policy in options.reference_policies)
