@@ -81,6 +81,15 @@ def verify_source(
     for the same bytes. Raises ``OSError`` when the source cannot be read (a short read too)."""
     if source.size <= 0:
         return verify_bytes(b"", options, path=path)
+    from .pe import hashing
+
+    if source.size <= hashing.STREAM_CHUNK_SIZE:
+        # No larger than one chunk: one read costs less than the demand blocks and chunks
+        # (a read through a disk image has a fixed cost), and holds no more than a chunk.
+        data = source.read(0, source.size)
+        if len(data) != source.size:
+            raise OSError(0, f"short read: {len(data)} of {source.size} bytes")
+        return verify_bytes(data, options, path=path)
     from .pe.source import DemandImage
 
     with DemandImage.over(source) as demand:

@@ -362,19 +362,17 @@ def _judge(
         # the volume is neither read nor reported as too large.
         if not must and volume.head(rel, 2) != b"MZ":
             return None
-        size = volume.size(rel)
-        if size > options.limits.max_file_size:
-            return problem(
-                f"not judged: {size} bytes is over the {options.limits.max_file_size}-byte limit"
-            )
     except OSError as exc:
         return problem(f"unreadable: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - a damaged image must not end the scan
         return problem(f"unreadable: {type(exc).__name__}: {exc}")
+    limit = options.limits.max_file_size
     try:
         # Read while judged: a read that fails (a damaged run list, a truncated image) is an
         # OSError, the file unreadable, whatever the engine was reading it for.
         with volume.opened(rel) as source:
+            if source.size > limit:
+                return problem(f"not judged: {source.size} bytes is over the {limit}-byte limit")
             report = verify_source(source, scan.options, path=shown)
     except OSError as exc:
         return problem(f"unreadable: {exc.strerror or exc}")

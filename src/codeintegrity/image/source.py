@@ -149,9 +149,12 @@ class DissectVolume(_Walks):
     def opened(self, rel: str) -> Iterator[ByteSource]:
         """The file's bytes through dissect's file object, read where the engine asks (no copy
         of the file, in memory or on disk)."""
-        size = self.size(rel)
         try:
             handle = self._open(rel)
+            # The stream knows its size (the data attribute's); stat() parses the record again.
+            size = getattr(handle, "size", None)
+            if not isinstance(size, int):
+                size = self.size(rel)
         except OSError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged MFT record: unreadable

@@ -142,6 +142,8 @@ class DemandImage(DemandBuffer):
         block = self.block
         first, last = offset // block, (offset + length - 1) // block
         present = self._present
+        if first == last and first in present:
+            return  # the common case: a header field in a block already read
         k = first
         while k <= last:
             if k in present:
