@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .pe.layout import PEImage
     from .pe.pagehash import PageHashTable
     from .pe.source import ByteSource
+    from .reader import DemandBuffer
 
 __all__ = ["VerifyOptions", "verify_bytes", "verify_path", "verify_source", "Report", "Status"]
 
@@ -95,7 +96,7 @@ def verify_source(
     with DemandImage.over(source) as demand:
         view = memoryview(demand)
         try:
-            return _verify(view, options, path, None, source)
+            return _verify(view, options, path, None, source, demand)
         finally:
             view.release()
 
@@ -106,6 +107,7 @@ def _verify(
     path: str,
     release: Release | None,
     source: ByteSource | None = None,
+    demand: DemandBuffer | None = None,
 ) -> Report:
     opts = options or VerifyOptions()
     from .pe.layout import parse_pe
@@ -117,7 +119,7 @@ def _verify(
     except MalformedError as exc:
         finding = Finding(_C.IMAGE_MALFORMED, exc.diagnostics(), offset=exc.offset)
         return Report(path=path, status=Status.MALFORMED, findings=(finding,), error=str(exc))
-    return _Run(data, image, opts, path, release, source).run()
+    return _Run(data, image, opts, path, release, source, demand).run()
 
 
 def _not_a_pe(
@@ -184,10 +186,12 @@ class _Run:
         path: str,
         release: Release | None,
         source: ByteSource | None = None,
+        demand: DemandBuffer | None = None,
     ) -> None:
         self.data = data
         self.release = release
         self.source = source  # when set, hashing reads it in chunks instead of ``data``
+        self.demand = demand  # when set, ``data`` is read in on demand (verify_source)
         self.image = image
         self.opts = opts
         self.path = path
@@ -201,6 +205,8 @@ class _Run:
 
         image = self.image
         limits = self.opts.limits
+        if self.demand is not None:
+            self._read_cert_table_in(self.demand)
         table = parse_cert_table(self.data, image, limits)
         self._add_table_findings(table.findings)
         if table.malformed:
@@ -263,6 +269,14 @@ class _Run:
         )
 
     # -- certificate table and signature parsing -------------------------------------------
+
+    def _read_cert_table_in(self, demand: DemandBuffer) -> None:
+        """The table parser reads padding through plain views (not the Reader): read a table it
+        will walk in whole first (one bounded read: at most ``max_cert_table_size``)."""
+        image, limit = self.image, self.opts.limits.max_cert_table_size
+        start, size = image.cert_table_offset, image.cert_table_size
+        if image.has_cert_table and size <= limit and image.raw_data_end <= start < image.size:
+            demand.ensure(start, min(size, image.size - start))
 
     def _add_table_findings(self, findings: Iterable[Finding]) -> None:
         for f in findings:

@@ -18,6 +18,7 @@ from codeintegrity.catalog.index import CatalogIndex
 from codeintegrity.errors import MalformedImage
 from codeintegrity.options import VerifyOptions
 from codeintegrity.pe import hashing
+from codeintegrity.pe import source as source_module
 from codeintegrity.pe.hashing import HashRequest, compute_hashes, compute_hashes_streamed
 from codeintegrity.pe.layout import parse_pe
 from codeintegrity.pe.source import (
@@ -86,9 +87,17 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hashing, "PARALLEL_MIN_SIZE", 0)
 
 
+@pytest.fixture(params=[DEMAND_BLOCK, 512], ids=["64k-blocks", "512-blocks"])
+def demand_block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Small demand blocks: a parser reading anything it did not ask the Reader for (a hole)
+    would see zeros and judge differently."""
+    monkeypatch.setattr(source_module, "DEMAND_BLOCK", request.param)
+    return int(request.param)
+
+
 @pytest.mark.parametrize("path", FILES, ids=ids(FILES))
 def test_streamed_report_equals_the_bytes_report(
-    path: Path, small_chunks: None, sample_trust: object
+    path: Path, small_chunks: None, demand_block: int, sample_trust: object
 ) -> None:
     data = path.read_bytes()
     options = VerifyOptions(
@@ -312,3 +321,27 @@ def test_streamed_hashes_equal_in_memory_hashes_across_chunk_seams(tmp_path: Pat
         source = CountingSource(BufferSource(data))
         assert compute_hashes_streamed(source, image, request, chunk_size=chunk) == expected
         assert source.largest <= chunk + 8192
+
+
+def test_certificate_table_padding_is_read_like_the_whole_file(
+    small_chunks: None, demand_block: int
+) -> None:
+    """Non-zero bytes after the last entry, up to the table's end: the table parser reads them
+    through plain views, so the whole table must have been read in."""
+    data = bytearray((FIXTURES / "t64_sha256.exe").read_bytes())
+    image = parse_pe(bytes(data))
+    assert (
+        image.certdir_offset is not None
+        and image.cert_table_offset + image.cert_table_size == len(data)
+    )
+    # Zeros first (the parser's one Reader read past the entry sees them), then non-zero bytes
+    # in blocks nothing but the padding check looks at.
+    junk = bytes(1024) + bytes(range(1, 256)) * 8
+    data += junk
+    size_at = image.certdir_offset + 4
+    data[size_at : size_at + 4] = (image.cert_table_size + len(junk)).to_bytes(4, "little")
+    options = VerifyOptions(at=AT)
+    expected = verify_bytes(bytes(data), options, path="padded.exe")
+    assert any("non-zero bytes after the last entry" in f.detail for f in expected.findings)
+    got = verify_source(BufferSource(bytes(data)), options, path="padded.exe")
+    assert got.to_dict() == expected.to_dict()

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, MalformedImage
 from ..limits import DEFAULT_LIMITS, Limits
+from .chunks import Part, Streamed, Whole, Window
 from .layout import PEImage
 from .pagehash import PackedDigests, PageHashTable
 
@@ -70,10 +71,6 @@ _COST = {"md5": 2.3, "sha1": 0.93, "sha256": 1.0, "sha384": 2.1, "sha512": 2.1}
 
 Range = tuple[int, int]
 Release = Callable[[int, int], None]  # (offset, length) of a chunk every feed is done with
-# (buffer, base, lo, hi): file bytes [lo, hi) to feed, held in buffer from file offset base on.
-Part = tuple[memoryview, int, int, int]
-# (offset, length) -> (buffer, base): a buffer holding at least that range of the file.
-Window = Callable[[int, int], tuple[memoryview, int]]
 _Hasher = Any  # hashlib's hash object type is private
 
 
@@ -371,67 +368,8 @@ def _release(release: Release | None, start: int, upto: int, chunk: int, size: i
     return start
 
 
-class _Whole:
-    """Chunks of a buffer holding the whole file: views, no copies."""
-
-    def __init__(self, view: memoryview) -> None:
-        self.view = view
-        self.size = len(view)
-
-    def parts(self, lo: int, hi: int) -> list[Part]:
-        return [(self.view, 0, lo, hi)]
-
-    def window(self, offset: int, length: int) -> tuple[memoryview, int]:
-        return self.view, 0
-
-    def drop_before(self, offset: int) -> None:
-        pass
-
-
-# Bytes read past each streamed chunk: a page that starts in a chunk may end in the next.
-_LOOKAHEAD = len(_ZEROS)
-
-
-class _Streamed:
-    """Chunks read from a source, each once, each with one page of look-ahead; the caller
-    drops those it is done with, so at most two (the caller's and the workers') are held."""
-
-    def __init__(self, source: ByteSource, chunk: int) -> None:
-        self.source = source
-        self.size = source.size
-        self.chunk = chunk
-        self.held: dict[int, memoryview] = {}
-
-    def _read(self, offset: int, length: int) -> memoryview:
-        length = max(0, min(length, self.size - offset))
-        data = self.source.read(offset, length)
-        if len(data) != length:
-            raise OSError(0, f"short read at {offset:#x}: {len(data)} of {length} bytes")
-        return data if isinstance(data, memoryview) else memoryview(data)
-
-    def _get(self, k: int) -> memoryview:
-        view = self.held.get(k)
-        if view is None:
-            view = self.held[k] = self._read(k * self.chunk, self.chunk + _LOOKAHEAD)
-        return view
-
-    def parts(self, lo: int, hi: int) -> list[Part]:
-        c = self.chunk
-        return [
-            (self._get(k), k * c, max(lo, k * c), min(hi, (k + 1) * c))
-            for k in range(lo // c, -(-hi // c))
-        ]
-
-    def window(self, offset: int, length: int) -> tuple[memoryview, int]:
-        return self._read(offset, length), offset
-
-    def drop_before(self, offset: int) -> None:
-        for k in [k for k in self.held if (k + 1) * self.chunk <= offset]:
-            del self.held[k]
-
-
 def _run(
-    chunks: _Whole | _Streamed,
+    chunks: Whole | Streamed,
     streams: list[_RangeFeed],
     pages: list[_PageFeed],
     chunk: int,
@@ -499,7 +437,7 @@ def compute_hashes(
     """
     view = _byte_view(data)
     _check(len(view), image, limits, chunk_size)
-    return _compute(_Whole(view), image, request, chunk_size, release)
+    return _compute(Whole(view), image, request, chunk_size, release)
 
 
 def compute_hashes_streamed(
@@ -515,7 +453,7 @@ def compute_hashes_streamed(
     ``OSError`` when the source does (a short read included)."""
     chunk = STREAM_CHUNK_SIZE if chunk_size is None else chunk_size
     _check(source.size, image, limits, chunk)
-    return _compute(_Streamed(source, chunk), image, request, chunk, None)
+    return _compute(Streamed(source, chunk), image, request, chunk, None)
 
 
 def _check(size: int, image: PEImage, limits: Limits, chunk_size: int) -> None:
@@ -530,7 +468,7 @@ def _check(size: int, image: PEImage, limits: Limits, chunk_size: int) -> None:
 
 
 def _compute(
-    chunks: _Whole | _Streamed,
+    chunks: Whole | Streamed,
     image: PEImage,
     request: HashRequest,
     chunk_size: int,
@@ -578,7 +516,7 @@ def _compute(
     )
 
 
-def _first_page(chunks: _Whole | _Streamed, image: PEImage, algorithm: str) -> bytes:
+def _first_page(chunks: Whole | Streamed, image: PEImage, algorithm: str) -> bytes:
     view, _base = chunks.window(0, FIRST_PAGE_SIZE)
     return first_page_digest(view, image, algorithm)
 

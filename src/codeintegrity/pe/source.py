@@ -124,7 +124,8 @@ class DemandImage(DemandBuffer):
     _present: set[int]
 
     @classmethod
-    def over(cls, source: ByteSource, block: int = DEMAND_BLOCK) -> DemandImage:
+    def over(cls, source: ByteSource, block: int | None = None) -> DemandImage:
+        block = DEMAND_BLOCK if block is None else block
         if source.size <= 0:
             raise ValueError("an empty file has no image to map")
         flags = mmap.MAP_PRIVATE | _MAP_NORESERVE
