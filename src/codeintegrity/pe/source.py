@@ -128,8 +128,11 @@ class DemandImage(DemandBuffer):
         block = DEMAND_BLOCK if block is None else block
         if source.size <= 0:
             raise ValueError("an empty file has no image to map")
-        flags = mmap.MAP_PRIVATE | _MAP_NORESERVE
-        image = cls(-1, source.size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        if hasattr(mmap, "MAP_PRIVATE"):
+            flags = mmap.MAP_PRIVATE | _MAP_NORESERVE
+            image = cls(-1, source.size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:  # Windows: an anonymous mapping is committed page by page as it is written
+            image = cls(-1, source.size)
         image.source = source
         image.block = block
         image.filled = 0
