@@ -295,7 +295,21 @@ class _ImageWorker:
     def __call__(self, task: Task) -> FileVerdict | None:
         if self.scan is None:
             self.scan = open_image(self.path, self.base, self.options)
+            _freeze_long_lived()  # this process lives for the scan
         return judge(self.scan, task, self.options)
+
+
+def _freeze_long_lived() -> bool:
+    """Keep the cyclic collector off what lives for the whole scan (trust anchors, catalogs,
+    policies, dissect's volume structures). dissect allocates many short-lived objects per
+    file, and each full collection walked all of that again: measured, a tenth of an image
+    scan's CPU time. Returns whether it froze (nobody else had)."""
+    import gc
+
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
 
 
 def in_workers(
@@ -323,6 +337,7 @@ def scan_image(
     order. ``verdicts`` judges the tasks elsewhere (worker processes), in order."""
     tasks = plan(scan, options)
     results = verdicts(tasks) if verdicts is not None else (judge(scan, t, options) for t in tasks)
+    frozen = _freeze_long_lived()
     try:
         for verdict in results:
             if verdict is None:
@@ -334,6 +349,10 @@ def scan_image(
         close = getattr(results, "close", None)
         if close is not None:
             close()  # stops worker processes now, not when the generator is collected
+        if frozen:
+            import gc
+
+            gc.unfreeze()
     for volume in scan.source.volumes:
         scan.warnings.extend(f"volume {volume.number}: {error}" for error in volume.errors)
     return scan.files
