@@ -345,3 +345,34 @@ def test_certificate_table_padding_is_read_like_the_whole_file(
     assert any("non-zero bytes after the last entry" in f.detail for f in expected.findings)
     got = verify_source(BufferSource(bytes(data)), options, path="padded.exe")
     assert got.to_dict() == expected.to_dict()
+
+
+class _FailingSource:
+    """A source whose storage fails on [bad, bad_end) (a damaged run, a bad sector)."""
+
+    def __init__(self, data: bytes, bad: int, bad_end: int) -> None:
+        self.data, self.bad, self.bad_end = data, bad, bad_end
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < self.bad_end and offset + length > self.bad:
+            raise OSError(5, f"I/O error at {offset:#x}")
+        return self.data[offset : offset + length]
+
+
+# Bad ranges: the headers, the section data only the hashing pass reads (with 512-byte demand
+# blocks nothing else touches it), the certificate table at the end.
+@pytest.mark.parametrize(("bad", "bad_end"), [(0, 1), (0x2000, 0x2100), (-100, -1)])
+def test_a_failing_read_anywhere_is_an_os_error(
+    bad: int, bad_end: int, small_chunks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether the parsers' demand blocks or the hashing pass hit it, a storage error comes
+    out as the OSError (the caller's "unreadable"), never a verdict or another exception."""
+    monkeypatch.setattr(source_module, "DEMAND_BLOCK", 512)
+    data = (FIXTURES / "t64_sha256_ph.exe").read_bytes()
+    source = _FailingSource(data, bad % len(data), bad_end % len(data))
+    with pytest.raises(OSError, match="I/O error"):
+        verify_source(source, VerifyOptions())
