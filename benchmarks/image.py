@@ -147,5 +147,6 @@ def _cpu(run) -> float:
     run()
     return time.process_time() - cpu
 
+
 if __name__ == "__main__":
     main()
