@@ -7,6 +7,7 @@ field that was being read.
 
 from __future__ import annotations
 
+import mmap
 import struct
 
 from .errors import MalformedError
@@ -16,10 +17,22 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
+class DemandBuffer(mmap.mmap):
+    """A file's bytes filled in on demand, like a file mapping whose pages the kernel reads on
+    first touch: an anonymous private mapping of the file's size (untouched pages cost no
+    memory) that a :class:`Reader` asks to ``ensure`` each range before reading it. Parsers
+    keep taking a plain buffer; the subclass (:mod:`codeintegrity.pe.source`) is the I/O edge.
+    Only views that start at offset 0 of the buffer are recognised (prefix slices keep their
+    offsets; no parser slices from elsewhere before reading through a Reader)."""
+
+    def ensure(self, offset: int, length: int) -> None:
+        raise NotImplementedError
+
+
 class Reader:
     """Little-endian reads at absolute offsets of a ``bytes``/``memoryview`` buffer."""
 
-    __slots__ = ("_view", "_len", "_error")
+    __slots__ = ("_view", "_len", "_error", "_demand")
 
     def __init__(
         self, data: bytes | bytearray | memoryview, error: type[MalformedError] = MalformedError
@@ -29,6 +42,8 @@ class Reader:
             self._view = self._view.cast("B")
         self._len = len(self._view)
         self._error = error
+        holder = self._view.obj
+        self._demand = holder if isinstance(holder, DemandBuffer) else None
 
     def __len__(self) -> int:
         return self._len
@@ -48,6 +63,8 @@ class Reader:
                 field,
                 f"needs {length} bytes but the data ends at {self._len:#x}",
             )
+        if self._demand is not None:
+            self._demand.ensure(offset, length)
 
     def u8(self, offset: int, field: str) -> int:
         self.require(offset, 1, field)

@@ -1,7 +1,9 @@
 """The verification engine: bytes in, :class:`Report` out.
 
 ``verify_bytes`` is pure apart from the trust store and catalog index it is handed;
-``verify_path`` is the I/O edge that maps a file read-only and calls it. Every check adds
+``verify_path`` is the I/O edge that maps a file read-only and calls it; ``verify_source`` judges
+a file read through a :class:`~codeintegrity.pe.source.ByteSource` (a file inside a disk image)
+with bounded memory: the parsers' slices on demand, the hashing pass in chunks. Every check adds
 findings; nothing stops at the first problem, and a signature that cannot be parsed makes the
 file ``malformed``, never ``unsigned``.
 """
@@ -30,12 +32,15 @@ if TYPE_CHECKING:
     from .authenticode.signeddata import Signature
     from .authenticode.signer import SignerVerdict
     from .authenticode.trust import TrustStore
+    from .limits import Limits
     from .pe.certtable import CertEntry
-    from .pe.hashing import HashResult, Release
+    from .pe.hashing import HashRequest, HashResult, Release
     from .pe.layout import PEImage
     from .pe.pagehash import PageHashTable
+    from .pe.source import ByteSource
+    from .reader import DemandBuffer
 
-__all__ = ["VerifyOptions", "verify_bytes", "verify_path", "Report", "Status"]
+__all__ = ["VerifyOptions", "verify_bytes", "verify_path", "verify_source", "Report", "Status"]
 
 _C = FindingCode
 
@@ -68,11 +73,41 @@ def verify_bytes(
     return _verify(data, options, path, None)
 
 
+def verify_source(
+    source: ByteSource, options: VerifyOptions | None = None, *, path: str = "<source>"
+) -> Report:
+    """Judge the file ``source`` reads, never holding it whole: the parsers read their slices
+    (headers, certificate table, version resource) through a buffer filled on demand, and the
+    hashing pass pulls the file chunk by chunk. The report is the one ``verify_bytes`` gives
+    for the same bytes. Raises ``OSError`` when the source cannot be read (a short read too)."""
+    if source.size <= 0:
+        return verify_bytes(b"", options, path=path)
+    from .pe import hashing
+
+    if source.size <= hashing.STREAM_CHUNK_SIZE:
+        # No larger than one chunk: one read costs less than the demand blocks and chunks
+        # (a read through a disk image has a fixed cost), and holds no more than a chunk.
+        data = source.read(0, source.size)
+        if len(data) != source.size:
+            raise OSError(0, f"short read: {len(data)} of {source.size} bytes")
+        return verify_bytes(data, options, path=path)
+    from .pe.source import DemandImage
+
+    with DemandImage.over(source) as demand:
+        view = memoryview(demand)
+        try:
+            return _verify(view, options, path, None, source, demand)
+        finally:
+            view.release()
+
+
 def _verify(
     data: bytes | bytearray | memoryview,
     options: VerifyOptions | None,
     path: str,
     release: Release | None,
+    source: ByteSource | None = None,
+    demand: DemandBuffer | None = None,
 ) -> Report:
     opts = options or VerifyOptions()
     from .pe.layout import parse_pe
@@ -80,21 +115,22 @@ def _verify(
     try:
         image = parse_pe(data, opts.limits)
     except NotAPEFile as exc:
-        return _not_a_pe(data, opts, path, exc)
+        return _not_a_pe(data if source is None else source, opts, path, exc)
     except MalformedError as exc:
         finding = Finding(_C.IMAGE_MALFORMED, exc.diagnostics(), offset=exc.offset)
         return Report(path=path, status=Status.MALFORMED, findings=(finding,), error=str(exc))
-    return _Run(data, image, opts, path, release).run()
+    return _Run(data, image, opts, path, release, source, demand).run()
 
 
 def _not_a_pe(
-    data: bytes | bytearray | memoryview, opts: VerifyOptions, path: str, exc: NotAPEFile
+    data: bytes | bytearray | memoryview | ByteSource,
+    opts: VerifyOptions,
+    path: str,
+    exc: NotAPEFile,
 ) -> Report:
     """A file that is not a PE: only a catalog can vouch for it (by its flat hash)."""
     if opts.catalogs is not None:
-        import hashlib
-
-        flat = {alg: hashlib.new(alg, data).digest() for alg in opts.catalogs.algorithms()}
+        flat = _flat_digests(data, opts.catalogs.algorithms())
         match, findings = _catalog_lookup(flat, opts)
         if match is not None:
             status = decide_status(malformed=False, signed=True, findings=findings)
@@ -107,6 +143,27 @@ def _not_a_pe(
             )
     finding = Finding(_C.IMAGE_MALFORMED, str(exc))
     return Report(path=path, status=Status.MALFORMED, findings=(finding,), error=str(exc))
+
+
+def _flat_digests(
+    data: bytes | bytearray | memoryview | ByteSource, algorithms: Iterable[str]
+) -> dict[str, bytes]:
+    """Digests of every byte; a source is read chunk by chunk."""
+    import hashlib
+
+    if isinstance(data, bytes | bytearray | memoryview):
+        return {alg: hashlib.new(alg, data).digest() for alg in algorithms}
+    from .pe.hashing import CHUNK_SIZE
+
+    hashers = {alg: hashlib.new(alg) for alg in algorithms}
+    for offset in range(0, data.size, CHUNK_SIZE):
+        length = min(CHUNK_SIZE, data.size - offset)
+        chunk = data.read(offset, length)
+        if len(chunk) != length:
+            raise OSError(0, f"short read at {offset:#x}: {len(chunk)} of {length} bytes")
+        for hasher in hashers.values():
+            hasher.update(chunk)
+    return {alg: hasher.digest() for alg, hasher in hashers.items()}
 
 
 @dataclass
@@ -128,9 +185,13 @@ class _Run:
         opts: VerifyOptions,
         path: str,
         release: Release | None,
+        source: ByteSource | None = None,
+        demand: DemandBuffer | None = None,
     ) -> None:
         self.data = data
         self.release = release
+        self.source = source  # when set, hashing reads it in chunks instead of ``data``
+        self.demand = demand  # when set, ``data`` is read in on demand (verify_source)
         self.image = image
         self.opts = opts
         self.path = path
@@ -139,11 +200,13 @@ class _Run:
 
     def run(self) -> Report:
         from .pe.certtable import parse_cert_table
-        from .pe.hashing import HashRequest, compute_hashes
+        from .pe.hashing import HashRequest
         from .pe.versioninfo import parse_version_info
 
         image = self.image
         limits = self.opts.limits
+        if self.demand is not None:
+            self._read_cert_table_in(self.demand)
         table = parse_cert_table(self.data, image, limits)
         self._add_table_findings(table.findings)
         if table.malformed:
@@ -168,7 +231,7 @@ class _Run:
         # Read before hashing: hashed pages are released from the resident set as they go.
         version_info = parse_version_info(self.data, image)
         try:
-            hashes = compute_hashes(self.data, image, request, limits, release=self.release)
+            hashes = _hashes(self.data, self.source, image, request, limits, self.release)
         except _primitive_errors(hashing=True) as exc:
             # hashlib refusing an algorithm (e.g. MD5 under FIPS): no digest, no verdict.
             algorithms = ",".join(sorted(request.image)) or "sha256"
@@ -206,6 +269,14 @@ class _Run:
         )
 
     # -- certificate table and signature parsing -------------------------------------------
+
+    def _read_cert_table_in(self, demand: DemandBuffer) -> None:
+        """The table parser reads padding through plain views (not the Reader): read a table it
+        will walk in whole first (one bounded read: at most ``max_cert_table_size``)."""
+        image, limit = self.image, self.opts.limits.max_cert_table_size
+        start, size = image.cert_table_offset, image.cert_table_size
+        if image.has_cert_table and size <= limit and image.raw_data_end <= start < image.size:
+            demand.ensure(start, min(size, image.size - start))
 
     def _add_table_findings(self, findings: Iterable[Finding]) -> None:
         for f in findings:
@@ -377,7 +448,7 @@ class _Run:
         return None
 
     def _page_checker(self) -> _PageChecker:
-        return _PageChecker(self.data, self.image, self.opts)
+        return _PageChecker(self.data, self.image, self.opts, self.source)
 
     # -- load requirements ---------------------------------------------------------------
 
@@ -420,21 +491,42 @@ class _Run:
 _SUPPORTED = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})
 
 
+def _hashes(
+    data: bytes | bytearray | memoryview,
+    source: ByteSource | None,
+    image: PEImage,
+    request: HashRequest,
+    limits: Limits,
+    release: Release | None = None,
+) -> HashResult:
+    from .pe.hashing import compute_hashes, compute_hashes_streamed
+
+    if source is not None:
+        return compute_hashes_streamed(source, image, request, limits)
+    return compute_hashes(data, image, request, limits, release=release)
+
+
 class _PageChecker:
     """Checks a catalog member's page hashes against this image (a second, page-only pass)."""
 
-    def __init__(self, data: bytes | bytearray | memoryview, image: PEImage, opts: VerifyOptions):
-        self.data, self.image, self.opts = data, image, opts
+    def __init__(
+        self,
+        data: bytes | bytearray | memoryview,
+        image: PEImage,
+        opts: VerifyOptions,
+        source: ByteSource | None = None,
+    ):
+        self.data, self.image, self.opts, self.source = data, image, opts, source
 
     def __call__(self, raw: bytes, algorithm: str) -> list[Finding]:
-        from .pe.hashing import HashRequest, compute_hashes
+        from .pe.hashing import HashRequest
         from .pe.pagehash import compare_page_hashes, parse_page_hash_table
 
         table, problems = parse_page_hash_table(raw, algorithm, self.image, self.opts.limits, -1)
         if table is None:
             return [replace(p, signature=None) for p in problems]
         request = HashRequest(image=frozenset(), page_tables=(table,))
-        computed = compute_hashes(self.data, self.image, request, self.opts.limits).pages[0]
+        computed = _hashes(self.data, self.source, self.image, request, self.opts.limits).pages[0]
         found = problems + compare_page_hashes(table, computed, -1)
         return [replace(f, signature=None, detail=f"catalog member: {f.detail}") for f in found]
 

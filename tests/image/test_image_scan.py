@@ -391,3 +391,37 @@ def test_a_dirty_system_hive_is_reported(image_set, trust, tmp_path):
     assert "(SYSTEM.LOG1) are not replayed" in warning and "may be stale" in warning
     # The settings read from the hive file are still used (and said to be possibly stale).
     assert summary["computer_name"] == "WIN-IMAGE01"
+
+
+def test_files_are_judged_from_dissect_reads_of_bounded_size(
+    image_set, trust, tmp_path, monkeypatch
+):
+    """Every file is read through dissect's file object in chunks (64 KiB here) and the
+    parsers' demand blocks, never whole, and judged as from the mounted tree."""
+    from codeintegrity.image import source as image_source
+    from codeintegrity.pe import hashing
+    from codeintegrity.pe.source import DEMAND_BLOCK
+
+    baseline = _comparable(_scan(image_set.tree, trust, tmp_path))
+    chunk = 65536
+    monkeypatch.setattr(hashing, "STREAM_CHUNK_SIZE", chunk)
+    reads: list[tuple[int, int, int]] = []  # (file size, source, length)
+    read = image_source.DissectFileSource.read
+    sources: list[object] = []  # held, so no two files' sources share an id
+
+    def counted(self, offset, length):
+        sources.append(self)
+        data = read(self, offset, length)
+        reads.append((self.size, id(self), len(data)))
+        return data
+
+    monkeypatch.setattr(image_source.DissectFileSource, "read", counted)
+    assert _comparable(_scan(image_set.disks["raw"], trust, tmp_path)) == baseline
+    sizes = {size for size, _o, _n in reads}
+    assert max(sizes) > 2 * DEMAND_BLOCK  # DXCore.dll: it cannot have been read whole
+    assert max(n for _s, _o, n in reads) <= 2 * DEMAND_BLOCK
+    for source in {o for _s, o, _n in reads}:
+        # About one pass per file: each chunk reads a page more, demand blocks re-read a few.
+        size = next(s for s, o, _n in reads if o == source)
+        total = sum(n for _s, o, n in reads if o == source)
+        assert total <= size * (1 + 8192 / chunk) + 3 * DEMAND_BLOCK, size

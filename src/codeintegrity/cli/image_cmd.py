@@ -37,9 +37,11 @@ if TYPE_CHECKING:
 @click.option("--device", metavar="NT-DEVICE",
               help="NT device of the system volume in events (default \\Device\\HarddiskVolumeN, "
               "N = its partition number).")  # fmt: skip
-@click.option("--max-file-size", default=512, show_default=True, metavar="MIB",
+@click.option("--max-file-size", default=4096, show_default=True, metavar="MIB",
               type=click.IntRange(1),
-              help="Files larger than this are reported as not judged.")  # fmt: skip
+              help="Files larger than this are reported as not judged (a bound on the time one "
+              "file takes; memory does not grow with file size: files are read in "
+              "chunks).")  # fmt: skip
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Judge files in this many worker processes (output order is kept).")  # fmt: skip
 @shared.event_options()

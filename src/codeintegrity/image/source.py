@@ -2,19 +2,23 @@
 
 Both give :class:`Volume` objects with the same few operations over volume-relative paths
 (``Windows/System32/drivers/x.sys``, any case, either slash): is it a file, its size, its bytes,
-a folder listing, a walk. dissect reads E01/EWF, VMDK, VHD/VHDX, QCOW2 and raw disks (MBR or
+a random-access source of its bytes (``opened``: what files are judged from, in chunks), a
+folder listing, a walk. dissect reads E01/EWF, VMDK, VHD/VHDX, QCOW2 and raw disks (MBR or
 GPT) and their NTFS volumes without mounting anything; nothing is copied to disk.
 """
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from ..errors import InputError
+from ..pe.source import ByteSource, FileDescriptorSource, FileObjectSource
 
 IMAGE_SUFFIXES = (".e01", ".ex01", ".vmdk", ".vhd", ".vhdx", ".qcow2", ".raw", ".dd", ".img")
 # NTFS system metafiles of the root folder (MFT records 0-11): filesystem metadata, never a file
@@ -44,6 +48,7 @@ class Volume(Protocol):
     def is_dir(self, rel: str) -> bool: ...
     def size(self, rel: str) -> int: ...
     def read(self, rel: str, limit: int) -> bytes | bytearray: ...
+    def opened(self, rel: str) -> Any: ...  # a context manager giving the file's ByteSource
     def head(self, rel: str, length: int) -> bytes: ...  # the first bytes (MZ sniffing)
     def listdir(self, rel: str) -> list[tuple[str, bool]]: ...  # (name, is_dir)
     def is_metafile(self, rel: str) -> bool: ...  # an NTFS metafile or the $Extend folder
@@ -163,6 +168,25 @@ class DissectVolume(_Walks):
         finally:
             _close(handle)
 
+    @contextmanager
+    def opened(self, rel: str) -> Iterator[ByteSource]:
+        """The file's bytes through dissect's file object, read where the engine asks (no copy
+        of the file, in memory or on disk)."""
+        try:
+            handle = self._open(rel)
+            # The stream knows its size (the data attribute's); stat() parses the record again.
+            size = getattr(handle, "size", None)
+            if not isinstance(size, int):
+                size = self.size(rel)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged MFT record: unreadable
+            raise OSError(0, _line(exc)) from exc
+        try:
+            yield DissectFileSource(handle, size)
+        finally:
+            _close(handle)
+
     def head(self, rel: str, length: int) -> bytes:
         handle = self._open(rel)
         data = bytes(handle.read(length))
@@ -197,6 +221,25 @@ class DissectVolume(_Walks):
         except Exception as exc:  # noqa: BLE001 - a damaged index: say so, keep what was read
             self.errors.append(f"cannot list {rel or '/'}: {_line(exc)}")
         return sorted(out, key=lambda item: item[0].lower())
+
+
+class DissectFileSource(FileObjectSource):
+    """A dissect file object as a ByteSource. dissect reports a damaged run list or an
+    unreadable cluster with exceptions of its own: they become ``OSError`` (an unreadable file,
+    never an internal error of the engine)."""
+
+    __slots__ = ()
+
+    def __init__(self, handle: IO[bytes], size: int) -> None:
+        super().__init__(handle, size)
+
+    def read(self, offset: int, length: int) -> bytes | bytearray:
+        try:
+            return super().read(offset, length)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - dissect's errors are not OSErrors
+            raise OSError(0, f"at {offset:#x}: {_line(exc)}") from exc
 
 
 def _close(handle: Any) -> None:
@@ -272,6 +315,17 @@ class DirectoryVolume(_Walks):
     def is_metafile(self, rel: str) -> bool:
         """ntfs-3g hides the metafiles; a copy of a volume that kept them is still metadata."""
         return _metafile_name(rel) is not None
+
+    @contextmanager
+    def opened(self, rel: str) -> Iterator[ByteSource]:
+        path = self._resolve(rel)
+        if path is None or not stat.S_ISREG(path.stat().st_mode):
+            raise FileNotFoundError(rel)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            yield FileDescriptorSource(fd)
+        finally:
+            os.close(fd)
 
     def listdir(self, rel: str) -> list[tuple[str, bool]]:
         path = self._resolve(rel)

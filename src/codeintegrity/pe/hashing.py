@@ -10,7 +10,10 @@ Forms (authenticode.md 1.3, 1.4, 2.4, 2.6):
 - first_page: WDAC "Hash Page", the header page only, padded the same way to 4096.
 - flat: every byte of the file.
 
-The file is walked in chunks (memoryview slices, no copies). Each digest stream is a "feed" that
+The file is walked in chunks: memoryview slices of a buffer holding the whole file (no copies),
+or, from a :class:`~codeintegrity.pe.source.ByteSource`, chunks read one at a time
+(:func:`compute_hashes_streamed`: at most two chunks, each with one page of look-ahead, are held
+at once, whatever the file size). Each digest stream is a "feed" that
 takes the part of a chunk it covers. hashlib releases the GIL for updates of 2 KiB or more, so when
 several feeds are needed they are split into bins: the caller's thread runs one, a worker the
 other, chunk by chunk (each feed's updates stay in file order). The worker runs one chunk ahead,
@@ -43,14 +46,19 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, MalformedImage
 from ..limits import DEFAULT_LIMITS, Limits
+from .chunks import Part, Streamed, Whole, Window
 from .layout import PEImage
 from .pagehash import PackedDigests, PageHashTable
 
 if TYPE_CHECKING:  # concurrent.futures loads only when a file is big enough for threads
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    from .source import ByteSource
+
 SUPPORTED_ALGORITHMS = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})
 CHUNK_SIZE = 2 << 20  # fits in L2/L3 while both threads read it
+# Chunks read from a ByteSource: the memory a streamed file costs is about twice this.
+STREAM_CHUNK_SIZE = CHUNK_SIZE
 PARALLEL_MIN_SIZE = 1 << 20  # below this, thread hand-offs cost more than they save
 # Worker threads next to the caller's: one per spare core, at most two. On 2 cores a third
 # thread was measured slower (SHA-1 + SHA-256 + page hashes: 2.0x one pass -> 2.2x).
@@ -154,11 +162,13 @@ def _padded_digest(
     span: int,
     page: int,
     holes: Sequence[Range],
+    base: int = 0,
 ) -> bytes:
-    """H(bytes [off, off+span) minus ``holes`` || zeros(page - span))."""
+    """H(bytes [off, off+span) minus ``holes`` || zeros(page - span)); ``view`` holds the
+    file from offset ``base``."""
     h = ctor()
     for a, b in _subtract(off, off + span, holes):
-        h.update(view[a:b])
+        h.update(view[a - base : b - base])
     h.update(_ZEROS[: page - span])
     return bytes(h.digest())
 
@@ -174,7 +184,7 @@ class _RangeFeed:
         self.next = 0
         self.cost = _COST[algorithm] * sum(b - a for a, b in ranges)
 
-    def feed(self, view: memoryview, lo: int, hi: int) -> None:
+    def feed(self, view: memoryview, base: int, lo: int, hi: int) -> None:
         ranges, i, update = self.ranges, self.next, self.hasher.update
         while i < len(ranges):
             a, b = ranges[i]
@@ -182,7 +192,7 @@ class _RangeFeed:
                 break
             s, e = max(a, lo), min(b, hi)
             if e > s:
-                update(view[s:e])
+                update(view[s - base : e - base])
             if b > hi:
                 break
             i += 1
@@ -231,13 +241,13 @@ class _PageFeed:
         # Measured: per-page call overhead adds about a fifth to the hashing itself.
         return _COST[self.algorithm] * self.page * 1.2 * len(self.offsets)
 
-    def feed(self, view: memoryview, lo: int, hi: int) -> None:
-        """Hash the not yet hashed entries that start before ``hi`` into ``out``."""
+    def feed(self, view: memoryview, base: int, lo: int, hi: int) -> None:
+        """Hash the not yet hashed entries that start before ``hi`` into ``out``; ``view``
+        holds the file from ``base`` to at least one page past ``hi`` (or to the end)."""
         i = self.next
-        if self.in_order:
-            j = bisect_left(self.offsets, hi, i)
-        else:
-            j = len(self.offsets) if hi > len(view) else i
+        if not self.in_order:
+            return  # hashed by finish(), entry by entry
+        j = bisect_left(self.offsets, hi, i)
         if j <= i:
             return
         ctor, page, slow = self.ctor, self.page, self._slow
@@ -247,23 +257,39 @@ class _PageFeed:
         if offsets[0] >= first and offsets[-1] <= last and min(map(sub, bounds, offsets)) >= page:
             # Every page of the chunk is a full page clear of the header fields (the usual
             # case): no per-page test.
-            digests = [ctor(view[off : off + page]).digest() for off in offsets]
+            if base:
+                digests = [ctor(view[off - base : off - base + page]).digest() for off in offsets]
+            else:
+                digests = [ctor(view[off : off + page]).digest() for off in offsets]
         else:
             digests = [
-                ctor(view[off : off + page]).digest()
+                ctor(view[off - base : off - base + page]).digest()
                 if first <= off <= last and bound - off >= page
-                else slow(view, off, bound)
+                else slow(view, base, off, bound)
                 for off, bound in zip(offsets, bounds, strict=True)
             ]
         self.out[i * self.size : j * self.size] = b"".join(digests)
         self.next = j
 
-    def _slow(self, view: memoryview, off: int, bound: int) -> bytes:
+    def finish(self, window: Window) -> None:
+        """Hash every entry no chunk covered: all of a hand-made out-of-order table, and
+        entries at or past EOF (hand-made tables only), each from its own window."""
+        for k in range(self.next, len(self.offsets)):
+            off = self.offsets[k]
+            view, base = window(off, self._span(off, self.bounds[k]))
+            digest = self._slow(view, base, off, self.bounds[k])
+            self.out[k * self.size : (k + 1) * self.size] = digest
+        self.next = len(self.offsets)
+
+    def _span(self, off: int, bound: int) -> int:
+        return max(0, min(self.page, bound - off, self.end - off))
+
+    def _slow(self, view: memoryview, base: int, off: int, bound: int) -> bytes:
         """H(page bytes minus excluded fields || zeros(page - span)). A span of 0 only comes
         from a hand-made table (the parser rejects offsets past the hashed end): such a page
         hashes as a page of zeros."""
-        span = max(0, min(self.page, bound - off, self.end - off))
-        return _padded_digest(self.ctor, view, off, span, self.page, self.holes)
+        span = self._span(off, bound)
+        return _padded_digest(self.ctor, view, off, span, self.page, self.holes, base)
 
     def result(self) -> PackedDigests:
         return PackedDigests(bytes(self.out), self.size)
@@ -286,9 +312,10 @@ def _worker() -> ThreadPoolExecutor:
         return _executor
 
 
-def _feed_bin(feeds: Sequence[_Feed], view: memoryview, lo: int, hi: int) -> None:
-    for feed in feeds:
-        feed.feed(view, lo, hi)
+def _feed_bin(feeds: Sequence[_Feed], parts: Sequence[Part]) -> None:
+    for view, base, lo, hi in parts:
+        for feed in feeds:
+            feed.feed(view, base, lo, hi)
 
 
 def _bins(streams: list[_RangeFeed], pages: list[_PageFeed], count: int) -> list[list[_Feed]]:
@@ -309,17 +336,15 @@ def _bins(streams: list[_RangeFeed], pages: list[_PageFeed], count: int) -> list
     return [bins[0], *(b for b in bins[1:] if b)]
 
 
-def _feed_started(
-    feeds: Sequence[_Feed], view: memoryview, lo: int, hi: int, started: threading.Lock
-) -> None:
+def _feed_started(feeds: Sequence[_Feed], parts: Sequence[Part], started: threading.Lock) -> None:
     started.release()
-    _feed_bin(feeds, view, lo, hi)
+    _feed_bin(feeds, parts)
 
 
 def _start(
-    pool: ThreadPoolExecutor, bins: Sequence[Sequence[_Feed]], view: memoryview, lo: int, hi: int
+    pool: ThreadPoolExecutor, bins: Sequence[Sequence[_Feed]], parts: Sequence[Part]
 ) -> list[Future[None]]:
-    """Hand each worker its bin for [lo, hi) and wait until it runs.
+    """Hand each worker its bin for ``parts`` and wait until it runs.
 
     A thread hashing pages drops the GIL for every page and takes it straight back, so a
     worker woken now would lose the race for the GIL until the caller blocks. Waiting here
@@ -329,7 +354,7 @@ def _start(
     for feeds in bins:
         started = threading.Lock()
         started.acquire()
-        futures.append(pool.submit(_feed_started, feeds, view, lo, hi, started))
+        futures.append(pool.submit(_feed_started, feeds, parts, started))
         started.acquire()
     return futures
 
@@ -344,7 +369,7 @@ def _release(release: Release | None, start: int, upto: int, chunk: int, size: i
 
 
 def _run(
-    view: memoryview,
+    chunks: Whole | Streamed,
     streams: list[_RangeFeed],
     pages: list[_PageFeed],
     chunk: int,
@@ -356,7 +381,7 @@ def _run(
     touch a chunk, so it takes the page faults of a mapped file and the caller's page digests
     find the chunk resident. The caller waits for the workers only at chunk boundaries.
     """
-    size = len(view)
+    size = chunks.size
     bins = _bins(streams, pages, 1 + WORKERS if size >= PARALLEL_MIN_SIZE else 1)
     mine, theirs = bins[0], bins[1:]
     pool = _worker() if theirs else None
@@ -370,22 +395,26 @@ def _run(
             for future in ahead:
                 future.result()
             done, ahead = handed, []
+        chunks.drop_before(lo)
         if pool is not None and handed < size:
             end = min(hi + chunk, size)
-            ahead = _start(pool, theirs, view, handed, end)
+            ahead = _start(pool, theirs, chunks.parts(handed, end))
             handed = end
-        _feed_bin(mine, view, lo, hi)
+        _feed_bin(mine, chunks.parts(lo, hi))
         released = _release(release, released, min(hi, done), chunk, size)
     for future in ahead:
         future.result()
+    chunks.drop_before(size)
     _release(release, released, size, chunk, size)
-    # Table entries at or past EOF (hand-made tables only) start in no chunk.
-    _feed_bin(pages, view, size, 1 << 62)
+    # Table entries at or past EOF and out-of-order tables (hand-made only) start in no chunk.
+    for feed in pages:
+        feed.finish(chunks.window)
 
 
 def first_page_digest(view: memoryview, image: PEImage, algorithm: str) -> bytes:
-    """WDAC "Hash Page": [0, min(SizeOfHeaders, 4096)) minus the excluded fields, padded."""
-    span = min(image.size_of_headers, FIRST_PAGE_SIZE, len(view))
+    """WDAC "Hash Page": [0, min(SizeOfHeaders, 4096)) minus the excluded fields, padded.
+    ``view`` holds the file from offset 0, at least that span of it."""
+    span = min(image.size_of_headers, FIRST_PAGE_SIZE, image.size)
     return _padded_digest(
         _constructor(algorithm), view, 0, span, FIRST_PAGE_SIZE, image.excluded_ranges
     )
@@ -407,18 +436,48 @@ def compute_hashes(
     :func:`mmap_releaser`), so memory stays flat whatever the file size.
     """
     view = _byte_view(data)
-    if len(view) != image.size:
+    _check(len(view), image, limits, chunk_size)
+    return _compute(Whole(view), image, request, chunk_size, release)
+
+
+def compute_hashes_streamed(
+    source: ByteSource,
+    image: PEImage,
+    request: HashRequest,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    chunk_size: int | None = None,
+) -> HashResult:
+    """:func:`compute_hashes` of the file ``source`` reads, pulled chunk by chunk: the bytes
+    held at once are at most two chunks plus a page each, whatever the file size. Raises
+    ``OSError`` when the source does (a short read included)."""
+    chunk = STREAM_CHUNK_SIZE if chunk_size is None else chunk_size
+    _check(source.size, image, limits, chunk)
+    return _compute(Streamed(source, chunk), image, request, chunk, None)
+
+
+def _check(size: int, image: PEImage, limits: Limits, chunk_size: int) -> None:
+    if size != image.size:
         raise MalformedImage(
-            None, "image", f"buffer of {len(view)} bytes, but the image parsed has {image.size}"
+            None, "image", f"buffer of {size} bytes, but the image parsed has {image.size}"
         )
-    if len(view) > limits.max_file_size:
+    if size > limits.max_file_size:
         raise MalformedImage(None, "file size", f"exceeds the limit of {limits.max_file_size}")
     if chunk_size < 8192 or chunk_size % 8192:
         raise ConfigError(f"chunk size {chunk_size} is not a positive multiple of 8 KiB")
 
+
+def _compute(
+    chunks: Whole | Streamed,
+    image: PEImage,
+    request: HashRequest,
+    chunk_size: int,
+    release: Release | None,
+) -> HashResult:
+    size = chunks.size
     linear = linear_ranges(image)
     image_feeds = {alg: _RangeFeed(alg, linear) for alg in sorted(request.image)}
-    flat_feeds = {alg: _RangeFeed(alg, [(0, len(view))]) for alg in sorted(request.flat)}
+    flat_feeds = {alg: _RangeFeed(alg, [(0, size)]) for alg in sorted(request.flat)}
     efi = efi_spec_ranges(image) if request.efi_spec_form else []
     efi_in_pass = _is_monotonic(efi)
     efi_feeds = {alg: _RangeFeed(alg, efi) for alg in sorted(request.efi_spec_form)}
@@ -426,11 +485,15 @@ def compute_hashes(
     streams: list[_RangeFeed] = [*image_feeds.values(), *flat_feeds.values()]
     if efi_in_pass:
         streams += efi_feeds.values()
-    _run(view, streams, page_feeds, chunk_size, release)
+    _run(chunks, streams, page_feeds, chunk_size, release)
     if not efi_in_pass:
         # Overlapping or unsorted sections: the spec form revisits bytes; EFI images are small.
         for feed in efi_feeds.values():
-            feed.feed(view, 0, 1 << 62)
+            for a, b in feed.ranges:
+                for lo in range(a, b, chunk_size):
+                    hi = min(b, lo + chunk_size)
+                    window, base = chunks.window(lo, hi - lo)
+                    feed.hasher.update(window[lo - base : hi - base])
 
     pad = (8 - image.hash_end % 8) % 8 if not image.has_cert_table else 0
     padded: dict[str, bytes] = {}
@@ -448,9 +511,14 @@ def compute_hashes(
         image_unpadded=unpadded,
         efi_spec={alg: feed.hasher.digest() for alg, feed in efi_feeds.items()},
         pages=tuple(feed.result() for feed in page_feeds),
-        first_page={alg: first_page_digest(view, image, alg) for alg in sorted(request.first_page)},
+        first_page={alg: _first_page(chunks, image, alg) for alg in sorted(request.first_page)},
         flat={alg: feed.hasher.digest() for alg, feed in flat_feeds.items()},
     )
+
+
+def _first_page(chunks: Whole | Streamed, image: PEImage, algorithm: str) -> bytes:
+    view, _base = chunks.window(0, FIRST_PAGE_SIZE)
+    return first_page_digest(view, image, algorithm)
 
 
 def mmap_releaser(mapping: mmap.mmap) -> Release | None:

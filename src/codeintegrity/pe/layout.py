@@ -153,7 +153,7 @@ def parse_pe(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMI
     """Parse the headers of a PE image; raises NotAPEFile or MalformedImage."""
     r = Reader(data, MalformedImage)
     size = len(r)
-    if size < 2 or bytes(r.view[:2]) != b"MZ":
+    if size < 2 or r.bytes(0, 2, "MZ signature") != b"MZ":
         raise NotAPEFile("no MZ signature: not a PE file")
     if size > limits.max_file_size:
         raise MalformedImage(
@@ -162,7 +162,7 @@ def parse_pe(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMI
     e_lfanew = r.u32(0x3C, "e_lfanew")
     if e_lfanew + 4 > size:
         raise MalformedImage(0x3C, "e_lfanew", f"{e_lfanew:#x} is outside the file")
-    if bytes(r.view[e_lfanew : e_lfanew + 4]) != b"PE\0\0":
+    if r.bytes(e_lfanew, 4, "PE signature") != b"PE\0\0":
         raise NotAPEFile(f"no PE signature at {e_lfanew:#x}: not a PE file")
 
     coff = e_lfanew + 4
@@ -249,7 +249,7 @@ def _long_name(r: Reader, at: int) -> str | None:
     """A COFF string-table name ("/NN"); None when it cannot be resolved (keep "/NN")."""
     if at < 0 or at >= len(r):
         return None
-    raw = bytes(r.view[at : min(at + _MAX_LONG_NAME, len(r))])
+    raw = r.bytes(at, min(_MAX_LONG_NAME, len(r) - at), "section long name")
     end = raw.find(b"\0")
     if end <= 0:
         return None
