@@ -11,10 +11,13 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import MalformedError
 from .findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from .authenticode.signer import SignerVerdict
 
 
 class Status(enum.StrEnum):
@@ -439,3 +442,38 @@ def _enum(kind: type[_E], m: Mapping[str, Any], key: str) -> _E:
 def _opt(m: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any], str], _T]) -> _T | None:
     """``None`` when the key is absent or null, else ``read(m, key)``."""
     return None if m.get(key) is None else read(m, key)
+
+
+def signature_result(
+    verdict: SignerVerdict,
+    *,
+    index: int,
+    parent: int | None,
+    entry: int,
+    digest_algorithm: str,
+    image_hash: Check,
+    page_hashes: Check,
+    page_hash_algorithm: str | None,
+    signed_digest: bytes,
+    valid: bool,
+) -> SignatureResult:
+    """A report's view of one signature: what the engine checked plus the signer's verdict."""
+    signer = verdict.signer
+    return SignatureResult(
+        index=index,
+        parent=parent,
+        entry=entry,
+        digest_algorithm=digest_algorithm,
+        image_hash=image_hash,
+        page_hashes=page_hashes,
+        page_hash_algorithm=page_hash_algorithm,
+        signature_valid=verdict.signature_valid,
+        trusted=verdict.trusted,
+        signer=signer.subject if signer else None,
+        issuer=signer.issuer if signer else None,
+        timestamp=verdict.timestamp,
+        timestamp_kind=verdict.timestamp_kind,
+        chain=verdict.chain,
+        signed_digest=signed_digest,
+        valid=valid,
+    )

@@ -26,15 +26,15 @@ from .report import (
     SignatureResult,
     Status,
     decide_status,
+    signature_result,
 )
 
 if TYPE_CHECKING:
     from .authenticode.signeddata import Signature
-    from .authenticode.signer import SignerVerdict
     from .authenticode.trust import TrustStore
-    from .limits import Limits
+    from .catalog.match import PageChecker
     from .pe.certtable import CertEntry
-    from .pe.hashing import HashRequest, HashResult, Release
+    from .pe.hashing import HashResult, Release
     from .pe.layout import PEImage
     from .pe.pagehash import PageHashTable
     from .pe.source import ByteSource
@@ -131,7 +131,9 @@ def _not_a_pe(
     """A file that is not a PE: only a catalog can vouch for it (by its flat hash)."""
     if opts.catalogs is not None:
         flat = _flat_digests(data, opts.catalogs.algorithms())
-        match, findings = _catalog_lookup(flat, opts)
+        from .catalog.match import catalog_lookup
+
+        match, findings = catalog_lookup(flat, opts)
         if match is not None:
             status = decide_status(malformed=False, signed=True, findings=findings)
             return Report(
@@ -231,7 +233,9 @@ class _Run:
         # Read before hashing: hashed pages are released from the resident set as they go.
         version_info = parse_version_info(self.data, image)
         try:
-            hashes = _hashes(self.data, self.source, image, request, limits, self.release)
+            from .catalog.match import hashes_of
+
+            hashes = hashes_of(self.data, self.source, image, request, limits, self.release)
         except _primitive_errors(hashing=True) as exc:
             # hashlib refusing an algorithm (e.g. MD5 under FIPS): no digest, no verdict.
             algorithms = ",".join(sorted(request.image)) or "sha256"
@@ -374,7 +378,7 @@ class _Run:
         valid = not any(
             f.signature == index and f.severity is Severity.ERROR for f in self.findings
         )
-        return _signature_result(
+        return signature_result(
             verdict,
             index=index,
             parent=sig.parent,
@@ -441,14 +445,18 @@ class _Run:
         # catalogs in the wild use both).
         candidates = [digests, dict(hashes.image_unpadded)]
         for candidate in candidates:
-            match, findings = _catalog_lookup(candidate, self.opts, self._page_checker())
+            from .catalog.match import catalog_lookup
+
+            match, findings = catalog_lookup(candidate, self.opts, self._page_checker())
             if match is not None or findings:
                 self.findings.extend(findings)
                 return match
         return None
 
-    def _page_checker(self) -> _PageChecker:
-        return _PageChecker(self.data, self.image, self.opts, self.source)
+    def _page_checker(self) -> PageChecker:
+        from .catalog.match import PageChecker
+
+        return PageChecker(self.data, self.image, self.opts, self.source)
 
     # -- load requirements ---------------------------------------------------------------
 
@@ -491,46 +499,6 @@ class _Run:
 _SUPPORTED = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})
 
 
-def _hashes(
-    data: bytes | bytearray | memoryview,
-    source: ByteSource | None,
-    image: PEImage,
-    request: HashRequest,
-    limits: Limits,
-    release: Release | None = None,
-) -> HashResult:
-    from .pe.hashing import compute_hashes, compute_hashes_streamed
-
-    if source is not None:
-        return compute_hashes_streamed(source, image, request, limits)
-    return compute_hashes(data, image, request, limits, release=release)
-
-
-class _PageChecker:
-    """Checks a catalog member's page hashes against this image (a second, page-only pass)."""
-
-    def __init__(
-        self,
-        data: bytes | bytearray | memoryview,
-        image: PEImage,
-        opts: VerifyOptions,
-        source: ByteSource | None = None,
-    ):
-        self.data, self.image, self.opts, self.source = data, image, opts, source
-
-    def __call__(self, raw: bytes, algorithm: str) -> list[Finding]:
-        from .pe.hashing import HashRequest
-        from .pe.pagehash import compare_page_hashes, parse_page_hash_table
-
-        table, problems = parse_page_hash_table(raw, algorithm, self.image, self.opts.limits, -1)
-        if table is None:
-            return [replace(p, signature=None) for p in problems]
-        request = HashRequest(image=frozenset(), page_tables=(table,))
-        computed = _hashes(self.data, self.source, self.image, request, self.opts.limits).pages[0]
-        found = problems + compare_page_hashes(table, computed, -1)
-        return [replace(f, signature=None, detail=f"catalog member: {f.detail}") for f in found]
-
-
 def _primitive_errors(*, hashing: bool) -> tuple[type[Exception], ...]:
     """What a cryptographic primitive raises when it fails rather than answering: OpenSSL
     internal errors, and (around hashing only, where nothing else raises it) hashlib's
@@ -546,104 +514,3 @@ def primitive_failure(exc: Exception, algorithm: str, signature: int | None) -> 
     provider = "OpenSSL via cryptography" if "cryptography" in type(exc).__module__ else "hashlib"
     reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
     return Finding(_C.PRIMITIVE_FAILED, f"{algorithm} ({provider}): {reason}", signature=signature)
-
-
-def _signature_result(
-    verdict: SignerVerdict,
-    *,
-    index: int,
-    parent: int | None,
-    entry: int,
-    digest_algorithm: str,
-    image_hash: Check,
-    page_hashes: Check,
-    page_hash_algorithm: str | None,
-    signed_digest: bytes,
-    valid: bool,
-) -> SignatureResult:
-    """A report's view of one signature: what the engine checked plus the signer's verdict."""
-    signer = verdict.signer
-    return SignatureResult(
-        index=index,
-        parent=parent,
-        entry=entry,
-        digest_algorithm=digest_algorithm,
-        image_hash=image_hash,
-        page_hashes=page_hashes,
-        page_hash_algorithm=page_hash_algorithm,
-        signature_valid=verdict.signature_valid,
-        trusted=verdict.trusted,
-        signer=signer.subject if signer else None,
-        issuer=signer.issuer if signer else None,
-        timestamp=verdict.timestamp,
-        timestamp_kind=verdict.timestamp_kind,
-        chain=verdict.chain,
-        signed_digest=signed_digest,
-        valid=valid,
-    )
-
-
-def _catalog_lookup(
-    digests: dict[str, bytes], opts: VerifyOptions, page_checker: _PageChecker | None = None
-) -> tuple[CatalogMatch | None, list[Finding]]:
-    """Find a catalog listing one of ``digests`` whose own signature is valid."""
-    index = opts.catalogs
-    if index is None or not digests:
-        return None, []
-    members = index.lookup(digests)
-    if not members:
-        return None, []
-    trust = opts.trust
-    if trust is None:
-        from .authenticode.trust import TrustStore
-
-        trust = TrustStore.default()
-    findings: list[Finding] = []
-    for member in members:
-        verdict = index.verify_catalog(member.catalog_path, trust, opts.at)
-        sig_errors = [f for f in verdict.findings if f.severity is Severity.ERROR]
-        page_findings: list[Finding] = []
-        page_check = Check.ABSENT
-        if (
-            member.page_hash_raw is not None
-            and member.page_hash_algorithm is not None
-            and page_checker is not None
-        ):
-            page_findings = page_checker(member.page_hash_raw, member.page_hash_algorithm)
-            page_check = Check.INVALID if page_findings else Check.VALID
-        valid = verdict.signature_valid and verdict.trusted and not sig_errors
-        result = _signature_result(
-            verdict,
-            index=-1,
-            parent=None,
-            entry=-1,
-            digest_algorithm=member.digest_algorithm,
-            image_hash=Check.VALID,
-            page_hashes=page_check,
-            page_hash_algorithm=member.page_hash_algorithm,
-            signed_digest=member.digest,
-            valid=valid and not page_findings,
-        )
-        match = CatalogMatch(
-            path=member.catalog_path,
-            member_tag=member.tag.hex() if isinstance(member.tag, bytes) else str(member.tag),
-            digest_algorithm=member.digest_algorithm,
-            signature=result,
-        )
-        if valid:
-            info = Finding(
-                _C.CATALOG_SIGNED,
-                f"listed in {member.catalog_path} ({member.digest_algorithm}), "
-                f"catalog signed by {result.signer}",
-            )
-            return match, [info, *page_findings]
-        reasons = "; ".join(f.detail for f in verdict.findings) or "untrusted"
-        findings.append(
-            Finding(
-                _C.CATALOG_SIGNATURE_INVALID,
-                f"listed in {member.catalog_path}, but the catalog's signature is not valid: "
-                f"{reasons}",
-            )
-        )
-    # Every listing catalog failed: report it as a catalog-signed file with a bad catalog.
-    return match, findings
