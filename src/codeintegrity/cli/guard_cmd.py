@@ -63,6 +63,12 @@ def _fail(message: str, code: int) -> NoReturn:
     help="Mark the filesystems (default) or the mounts holding PATHS.",
 )
 @click.option(
+    "--busy-poll-us",
+    type=click.IntRange(0, 10_000),
+    help="Microseconds to keep reading after an open before sleeping, so a burst's next "
+    "open needs no wake-up; costs that much CPU after each open, none when idle (default 0).",
+)
+@click.option(
     "--high-value",
     "high_value",
     multiple=True,

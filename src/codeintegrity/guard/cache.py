@@ -115,3 +115,11 @@ class VerdictCache:
             keys.discard(key)
             if not keys:
                 del self._by_inode[inode]
+
+
+def unchanged(fd: int, version: FileVersion) -> bool:
+    """True when the file still is the version that was judged (not written meanwhile)."""
+    try:
+        return file_version(os.fstat(fd)) == version
+    except OSError:
+        return False
