@@ -46,17 +46,10 @@ class AnswerBatch:
         self.allowed = self.denied = self.audited = self.ignored = self.kernel_overflows = 0
         self.emits: list[tuple[Report, Opener]] = []
 
-    def ignore(self, fd: int) -> None:
-        """Allow an open that is not ours to judge."""
-        self.responses.append(fan.response_bytes(fd, True))
-        self.fds.append(fd)
-        self.ignored += 1
-
-    def decide(self, fd: int, verdict: Verdict, opener: Opener | None) -> None:
-        """Answer an open with a cached verdict; ``opener`` (read before answering, while the
-        process still waits in the kernel) when the verdict raises events."""
-        self.responses.append(fan.response_bytes(fd, verdict.allow))
-        self.fds.append(fd)
+    def count(self, verdict: Verdict, opener: Opener | None) -> None:
+        """Count an open answered with a cached verdict (its response is in ``responses``);
+        ``opener`` (read before answering, while the process still waits in the kernel) when
+        the verdict raises events."""
         if verdict.allow:
             self.allowed += 1
             self.audited += verdict.raises_events

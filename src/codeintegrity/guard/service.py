@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import fanotify as fan
 from .batch import AnswerBatch
-from .cache import FileVersion, Verdict, VerdictCache, file_version, unchanged
+from .cache import FileVersion, Verdict, VerdictCache, unchanged
 from .notify import drain, sd_notify
 from .opener import Opener, opener_of
 from .pending import GuardConfig, Pending
-from .stats import GuardStats
+from .stats import GuardStats, events_lost
 
 if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
@@ -129,9 +129,10 @@ class Guard:
         sd_notify(f"READY=1\nSTATUS=guarding {paths}")
         try:
             while not self._stop.is_set():
+                slept = time.monotonic()
                 for fd, _ in poller.poll(self._poll_timeout_ms()):
                     if fd == self._fan:
-                        self._serve_events()
+                        self._serve_events(time.monotonic() - slept)
                     else:
                         drain(wake_r)
                 if self._reload_requested:
@@ -160,7 +161,7 @@ class Guard:
             cache_invalidations=cache.invalidations,
             queue_depth=self._queue.qsize(),
             uptime_s=int(time.monotonic() - self.started),
-            **({"events_lost": _events_lost(self.pipeline)} | extra),
+            **({"events_lost": events_lost(self.pipeline)} | extra),
         )
 
     def wake(self) -> None:
@@ -226,25 +227,27 @@ class Guard:
             return 500
         return max(0, min(500, int((head - time.monotonic()) * 1000) + 1))
 
-    def _serve_events(self) -> None:
-        """Read and answer events until none is waiting. With ``busy_poll_us``, keep reading
-        (without sleeping) that long after the last event before going back to poll(): an
-        open that comes within the window is answered without the wake-up of a sleeping
-        thread (and, on an idle machine, of an idle CPU), at the price of that much CPU after
-        each burst; none when no opens come."""
-        spin = self.config.busy_poll_us / 1_000_000
+    def _serve_events(self, slept: float) -> None:
+        """Read and answer events until none is waiting. Busy polling (``busy_poll_us``):
+        keep reading that long after an event before sleeping in poll(), so a burst's next
+        open needs no wake-up of this thread (or of an idle CPU). Adaptive, like haltpoll: it
+        spins only after a sleep (``slept``) shorter than the window and stops at the first
+        window that passes empty, so sparse opens cost no spinning and no opens cost nothing."""
+        window = self.config.busy_poll_us / 1_000_000
+        spin = window if slept < window else 0.0
         group, clock = self._fan, time.monotonic
         give_back = clock() + _SERVE_SLICE
         quiet_until = 0.0
+        spun = 0
         while True:
             try:
                 data = os.read(group, _READ_SIZE)
             except BlockingIOError:
                 if spin and clock() < quiet_until:
                     continue
-                return
+                break
             except InterruptedError:
-                return
+                break
             except OSError as exc:
                 # The kernel could not open the file for us (EMFILE, ENFILE, ...); it has
                 # denied that open itself. Count it and keep serving.
@@ -253,30 +256,35 @@ class Guard:
                     first = self.stats.read_errors == 1
                 if first:
                     self.log(f"reading events failed ({exc.strerror}); counted as read_errors")
-                return
+                break
             self._on_events(data)
             if not spin:
-                return  # poll() says at once whether more is waiting
+                break  # poll() says at once whether more is waiting
+            spun += 1
             now = clock()
             if now >= give_back or self._stop.is_set():
-                return
+                break
             quiet_until = now + spin
+        if spun > 1:
+            self.stats.busy_polled += spun - 1  # reads that found events while spinning
 
     def _on_events(self, data: bytes) -> None:
         """Answer one read's events: every open decided at once (cached verdict, not ours)
-        in one batch first, then the slow work: events to raise, cache misses to queue."""
+        in one batch first, then the slow work: events to raise, cache misses to queue.
+        Written flat (locals, few calls): every open on the guarded filesystems waits here."""
         try:
-            events = fan.parse_events(data)
+            records = fan.event_records(data)
         except fan.FanotifyRecordError as exc:
             self.log(f"unreadable event record skipped: {exc}")
             return
         now = time.monotonic()
         rules = self.rules
-        fingerprint = rules.fingerprint
+        fingerprint, own_pid, lookup = rules.fingerprint, self._own_pid, self.cache.lookup
         batch = AnswerBatch(now)
-        misses: list[tuple[fan.FanEvent, FileVersion]] = []
-        for event in events:
-            mask, fd = event.mask, event.fd
+        respond, answered = batch.responses.append, batch.fds.append
+        pack, fstat, is_regular = fan.response_bytes, os.fstat, stat.S_ISREG
+        misses: list[tuple[int, int, FileVersion]] = []
+        for mask, fd, pid in records:
             if mask & fan.FAN_Q_OVERFLOW:
                 batch.kernel_overflows += 1
             if fd < 0:
@@ -284,18 +292,31 @@ class Guard:
             if not mask & fan.PERMISSION_EVENTS:
                 self._on_write(fd)
                 continue
-            found = self._lookup(event, fingerprint)
-            if found is None:
-                batch.ignore(fd)
-            elif isinstance(found, Verdict):
-                batch.decide(fd, found, opener_of(event.pid) if found.raises_events else None)
-            else:
-                misses.append((event, found))
+            # One fstat() finds a cached verdict: only files that were judged (MZ files under
+            # the trees) are in the cache, so a hit needs neither the path nor the first bytes.
+            try:
+                st = None if pid == own_pid else fstat(fd)
+            except OSError:
+                st = None
+            if st is None or not is_regular(st.st_mode) or st.st_size < 2:
+                respond(pack(fd, True))  # the guard itself, not a regular file: not ours
+                answered(fd)
+                batch.ignored += 1
+                continue
+            # cache.file_version(st), inline:
+            version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            verdict = lookup(version, fingerprint)
+            if verdict is None:
+                misses.append((fd, pid, version))
+                continue
+            respond(pack(fd, verdict.allow))
+            answered(fd)
+            batch.count(verdict, opener_of(pid) if verdict.raises_events else None)
         batch.flush(self._fan, self.stats, self.log)
         for report, opener in batch.emits:
             self._emit(report, opener)
-        for event, version in misses:
-            self._on_miss(event, version, rules, now)
+        for fd, pid, version in misses:
+            self._on_miss(fd, pid, version, rules, now)
 
     def _on_write(self, fd: int) -> None:
         try:
@@ -306,28 +327,9 @@ class Guard:
         finally:
             os.close(fd)
 
-    def _lookup(self, event: fan.FanEvent, fingerprint: str) -> Verdict | FileVersion | None:
-        """The cached verdict for this open; else the file version to judge it by; None to
-        allow it at once (the guard itself, not a regular file, an fd we cannot stat).
-
-        One fstat() finds the cached verdict: only files that were judged (MZ files under
-        the trees) are in the cache, so a hit needs neither the path nor the first bytes."""
-        if event.pid == self._own_pid:
-            return None
-        try:
-            st = os.fstat(event.fd)
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode) or st.st_size < 2:
-            return None
-        version = file_version(st)
-        cached = self.cache.lookup(version, fingerprint)
-        return version if cached is None else cached
-
-    def _on_miss(self, event: fan.FanEvent, version: FileVersion, rules: Rules, now: float) -> None:
+    def _on_miss(self, fd: int, pid: int, version: FileVersion, rules: Rules, now: float) -> None:
         """An open with no cached verdict: allowed at once when it is outside the trees or not
         an MZ file, else queued for a worker (or joined to the same file's running judgement)."""
-        fd = event.fd
         try:
             path = os.readlink(f"/proc/self/fd/{fd}")  # noqa: PTH115 - str in, str out
             ours = any(path == root[:-1] or path.startswith(root) for root in self.roots)
@@ -343,7 +345,7 @@ class Guard:
         self.cache.miss()
         pending = Pending(
             fd=fd,
-            pid=event.pid,
+            pid=pid,
             path=path,
             version=version,
             rules=rules,
@@ -488,12 +490,6 @@ class Guard:
                 pipeline.emit_batch(events)
         if self.patterns is not None:
             self.patterns.failure(report, opener)  # type: ignore[arg-type]
-
-
-def _events_lost(pipeline: EventPipeline | None) -> int:
-    """Events the sinks' queues dropped so far (each sink announces its own with a 4612)."""
-    workers = getattr(pipeline, "_workers", ())  # the pipeline keeps its counts per sink
-    return sum(int(getattr(worker, "discarded", 0)) for worker in workers)
 
 
 def _root(path: str) -> str:
