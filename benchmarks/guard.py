@@ -1,7 +1,7 @@
 """Benchmark the on-access guard (root: fanotify permission events) against its floor.
 
 Usage: sudo python benchmarks/guard.py [--opens 20000] [--duration 10] [--openers N]
-       [--firsts 15] [--busy-poll 0,100] [-- extra guard options]
+       [--firsts 15] [--busy-poll 100,0] [-- extra guard options]
 
 Mounts a private tmpfs under benchmarks/_work/guard (nothing else on the machine is gated) and,
 in the same run on the same file, measures open()+close() with:
@@ -11,7 +11,8 @@ in the same run on the same file, measures open()+close() with:
   trip, what any responder pays (fapolicyd is such a C loop plus its rules);
 - the Python floor (benchmarks/guard_floor.py): the same loop in Python;
 - `codeintegrity guard` in audit mode (default trust, no event store) answering from its cache,
-  once per --busy-poll value (`--busy-poll-us`: 0 sleeps in poll() after every open).
+  once per --busy-poll value (`--busy-poll-us`; 100 is the default, 0 sleeps in poll() after
+  every open).
 For each: p50/p99 latency of --opens sequential opens, and cached opens per second sustained by
 one opener and by --openers processes (default: the number of CPUs); for each responder its
 CPU per open, its CPU over 3 s with no opens (must stay ~0, busy polling included) and its RSS
@@ -178,7 +179,7 @@ def main() -> int:
     parser.add_argument("--no-floors", action="store_true", help="measure only no guard / guard")
     parser.add_argument(
         "--busy-poll",
-        default="0,100",
+        default="100,0",
         help="guard rows to measure, one per --busy-poll-us value (comma-separated; the first "
         "is measured for --duration, the others like the floors)",
     )
@@ -228,8 +229,8 @@ def main() -> int:
                 firsts = [
                     _latencies(mnt / f"first{i}.dll", 1)[0] / 1000 for i in range(args.firsts)
                 ]
-            name = "codeintegrity guard, cached" + (
-                f", busy poll {busy_poll} us" if busy_poll else ""
+            name = "codeintegrity guard, cached, busy poll " + (
+                f"{busy_poll} us" if busy_poll else "off"
             )
             duration = args.duration if index == 0 else floor_duration
             rows.append(_measure(name, target, args, duration, openers, process.pid))

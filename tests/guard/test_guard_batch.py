@@ -1,6 +1,8 @@
-"""Answering many opens at once: one writev() per read, and the guard under concurrent openers.
+"""Answering many opens at once: one writev() per read, the guard under concurrent openers, and
+the cached path with busy polling.
 
-Root and fanotify needed (a private tmpfs, see conftest); the openers are real processes.
+The fanotify tests need root (a private tmpfs, see conftest); the openers are real processes.
+The cached-path test drives the event thread through a socket pair and needs neither.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import select
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +19,13 @@ from pathlib import Path
 import pytest
 
 from codeintegrity.guard import fanotify as fan
+from codeintegrity.guard.cache import Verdict, file_version
+from codeintegrity.guard.pending import GuardConfig
+from codeintegrity.guard.rules import RulesConfig, build_rules
+from codeintegrity.guard.service import Guard
 from codeintegrity.guard.settings import load_settings
-from tests.guard.conftest import FIXTURE_TRUST
+from codeintegrity.report import Report, Status
+from tests.guard.conftest import FIXTURE_TRUST, GOOD
 
 # One opener: open PATH COUNT times, print how many opens succeeded and how many got EPERM.
 _OPENER = """
@@ -107,7 +116,65 @@ def test_busy_poll_setting_is_range_checked(tmp_path: Path):
     config = tmp_path / "guard.toml"
     config.write_text('paths = ["/srv"]\nbusy_poll_us = 200\n')
     assert load_settings((), {"config_file": str(config)}).busy_poll_us == 200
-    assert load_settings(("/srv",), {}).busy_poll_us == 0
+    assert load_settings(("/srv",), {}).busy_poll_us == 100
     config.write_text('paths = ["/srv"]\nbusy_poll_us = 20000\n')
     with pytest.raises(ValueError, match="busy_poll_us must be between 0 and 10000"):
         load_settings((), {"config_file": str(config)})
+
+
+class _FakeGroup:
+    """A datagram socket pair standing in for the fanotify group (no root needed): the test
+    writes event records into one end, the guard reads them from and answers into the other."""
+
+    def __init__(self) -> None:
+        self.guard_end, self.kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.guard_end.setblocking(False)
+
+    def send_open(self, fd: int, pid: int = 4242) -> None:
+        self.kernel_end.send(struct.pack("=IBBHQii", 24, 3, 0, 24, fan.FAN_OPEN_PERM, fd, pid))
+
+    def answers(self) -> list[tuple[int, int]]:
+        self.kernel_end.setblocking(False)
+        out = []
+        while True:
+            try:
+                data = self.kernel_end.recv(64)
+            except BlockingIOError:
+                return out
+            out.append(struct.unpack("=iI", data))
+
+
+@pytest.mark.parametrize(("slept", "spins"), [(1.0, False), (0.0, True)])
+def test_cached_open_is_answered_and_busy_polling_follows_the_last_sleep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slept: float, spins: bool
+):
+    exe = tmp_path / "app.exe"
+    exe.write_bytes(GOOD.read_bytes())
+    config = RulesConfig(mode="enforce")
+    guard = Guard(GuardConfig(paths=(str(tmp_path),), busy_poll_us=2000), build_rules(config),
+                  config, None, log=print)  # fmt: skip
+    group = _FakeGroup()
+    guard._fan = group.guard_end.fileno()
+    base = os.open(exe, os.O_RDONLY)
+    verdict = Verdict(allow=False, report=Report(path=str(exe), status=Status.INVALID))
+    guard.cache.put(file_version(os.fstat(base)), guard.rules.fingerprint, verdict)
+    event_fd = os.dup(base)
+    group.send_open(event_fd)
+    reads = []
+    real_read = os.read
+
+    def counting_read(fd: int, size: int) -> bytes:
+        reads.append(fd)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", counting_read)
+    guard._serve_events(slept)
+    monkeypatch.undo()
+    assert group.answers() == [(event_fd, fan.FAN_DENY)]  # the cached verdict, one answer
+    with pytest.raises(OSError):
+        os.fstat(event_fd)  # the event's fd was closed once answered
+    assert guard.stats.denied == 1 and guard.cache.counters.hits == 1
+    # After a long sleep the thread goes back to poll() at once; after a short one it keeps
+    # reading for the window (2 ms here) before it does.
+    assert (len(reads) > 1) is spins
+    os.close(base)

@@ -65,8 +65,9 @@ def _fail(message: str, code: int) -> NoReturn:
 @click.option(
     "--busy-poll-us",
     type=click.IntRange(0, 10_000),
-    help="Microseconds to keep reading after an open before sleeping, so a burst's next "
-    "open needs no wake-up; costs that much CPU after each open, none when idle (default 0).",
+    help="Microseconds to keep reading after an open before sleeping, so that a burst's next "
+    "open needs no wake-up; adaptive, no CPU when opens are sparse or absent (default 100; "
+    "0: off).",
 )
 @click.option(
     "--high-value",

@@ -32,7 +32,7 @@ _SCALARS: dict[str, tuple[str, type | tuple[type, ...], Any]] = {
     "queue_size": ("queue_size", int, 1024),
     "cache_size": ("cache_size", int, 4096),
     "mark": ("mark", str, "filesystem"),
-    "busy_poll_us": ("busy_poll_us", int, 0),
+    "busy_poll_us": ("busy_poll_us", int, 100),
     "no_store": ("no_store", bool, False),
     "store_path": ("store", str, None),
     "control_socket": ("control_socket", str, DEFAULT_SOCKET),
