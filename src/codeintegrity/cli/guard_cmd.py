@@ -63,6 +63,13 @@ def _fail(message: str, code: int) -> NoReturn:
     help="Mark the filesystems (default) or the mounts holding PATHS.",
 )
 @click.option(
+    "--busy-poll-us",
+    type=click.IntRange(0, 10_000),
+    help="Microseconds to keep reading after an open before sleeping, so that a burst's next "
+    "open needs no wake-up; adaptive, no CPU when opens are sparse or absent (default 100; "
+    "0: off).",
+)
+@click.option(
     "--high-value",
     "high_value",
     multiple=True,

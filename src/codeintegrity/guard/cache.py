@@ -69,15 +69,22 @@ class VerdictCache:
         return verdict
 
     def lookup(self, version: FileVersion, fingerprint: str) -> Verdict | None:
-        """The verdict, counting only a hit (the caller may not be judging this file)."""
+        """The verdict, counting only a hit (the caller may not be judging this file).
+
+        Without the lock: this is the guard's per-open path, run by its one event thread.
+        ``get`` and ``move_to_end`` are each atomic on the C OrderedDict, an entry evicted by
+        a worker in between is only a miss for the LRU order, and ``hits`` has this one
+        writer."""
         key = (version, fingerprint)
-        with self._lock:
-            verdict = self._entries.get(key)
-            if verdict is None:
-                return None
+        verdict = self._entries.get(key)
+        if verdict is None:
+            return None
+        try:
             self._entries.move_to_end(key)
-            self.counters.hits += 1
-            return verdict
+        except KeyError:
+            pass  # evicted by a worker's put or cleared by a reload: still the verdict read
+        self.counters.hits += 1
+        return verdict
 
     def miss(self) -> None:
         with self._lock:
@@ -115,3 +122,11 @@ class VerdictCache:
             keys.discard(key)
             if not keys:
                 del self._by_inode[inode]
+
+
+def unchanged(fd: int, version: FileVersion) -> bool:
+    """True when the file still is the version that was judged (not written meanwhile)."""
+    try:
+        return file_version(os.fstat(fd)) == version
+    except OSError:
+        return False

@@ -78,6 +78,7 @@ def run_guard(settings: GuardSettings) -> int:
         queue_size=settings.queue_size,
         cache_size=settings.cache_size,
         mark=settings.mark,  # type: ignore[arg-type]
+        busy_poll_us=settings.busy_poll_us,
     )
     guard = Guard(config, rules, rules_config, pipeline, patterns=patterns, log=_log)
     patterns.stats = guard.stats

@@ -19,6 +19,7 @@ class GuardConfig:
     queue_size: int = 1024
     cache_size: int = 4096
     mark: Literal["filesystem", "mount"] = "filesystem"
+    busy_poll_us: int = 100  # keep reading this long after an event before sleeping in poll()
 
 
 @dataclass(slots=True)

@@ -28,11 +28,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import fanotify as fan
-from .cache import FileVersion, Verdict, VerdictCache, file_version
+from .batch import AnswerBatch
+from .cache import FileVersion, Verdict, VerdictCache, unchanged
 from .notify import drain, sd_notify
 from .opener import Opener, opener_of
 from .pending import GuardConfig, Pending
-from .stats import GuardStats
+from .stats import GuardStats, events_lost
 
 if TYPE_CHECKING:
     from ..events.pipeline import EventPipeline
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 _READ_SIZE = 64 * 1024  # up to ~2700 event records per read()
 _NOTIFY_MASK = fan.FAN_CLOSE_WRITE | fan.FAN_MODIFY
+# While events keep coming, the event thread hands control back to its loop this often, so
+# that a stop, a reload or an expired timeout is seen under a continuous stream of opens.
+_SERVE_SLICE = 0.05
 
 
 class Guard:
@@ -80,8 +84,8 @@ class Guard:
 
     def start(self) -> None:
         """Create the group and mark every path's filesystem (or mount)."""
-        _raise_fd_limit(self.config.queue_size + 256)
-        self._fan = fan.open_group()
+        fan.raise_fd_limit(self.config.queue_size + 256)
+        self._fan = fan.open_group(nonblocking=True)
         flags = fan.FAN_MARK_ADD | (
             fan.FAN_MARK_FILESYSTEM if self.config.mark == "filesystem" else fan.FAN_MARK_MOUNT
         )
@@ -125,9 +129,10 @@ class Guard:
         sd_notify(f"READY=1\nSTATUS=guarding {paths}")
         try:
             while not self._stop.is_set():
+                slept = time.monotonic()
                 for fd, _ in poller.poll(self._poll_timeout_ms()):
                     if fd == self._fan:
-                        self._read_events()
+                        self._serve_events(time.monotonic() - slept)
                     else:
                         drain(wake_r)
                 if self._reload_requested:
@@ -156,7 +161,7 @@ class Guard:
             cache_invalidations=cache.invalidations,
             queue_depth=self._queue.qsize(),
             uptime_s=int(time.monotonic() - self.started),
-            **({"events_lost": _events_lost(self.pipeline)} | extra),
+            **({"events_lost": events_lost(self.pipeline)} | extra),
         )
 
     def wake(self) -> None:
@@ -222,36 +227,96 @@ class Guard:
             return 500
         return max(0, min(500, int((head - time.monotonic()) * 1000) + 1))
 
-    def _read_events(self) -> None:
+    def _serve_events(self, slept: float) -> None:
+        """Read and answer events until none is waiting. Busy polling (``busy_poll_us``):
+        keep reading that long after an event before sleeping in poll(), so a burst's next
+        open needs no wake-up of this thread (or of an idle CPU). Adaptive, like haltpoll: it
+        spins only after a sleep (``slept``) shorter than the window and stops at the first
+        window that passes empty, so sparse opens cost no spinning and no opens cost nothing."""
+        window = self.config.busy_poll_us / 1_000_000
+        spin = window if slept < window else 0.0
+        group, clock = self._fan, time.monotonic
+        give_back = clock() + _SERVE_SLICE
+        quiet_until = 0.0
+        spun = 0
+        while True:
+            try:
+                data = os.read(group, _READ_SIZE)
+            except BlockingIOError:
+                if spin and clock() < quiet_until:
+                    continue
+                break
+            except InterruptedError:
+                break
+            except OSError as exc:
+                # The kernel could not open the file for us (EMFILE, ENFILE, ...); it has
+                # denied that open itself. Count it and keep serving.
+                with self.stats.lock:
+                    self.stats.read_errors += 1
+                    first = self.stats.read_errors == 1
+                if first:
+                    self.log(f"reading events failed ({exc.strerror}); counted as read_errors")
+                break
+            self._on_events(data)
+            if not spin:
+                break  # poll() says at once whether more is waiting
+            spun += 1
+            now = clock()
+            if now >= give_back or self._stop.is_set():
+                break
+            quiet_until = now + spin
+        if spun > 1:
+            self.stats.busy_polled += spun - 1  # reads that found events while spinning
+
+    def _on_events(self, data: bytes) -> None:
+        """Answer one read's events: every open decided at once (cached verdict, not ours)
+        in one batch first, then the slow work: events to raise, cache misses to queue.
+        Written flat (locals, few calls): every open on the guarded filesystems waits here."""
         try:
-            data = os.read(self._fan, _READ_SIZE)
-        except (InterruptedError, BlockingIOError):
-            return
-        except OSError as exc:
-            # The kernel could not open the file for us (EMFILE, ENFILE, ...); it has denied
-            # that open itself. Count it and keep serving.
-            with self.stats.lock:
-                self.stats.read_errors += 1
-                first = self.stats.read_errors == 1
-            if first:
-                self.log(f"reading events failed ({exc.strerror}); counted as read_errors")
-            return
-        try:
-            events = fan.parse_events(data)
+            records = fan.event_records(data)
         except fan.FanotifyRecordError as exc:
             self.log(f"unreadable event record skipped: {exc}")
             return
         now = time.monotonic()
-        for event in events:
-            if event.mask & fan.FAN_Q_OVERFLOW:
-                with self.stats.lock:
-                    self.stats.kernel_overflows += 1
-            if event.fd < 0:
+        rules = self.rules
+        fingerprint, own_pid, lookup = rules.fingerprint, self._own_pid, self.cache.lookup
+        batch = AnswerBatch(now)
+        respond, answered = batch.responses.append, batch.fds.append
+        pack, fstat, is_regular = fan.response_bytes, os.fstat, stat.S_ISREG
+        misses: list[tuple[int, int, FileVersion]] = []
+        for mask, fd, pid in records:
+            if mask & fan.FAN_Q_OVERFLOW:
+                batch.kernel_overflows += 1
+            if fd < 0:
                 continue
-            if event.is_permission:
-                self._on_open(event, now)
-            else:
-                self._on_write(event.fd)
+            if not mask & fan.PERMISSION_EVENTS:
+                self._on_write(fd)
+                continue
+            # One fstat() finds a cached verdict: only files that were judged (MZ files under
+            # the trees) are in the cache, so a hit needs neither the path nor the first bytes.
+            try:
+                st = None if pid == own_pid else fstat(fd)
+            except OSError:
+                st = None
+            if st is None or not is_regular(st.st_mode) or st.st_size < 2:
+                respond(pack(fd, True))  # the guard itself, not a regular file: not ours
+                answered(fd)
+                batch.ignored += 1
+                continue
+            # cache.file_version(st), inline:
+            version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            verdict = lookup(version, fingerprint)
+            if verdict is None:
+                misses.append((fd, pid, version))
+                continue
+            respond(pack(fd, verdict.allow))
+            answered(fd)
+            batch.count(verdict, opener_of(pid) if verdict.raises_events else None)
+        batch.flush(self._fan, self.stats, self.log)
+        for report, opener in batch.emits:
+            self._emit(report, opener)
+        for fd, pid, version in misses:
+            self._on_miss(fd, pid, version, rules, now)
 
     def _on_write(self, fd: int) -> None:
         try:
@@ -262,30 +327,25 @@ class Guard:
         finally:
             os.close(fd)
 
-    def _on_open(self, event: fan.FanEvent, now: float) -> None:
-        fd = event.fd
-        rules = self.rules
-        cached: Verdict | None = None
+    def _on_miss(self, fd: int, pid: int, version: FileVersion, rules: Rules, now: float) -> None:
+        """An open with no cached verdict: allowed at once when it is outside the trees or not
+        an MZ file, else queued for a worker (or joined to the same file's running judgement)."""
         try:
-            triage = self._triage(event, rules.fingerprint)
+            path = os.readlink(f"/proc/self/fd/{fd}")  # noqa: PTH115 - str in, str out
+            ours = any(path == root[:-1] or path.startswith(root) for root in self.roots)
+            ours = ours and os.pread(fd, 2, 0) == b"MZ"
         except OSError:
-            triage = None
-        if isinstance(triage, Verdict):
-            cached, triage = triage, None
-        if cached is not None:
-            self._deliver(cached, fd, event.pid, now, close=True)
-            return
-        if triage is None:
+            ours = False
+        if not ours:
             with self.stats.lock:
                 self.stats.ignored += 1
             self._respond(fd, True)
             os.close(fd)
             return
-        version, path = triage
         self.cache.miss()
         pending = Pending(
             fd=fd,
-            pid=event.pid,
+            pid=pid,
             path=path,
             version=version,
             rules=rules,
@@ -316,30 +376,6 @@ class Guard:
         if overflow:
             self._answer(pending, self._fail_decision())
             os.close(fd)
-
-    def _triage(
-        self, event: fan.FanEvent, fingerprint: str
-    ) -> Verdict | tuple[FileVersion, str] | None:
-        """The cached verdict for this open; else (file version, path) when it must be judged;
-        None to allow it at once (the guard itself, not a regular MZ file under the trees).
-
-        The cache is looked up first, from one fstat(): only files that were judged (MZ files
-        under the trees) are in it, so a hit needs neither the path nor the first bytes."""
-        if event.pid == self._own_pid:
-            return None
-        st = os.fstat(event.fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size < 2:
-            return None
-        version = file_version(st)
-        cached = self.cache.lookup(version, fingerprint)
-        if cached is not None:
-            return cached
-        path = os.readlink(f"/proc/self/fd/{event.fd}")  # noqa: PTH115 - str in, str out
-        if not any(path == root[:-1] or path.startswith(root) for root in self.roots):
-            return None
-        if os.pread(event.fd, 2, 0) != b"MZ":
-            return None
-        return version, path
 
     def _expire(self, now: float) -> None:
         if not self._timeouts:
@@ -400,27 +436,19 @@ class Guard:
             for waiter in waiting:
                 self._answer(waiter, self._fail_decision())
             return
-        if _unchanged(item.fd, item.version):
+        if unchanged(item.fd, item.version):
             self.cache.put(item.version, item.rules.fingerprint, verdict)
         for waiter in waiting:
-            self._deliver(verdict, waiter, waiter.pid, waiter.started, close=False)
+            self._deliver(verdict, waiter)
 
     # -- answers and events --------------------------------------------------------------
 
-    def _deliver(
-        self, verdict: Verdict, target: Pending | int, pid: int, started: float, *, close: bool
-    ) -> None:
-        """Answer one open with a verdict, counting it and raising its events."""
-        report = verdict.report
-        opener = opener_of(pid) if verdict.raises_events else None
-        if isinstance(target, Pending):
-            if not self._answer(target, verdict.allow):
-                opener = None  # already answered by the fail mode: raise nothing twice
-        else:
-            self._respond(target, verdict.allow)
-            if close:
-                os.close(target)
-        self.stats.latency(int((time.monotonic() - started) * 1_000_000))
+    def _deliver(self, verdict: Verdict, target: Pending) -> None:
+        """Answer one judged open with its verdict, counting it and raising its events."""
+        opener = opener_of(target.pid) if verdict.raises_events else None
+        if not self._answer(target, verdict.allow):
+            opener = None  # already answered by the fail mode: raise nothing twice
+        self.stats.latency(int((time.monotonic() - target.started) * 1_000_000))
         with self.stats.lock:
             if verdict.allow:
                 self.stats.allowed += 1
@@ -429,7 +457,7 @@ class Guard:
             else:
                 self.stats.denied += 1
         if opener is not None:
-            self._emit(report, opener)
+            self._emit(verdict.report, opener)
 
     def _answer(self, item: Pending, allow: bool) -> bool:
         """Answer ``item`` unless it already was; followers' fds are closed here."""
@@ -464,29 +492,5 @@ class Guard:
             self.patterns.failure(report, opener)  # type: ignore[arg-type]
 
 
-def _raise_fd_limit(wanted: int) -> None:
-    """Every pending open holds one fd: make room for a full queue (up to the hard limit)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _events_lost(pipeline: EventPipeline | None) -> int:
-    """Events the sinks' queues dropped so far (each sink announces its own with a 4612)."""
-    workers = getattr(pipeline, "_workers", ())  # the pipeline keeps its counts per sink
-    return sum(int(getattr(worker, "discarded", 0)) for worker in workers)
-
-
 def _root(path: str) -> str:
     return path if path.endswith("/") else path + "/"
-
-
-def _unchanged(fd: int, version: FileVersion) -> bool:
-    """True when the file still is the version that was judged (not written meanwhile)."""
-    try:
-        return file_version(os.fstat(fd)) == version
-    except OSError:
-        return False

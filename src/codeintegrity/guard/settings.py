@@ -3,9 +3,9 @@
 The TOML keys are the long option names with ``_`` or ``-``: ``paths``, ``mode``, ``policy``,
 ``trust`` (list), ``no_default_trust``, ``catalog`` (list), ``require_page_hashes_for``,
 ``timeout``, ``on_timeout``, ``workers``, ``queue_size``, ``cache_size``, ``mark``,
-``high_value`` (list), ``events`` (list), ``no_store``, ``store``, ``control_socket``,
-``key_file``, and ``[pattern]`` with ``failures`` and ``window`` (seconds). Unknown keys are
-an error, so a typo never silently leaves a protection off.
+``busy_poll_us``, ``high_value`` (list), ``events`` (list), ``no_store``, ``store``,
+``control_socket``, ``key_file``, and ``[pattern]`` with ``failures`` and ``window``
+(seconds). Unknown keys are an error, so a typo never silently leaves a protection off.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 DEFAULT_SOCKET = "/run/codeintegrity/guard.sock"
 DEFAULT_KEY = "/etc/codeintegrity/guard.key"
 _MAX_CONFIG = 1024 * 1024
+MAX_BUSY_POLL_US = 10_000  # spinning longer than 10 ms after each open only burns CPU
 
 # option name (click) -> (TOML key, type check, default)
 _SCALARS: dict[str, tuple[str, type | tuple[type, ...], Any]] = {
@@ -31,6 +32,7 @@ _SCALARS: dict[str, tuple[str, type | tuple[type, ...], Any]] = {
     "queue_size": ("queue_size", int, 1024),
     "cache_size": ("cache_size", int, 4096),
     "mark": ("mark", str, "filesystem"),
+    "busy_poll_us": ("busy_poll_us", int, 100),
     "no_store": ("no_store", bool, False),
     "store_path": ("store", str, None),
     "control_socket": ("control_socket", str, DEFAULT_SOCKET),
@@ -65,6 +67,7 @@ class GuardSettings:
     queue_size: int
     cache_size: int
     mark: str
+    busy_poll_us: int
     high_value: tuple[str, ...]
     event_uris: tuple[str, ...]
     no_store: bool
@@ -111,6 +114,8 @@ def load_settings(paths: tuple[str, ...], given: dict[str, Any]) -> GuardSetting
         raise ValueError(f"{config_file}: [pattern] failures must be >= 1, window a number")
     if values["timeout"] <= 0:
         raise ValueError("timeout must be positive")
+    if not 0 <= values["busy_poll_us"] <= MAX_BUSY_POLL_US:
+        raise ValueError(f"busy_poll_us must be between 0 and {MAX_BUSY_POLL_US}")
     socket = values.pop("control_socket")
     return GuardSettings(
         paths=tuple(paths) or tuple(config_paths),

@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..events.pipeline import EventPipeline
 
 
 @dataclass(slots=True)
@@ -24,6 +28,7 @@ class GuardStats:
     kernel_overflows: int = 0  # FAN_Q_OVERFLOW: the kernel queue dropped notifications
     read_errors: int = 0  # read() of the group failed (no fd left): the kernel denied that open
     queue_max_depth: int = 0
+    busy_polled: int = 0  # reads answered while busy polling, without a sleep before them
     patterns: int = 0  # 4618 raised
     control_refused: int = 0  # 4615 raised
     control_bad_mac: int = 0  # 4816 raised
@@ -59,6 +64,7 @@ class GuardStats:
                     "kernel_overflows",
                     "read_errors",
                     "queue_max_depth",
+                    "busy_polled",
                     "patterns",
                     "control_refused",
                     "control_bad_mac",
@@ -73,3 +79,9 @@ class GuardStats:
 def format_report(snapshot: dict[str, int | None]) -> list[str]:
     """The stop report, one ``name: value`` line each, like fapolicyd's."""
     return [f"{name}: {'-' if value is None else value}" for name, value in snapshot.items()]
+
+
+def events_lost(pipeline: EventPipeline | None) -> int:
+    """Events the sinks' queues dropped so far (each sink announces its own with a 4612)."""
+    workers = getattr(pipeline, "_workers", ())  # the pipeline keeps its counts per sink
+    return sum(int(getattr(worker, "discarded", 0)) for worker in workers)
