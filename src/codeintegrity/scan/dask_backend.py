@@ -3,19 +3,25 @@ results cache, the output and the events, exactly as with local worker processes
 
 Workers read the files themselves, from storage they share with the client (NFS or SMB mounts,
 the same image files); ``path_map`` rewrites a client path prefix to the prefix the workers see.
-Paths go out in batches (``BATCH`` files per task), with a bounded number of batches in flight.
-When a worker is lost the scheduler runs its tasks again elsewhere; each task's result is read
-once, so a file is never reported twice.
+Paths go out in batches sized by :class:`BatchSizer` (small first, then about a quarter of a
+second of work each), with a bounded number of batches in flight; results are gathered as they
+complete. When a worker is lost the scheduler runs its tasks again elsewhere; each task's
+result is read once, so a file is never reported twice.
 
-The verification options travel as a recipe (the trust anchors' DER, the other option values)
-and are rebuilt once per worker process: a trust store holds locks and caches that do not
-pickle. Catalogs (a local SQLite index) do not travel: ``--catalog`` is refused with Dask.
+The verification options travel once per run (scattered to every worker) as a recipe (the
+trust anchors' DER, the other option values) and are rebuilt once per worker process: a trust
+store holds locks and caches that do not pickle. A worker keeps the judges it built, so a
+cluster that stays up keeps its certificate caches warm from one run to the next. Catalogs (a
+local SQLite index) do not travel: ``--catalog`` is refused with Dask.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .outcome import Crashed, Outcome
@@ -27,12 +33,46 @@ if TYPE_CHECKING:
     from ..options import VerifyOptions
     from ..results_cache import Pending
 
-BATCH = 16  # files per task: amortises the scheduler's per-task cost (~1 ms) over ~16 files
-IN_FLIGHT_PER_WORKER = 3  # batches queued per worker thread
+IN_FLIGHT_PER_THREAD = 2  # batches per worker thread: one being judged, one waiting for it
+THREADS_RECHECK_SECONDS = 5.0  # how often the client asks how many worker threads there are
+WORKER_JUDGES_KEPT = 4  # judges (one per option set) a long-lived worker keeps warm
 
 
 class DaskUnavailable(Exception):
     """The `dask` extra is not installed, or the scheduler cannot be reached."""
+
+
+@dataclass
+class BatchSizer:
+    """How many files go in the next task.
+
+    The first tasks are small, so that every worker has work at once and the first results
+    come back after a few files (a worker's first files are its slowest: its certificate
+    caches are cold). Later ones hold about ``task_seconds`` of work, from the per-file cost
+    the workers measured: long enough that the scheduler's own cost per task (a few
+    milliseconds and a round trip) is noise, short enough that the last tasks of a run leave
+    the other workers idle for at most that long. A size at most doubles from one task to the
+    next, so one quick batch does not make the next one huge.
+    """
+
+    first: int = 2
+    most: int = 256
+    task_seconds: float = 0.25
+    size: int = field(init=False)
+    per_file: float | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.size = self.first
+
+    def record(self, files: int, seconds: float) -> None:
+        """A task of ``files`` files took ``seconds`` on its worker."""
+        if files <= 0:
+            return
+        cost = max(seconds / files, 1e-5)
+        # A moving average: caches warm up as a run goes on, so recent tasks count most.
+        self.per_file = cost if self.per_file is None else (self.per_file + cost) / 2
+        wanted = int(self.task_seconds / self.per_file)
+        self.size = max(1, min(self.most, wanted, 2 * self.size))
 
 
 @dataclass(frozen=True)
@@ -64,17 +104,23 @@ class JudgeRecipe:
         if judge is None:
             trust = TrustStore(self.anchors, self.trust_name)
             judge = _WORKER_JUDGES[key] = Judge(replace(self.options, trust=trust))
+            while len(_WORKER_JUDGES) > WORKER_JUDGES_KEPT:
+                _WORKER_JUDGES.popitem(last=False)
+        else:
+            _WORKER_JUDGES.move_to_end(key)
         return judge
 
 
 # One judge per worker process and recipe: chains and trust registries are built once.
-_WORKER_JUDGES: dict[int, Judge] = {}
+_WORKER_JUDGES: OrderedDict[int, Judge] = OrderedDict()
 
 
 def judge_batch(
     recipe: JudgeRecipe, batch: Sequence[tuple[int, Target]]
-) -> list[tuple[int, Outcome | None]]:
-    """Runs on a Dask worker: verify each file of the batch (no cache, no policy)."""
+) -> tuple[float, list[tuple[int, Outcome | None]]]:
+    """Runs on a Dask worker: verify each file of the batch (no cache, no policy). Returns the
+    seconds it took (for :class:`BatchSizer`) and one outcome per file."""
+    started = time.perf_counter()
     judge = recipe.build()
     out: list[tuple[int, Outcome | None]] = []
     for seq, target in batch:
@@ -82,7 +128,7 @@ def judge_batch(
             out.append((seq, judge.unjudged(target)))
         except Exception as exc:  # noqa: BLE001 - one file, never the batch
             out.append((seq, Crashed(target.path, internal_message(exc))))
-    return out
+    return time.perf_counter() - started, out
 
 
 def parse_path_map(specs: Iterable[str]) -> list[tuple[str, str]]:
@@ -105,42 +151,121 @@ def _map(path: str, pairs: Sequence[tuple[str, str]]) -> str:
 
 @dataclass
 class Session:
-    """A client, and the LocalCluster it started (closed together)."""
+    """A client, and the LocalCluster it started with its Dask settings (closed together)."""
 
     client: Any
     cluster: Any = None
+    settings: ExitStack | None = None  # Dask settings held while the LocalCluster runs
 
     def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            if self.settings is not None:
+                self.settings.close()
 
 
 def connect(address: str) -> Session:
     """A distributed Client: ``local:N`` starts a LocalCluster of N single-threaded worker
     processes (closed with the client); anything else is a scheduler address."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise DaskUnavailable(
             "--dask needs the 'dask' extra: pip install 'codeintegrity[dask]'"
         ) from None
     try:
         if address.startswith("local:"):
-            workers = int(address.removeprefix("local:") or "0")
+            try:
+                workers = int(address.removeprefix("local:") or "0")
+            except ValueError:
+                workers = 0
             if workers < 1:
-                raise DaskUnavailable(f"{address!r}: local:N needs N >= 1")
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=40,
-            )
-            return Session(Client(cluster), cluster)
+                raise DaskUnavailable(f"{address!r}: local:N needs a whole number N >= 1")
+            settings = ExitStack()
+            try:
+                cluster = _local_cluster(workers, settings)
+                return Session(Client(cluster), cluster, settings)
+            except BaseException:
+                settings.close()
+                raise
         return Session(Client(address, timeout="10s"))
     except (OSError, TimeoutError) as exc:
         raise DaskUnavailable(f"cannot reach the Dask scheduler {address}: {exc}") from None
+
+
+# What the first verification imports (parsers, crypto bindings): imported before the
+# LocalCluster forks its workers, so that none of them imports it again.
+_ENGINE_MODULES = (
+    "codeintegrity.verify",
+    "codeintegrity.authenticode.signer",
+    "codeintegrity.authenticode.signeddata",
+    "codeintegrity.pe.certtable",
+    "codeintegrity.pe.hashing",
+    "codeintegrity.pe.layout",
+    "codeintegrity.pe.pagehash",
+    "codeintegrity.pe.versioninfo",
+)
+
+
+def _local_cluster(workers: int, settings: ExitStack) -> Any:
+    """A LocalCluster of ``workers`` single-threaded worker processes, no dashboard; its Dask
+    settings stay in force until ``settings`` is closed (a worker restarted after a crash is
+    started the same way).
+
+    Where the platform has it, the workers are forked from this process rather than spawned:
+    a spawned worker starts a fresh interpreter and imports distributed and the engine again
+    (about a second of CPU each, measured), a forked one has them already. Forking is safe
+    here: this happens before the scan starts, while the only other thread is Dask's own event
+    loop (the one that forks) and perhaps an event sink's writer. The workers only verify:
+    they never touch what they inherit (the results cache, the event sinks) nor SQLite at all
+    (catalogs are refused with Dask), whose locks a sink's thread may hold at the moment of
+    a fork; they leave with ``os._exit`` (multiprocessing), which closes nothing.
+    """
+    import importlib
+    import logging
+    import multiprocessing
+
+    import dask
+    from distributed import LocalCluster
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "fork":
+        for name in _ENGINE_MODULES:
+            importlib.import_module(name)
+    config = {
+        "distributed.worker.multiprocessing-method": method,
+        # Timeouts well above the defaults: a loaded machine must not turn a slow worker
+        # start or a late heartbeat into a failed run.
+        "distributed.comm.timeouts.connect": "120s",
+        "distributed.deploy.lost-worker-timeout": "120s",
+        # Machinery a scan does not use, each costing CPU the workers need: the statistical
+        # profiler samples the busy thread every 10 ms, work stealing rebalances tasks the
+        # client already hands out a few at a time, the event loops' health tick runs every
+        # 20 ms, the memory monitors poll every 100 ms (a worker's memory is bounded per file).
+        "distributed.worker.profile.enabled": False,
+        "distributed.scheduler.work-stealing": False,
+        "distributed.admin.tick.interval": "500ms",
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.worker.memory.terminate": False,
+    }
+    settings.enter_context(dask.config.set(config))
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        # Not the default port 8787 (another cluster may hold it): a free local one.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        # Dask's own log lines (warnings about a slow event loop on a busy machine,
+        # connection resets while the cluster closes) are not the user's business: the
+        # scan reports what went wrong with each file.
+        silence_logs=logging.CRITICAL,
+    )
 
 
 def dask_scan(
@@ -151,83 +276,110 @@ def dask_scan(
     ordered: bool = False,
     counter: ScanCounter | None = None,
     path_map: Sequence[tuple[str, str]] = (),
+    sizer: BatchSizer | None = None,
 ) -> Iterator[Outcome]:
     """Like :func:`~.pool.parallel_scan`, on the cluster behind ``client``: the same plan
     (cache and policy in the client), batches of tasks instead of worker processes."""
-    yield from not_pe_dropped(
-        _run(items, JudgePlan(judge, counter), judge, client, ordered, path_map), counter
-    )
+    run = _DaskRun(JudgePlan(judge, counter), client, path_map, sizer or BatchSizer())
+    yield from not_pe_dropped(run.outcomes(items, judge, ordered), counter)
 
 
-def _run(
-    items: Iterable[WalkItem],
-    plan: JudgePlan,
-    judge: Judge,
-    client: Any,
-    ordered: bool,
-    path_map: Sequence[tuple[str, str]],
-) -> Iterator[Outcome | None]:
-    from distributed import as_completed
+class _DaskRun:
+    """One run's bookkeeping on the client: batches in flight and what each one carries."""
 
-    recipe = client.scatter(JudgeRecipe.of(judge), broadcast=True)
-    threads = max(1, sum(client.nthreads().values()))
-    limit = threads * IN_FLIGHT_PER_WORKER
-    source = iter(items)
-    exhausted = False
-    seq = 0
-    release: Release[Outcome | None] = Release(ordered)
-    states: dict[int, tuple[Target, Pending | None]] = {}
-    running = as_completed()
-    batches: dict[Any, list[int]] = {}  # future key -> the sequence numbers it carries
-    in_flight = 0
-    try:
-        while True:
-            batch: list[tuple[int, Target]] = []
-            while not exhausted and in_flight < limit and len(batch) < BATCH:
-                item = next(source, None)
-                if item is None:
-                    exhausted = True
-                    break
-                mine = seq
-                seq += 1
-                planned = plan.prepare(item)
-                if isinstance(planned, Ready):
-                    release.put(mine, planned.value)
+    def __init__(
+        self,
+        plan: JudgePlan,
+        client: Any,
+        path_map: Sequence[tuple[str, str]],
+        sizer: BatchSizer,
+    ) -> None:
+        self.plan = plan
+        self.client = client
+        self.path_map = path_map
+        self.sizer = sizer
+        self.states: dict[int, tuple[Target, Pending | None]] = {}
+        self.batches: dict[Any, list[int]] = {}  # future key -> the sequence numbers it carries
+        self.threads = 1
+        self.threads_checked = 0.0
+
+    def _window(self) -> int:
+        """Batches to keep in flight; the cluster may grow or shrink during a run."""
+        now = time.monotonic()
+        if now - self.threads_checked >= THREADS_RECHECK_SECONDS:
+            self.threads = max(1, sum(self.client.nthreads().values()))
+            self.threads_checked = now
+        return self.threads * IN_FLIGHT_PER_THREAD
+
+    def outcomes(
+        self, items: Iterable[WalkItem], judge: Judge, ordered: bool
+    ) -> Iterator[Outcome | None]:
+        from distributed import as_completed
+
+        recipe = self.client.scatter(JudgeRecipe.of(judge), broadcast=True, hash=False)
+        # Results travel with the completion notice (no second round trip per batch); an
+        # error comes back as the exception, for that batch's files alone.
+        running = as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
+        release: Release[Outcome | None] = Release(ordered)
+        source = iter(items)
+        exhausted = False
+        seq = 0
+        in_flight = 0
+        batch: list[tuple[int, Target]] = []
+        try:
+            while True:
+                window = self._window()
+                # Ordered: the reorder buffer holds at most what the window can hold.
+                reorder_limit = window * self.sizer.most
+                while not exhausted and in_flight < window:
+                    if ordered and seq - release.next_out >= reorder_limit:
+                        break
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    mine = seq
+                    seq += 1
+                    planned = self.plan.prepare(item)
+                    if isinstance(planned, Ready):
+                        release.put(mine, planned.value)
+                        yield from release.take()  # cache hits stream out, never pile up
+                        continue
+                    self.states[mine] = planned.state
+                    task = planned.task
+                    mapped = Target(_map(task.path, self.path_map), task.in_tree, task.size)
+                    batch.append((mine, mapped))
+                    if len(batch) >= self.sizer.size:
+                        running.add(self._submit(recipe, batch))
+                        in_flight += 1
+                        batch = []
+                if batch:  # the source ended, or the reorder buffer is full: send the rest
+                    running.add(self._submit(recipe, batch))
+                    in_flight += 1
+                    batch = []
+                yield from release.take()
+                if in_flight == 0:
+                    if exhausted:
+                        break
                     continue
-                states[mine] = planned.state
-                task = planned.task
-                batch.append((mine, Target(_map(task.path, path_map), task.in_tree, task.size)))
-                if len(batch) == BATCH or (release.done and not ordered):
-                    break
-            if batch:
-                future = client.submit(judge_batch, recipe, batch, pure=False)
-                batches[future.key] = [mine for mine, _ in batch]
-                running.add(future)
-                in_flight += 1
-            yield from release.take()
-            if exhausted and in_flight == 0 and not release.done:
-                break
-            if batch and in_flight < limit and not exhausted:
-                continue  # keep filling the cluster before waiting
-            if in_flight:
-                future = next(running)
+                future, result = next(running)
                 in_flight -= 1
-                for got, outcome in _result(future, batches.pop(future.key), plan, states):
+                for got, outcome in self._finished(future, result):
                     release.put(got, outcome)
-    finally:
-        running.clear()
+        finally:
+            running.clear()
 
+    def _submit(self, recipe: Any, batch: list[tuple[int, Target]]) -> Any:
+        future = self.client.submit(judge_batch, recipe, batch, pure=False)
+        self.batches[future.key] = [mine for mine, _ in batch]
+        return future
 
-def _result(
-    future: Any,
-    seqs: list[int],
-    plan: JudgePlan,
-    states: dict[int, tuple[Target, Pending | None]],
-) -> list[tuple[int, Outcome | None]]:
-    try:
-        result: list[tuple[int, Outcome | None]] = future.result()
-    except Exception as exc:  # noqa: BLE001 - a task that failed on the cluster
-        # e.g. KilledWorker: the scheduler gave up after the task killed several workers.
-        message = f"Dask task failed: {internal_message(exc)}"
-        return [(seq, plan.crashed(states.pop(seq), message)) for seq in seqs]
-    return [(seq, plan.finish(outcome, states.pop(seq))) for seq, outcome in result]
+    def _finished(self, future: Any, result: Any) -> list[tuple[int, Outcome | None]]:
+        seqs = self.batches.pop(future.key)
+        if isinstance(result, BaseException):
+            # e.g. KilledWorker: the scheduler gave up after the task killed several workers.
+            message = f"Dask task failed: {internal_message(result)}"
+            return [(seq, self.plan.crashed(self.states.pop(seq), message)) for seq in seqs]
+        seconds, outcomes = result
+        self.sizer.record(len(outcomes), seconds)
+        return [(seq, self.plan.finish(outcome, self.states.pop(seq))) for seq, outcome in outcomes]

@@ -192,8 +192,16 @@ def run_pool(
             # Hand out work while a worker has room (and, ordered, the buffer is bounded).
             while not exhausted or retry:
                 free = [w for w in workers if len(w.held) < PER_WORKER]
-                if not free or (ordered and not retry and seq - release.next_out >= window):
+                if not free:
                     break
+                if ordered and not retry and seq - release.next_out >= window:
+                    # The bound is on what is not done: let out what is (results settled in
+                    # this loop or come back since) before deciding. A stale bound could stop
+                    # here with every worker idle and the source's queue full, and nothing
+                    # would ever wake the wait below.
+                    yield from release.take()
+                    if seq - release.next_out >= window:
+                        break
                 if retry:
                     mine, task = retry.popleft()
                 else:
@@ -227,8 +235,8 @@ def run_pool(
             if not exhausted and any(len(w.held) < PER_WORKER for w in workers):
                 waiting_for.append(feed.wake)
             # The timeout is a safety net, not the mechanism: a wake-up that never arrives
-            # (seen once in many `image --all --jobs 2` runs, cause not found) costs a second
-            # and a fresh look at the queue, never a hang.
+            # (the stale reorder bound fixed above hung `image --all --jobs 2` once) would
+            # cost a second and a fresh look at the queue, never a hang.
             ready = wait(waiting_for, _RECHECK_SECONDS)  # type: ignore[arg-type]
             if feed.wake in ready:
                 feed.drained()
