@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from codeintegrity.cli import exit_codes
@@ -227,3 +228,60 @@ def test_ordered_results_that_fill_the_reorder_window_do_not_stall_the_pool(tmp_
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert got == [("worker", 0, 0)] + [("parent", item) for item in range(1, 100)]
+
+
+class _LockingSink:
+    """Holds a lock for the whole of each write, as SQLite holds its allocator mutex."""
+
+    uri = "fake:locking"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entered = threading.Event()
+        self.may_finish = threading.Event()
+
+    def write(self, events):
+        with self.lock:
+            self.entered.set()
+            self.may_finish.wait(60)
+        return events
+
+    def close(self) -> None:
+        pass
+
+    def lock_is_free(self, _question: str) -> bool:
+        return self.lock.acquire(blocking=False)
+
+
+class _Untouched(Plan):
+    def prepare(self, item):
+        return Send(item, item)
+
+    def finish(self, result, state):
+        return result
+
+    def crashed(self, state, message):
+        return message
+
+
+def test_workers_are_not_forked_in_the_middle_of_an_event_sink_write():
+    """A worker forked while a sink's thread is inside a write inherits the locks that write
+    holds, held for good (an `image --jobs` worker stuck on SQLite's allocator mutex, taken by
+    the event store's writer). The fork waits for the write; here the write ends a moment
+    after the pool started forking, and the worker must find the lock free."""
+    from codeintegrity.events.pipeline import EventPipeline
+
+    from ..events.reports import HOST, tampered_report
+
+    sink = _LockingSink()
+    pipeline = EventPipeline([sink], host=HOST)
+    try:
+        assert pipeline.emit_report(tampered_report()) > 0
+        assert sink.entered.wait(60)  # the writer is inside its write, holding the lock
+        threading.Timer(1.0, sink.may_finish.set).start()
+        # The worker inherits the sink, lock included, through the fork.
+        got = list(run_pool(["is the lock free?"], _Untouched(), sink.lock_is_free, 1))
+    finally:
+        sink.may_finish.set()
+        pipeline.close()
+    assert got == [True]
