@@ -1,6 +1,7 @@
 """The Dask backend's client side on a real LocalCluster started here: batches sized as they
 go, input order on request, cache hits settled by the client, a worker killed in the middle of
-a batch (the scheduler runs it again: every file reported once)."""
+a batch (the scheduler runs it again: every file reported once), a file that kills every
+worker it meets (only that file is lost)."""
 
 from __future__ import annotations
 
@@ -49,14 +50,19 @@ def client(tmp_path_factory):
     entry point was wrapped: the wrapper kills its worker on VICTIM while an arming file
     exists (removed by the one worker that acts on it)."""
     pytest.importorskip("distributed", reason="the 'dask' extra (distributed) is not installed")
+    import dask
+
     from codeintegrity import verify as engine
     from codeintegrity.scan.dask_backend import connect
 
     arm = tmp_path_factory.mktemp("arm") / "kill-next-victim"
+    always = arm.with_name("kill-every-victim")
     real = engine.verify_path
 
     def verify_path(path, options=None):
         if str(path).endswith(VICTIM):
+            if always.exists():
+                os.kill(os.getpid(), signal.SIGKILL)
             try:
                 os.unlink(arm)
             except FileNotFoundError:
@@ -68,11 +74,14 @@ def client(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(engine, "verify_path", verify_path)
     try:
-        session = connect("local:2")
+        # A task is given up after killing 2 workers (3 by default): fewer restarts to wait for.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            session = connect("local:2")
     except Exception:
         patch.undo()
         raise
     session.client.arm = arm
+    session.client.always = always
     try:
         yield session.client
     finally:
@@ -146,3 +155,24 @@ def test_judged_outcomes_carry_the_client_paths_and_sizes(client, fixture_trust)
     assert len(got) == 1 and isinstance(got[0], Judged)
     assert got[0].report.path == str(name) and got[0].report.ok
     assert got[0].size == name.stat().st_size
+
+
+def test_a_file_that_kills_every_worker_is_the_only_file_lost(client, fixture_trust):
+    from codeintegrity.options import VerifyOptions
+    from codeintegrity.scan.dask_backend import dask_scan
+    from codeintegrity.scan.outcome import Crashed
+
+    judge = Judge(VerifyOptions(trust=fixture_trust))
+    everything = scan(walk([str(FIXTURES)]), judge)
+    expected = sorted(_key(o) for o in everything if not o.path.endswith(VICTIM))
+    client.always.touch()
+    try:
+        sizer = BatchSizer(first=8, most=8)
+        got = list(dask_scan(walk([str(FIXTURES)]), judge, client, sizer=sizer))
+    finally:
+        client.always.unlink()
+    lost = [o for o in got if o.path.endswith(VICTIM)]
+    assert len(lost) == 1 and isinstance(lost[0], Crashed)
+    assert "Dask task failed" in lost[0].message and "KilledWorker" in lost[0].message
+    # Its batch went again file by file: the others are judged as they would be locally.
+    assert sorted(_key(o) for o in got if o is not lost[0]) == expected

@@ -8,17 +8,17 @@ second of work each), with a bounded number of batches in flight; results are ga
 complete. When a worker is lost the scheduler runs its tasks again elsewhere; each task's
 result is read once, so a file is never reported twice.
 
-The verification options travel once per run (scattered to every worker) as a recipe (the
-trust anchors' DER, the other option values) and are rebuilt once per worker process: a trust
-store holds locks and caches that do not pickle. A worker keeps the judges it built, so a
-cluster that stays up keeps its certificate caches warm from one run to the next. Catalogs (a
-local SQLite index) do not travel: ``--catalog`` is refused with Dask.
+The verification options travel once per run (a task whose result the workers share) as a
+recipe (the trust anchors' DER, the other option values) and are rebuilt once per worker
+process: a trust store holds locks and caches that do not pickle. A worker keeps the judges
+it built, so a cluster that stays up keeps its certificate caches warm from one run to the
+next. Catalogs (a local SQLite index) do not travel: ``--catalog`` is refused with Dask.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -129,6 +129,10 @@ def judge_batch(
         except Exception as exc:  # noqa: BLE001 - one file, never the batch
             out.append((seq, Crashed(target.path, internal_message(exc))))
     return time.perf_counter() - started, out
+
+
+def _same(recipe: JudgeRecipe) -> JudgeRecipe:
+    return recipe
 
 
 def parse_path_map(specs: Iterable[str]) -> list[tuple[str, str]]:
@@ -299,7 +303,12 @@ class _DaskRun:
         self.path_map = path_map
         self.sizer = sizer
         self.states: dict[int, tuple[Target, Pending | None]] = {}
-        self.batches: dict[Any, list[int]] = {}  # future key -> the sequence numbers it carries
+        # future key -> the files it carries, and whether it runs alone (a suspect)
+        self.batches: dict[Any, tuple[list[tuple[int, Target]], bool]] = {}
+        self.suspects: deque[tuple[int, Target]] = deque()
+        self.recipe: Any = None
+        self.running: Any = None
+        self.in_flight = 0
         self.threads = 1
         self.threads_checked = 0.0
 
@@ -316,22 +325,23 @@ class _DaskRun:
     ) -> Iterator[Outcome | None]:
         from distributed import as_completed
 
-        recipe = self.client.scatter(JudgeRecipe.of(judge), broadcast=True, hash=False)
+        # The recipe is a task's result, not scattered data: when every worker holding it is
+        # lost, the scheduler computes it again instead of cancelling the batches needing it.
+        self.recipe = self.client.submit(_same, JudgeRecipe.of(judge), pure=False)
         # Results travel with the completion notice (no second round trip per batch); an
         # error comes back as the exception, for that batch's files alone.
-        running = as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
+        self.running = as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
         release: Release[Outcome | None] = Release(ordered)
         source = iter(items)
         exhausted = False
         seq = 0
-        in_flight = 0
         batch: list[tuple[int, Target]] = []
         try:
             while True:
                 window = self._window()
                 # Ordered: the reorder buffer holds at most what the window can hold.
                 reorder_limit = window * self.sizer.most
-                while not exhausted and in_flight < window:
+                while not self.suspects and not exhausted and self.in_flight < window:
                     if ordered and seq - release.next_out >= reorder_limit:
                         break
                     item = next(source, None)
@@ -350,36 +360,60 @@ class _DaskRun:
                     mapped = Target(_map(task.path, self.path_map), task.in_tree, task.size)
                     batch.append((mine, mapped))
                     if len(batch) >= self.sizer.size:
-                        running.add(self._submit(recipe, batch))
-                        in_flight += 1
+                        self._send(batch)
                         batch = []
                 if batch:  # the source ended, or the reorder buffer is full: send the rest
-                    running.add(self._submit(recipe, batch))
-                    in_flight += 1
+                    self._send(batch)
                     batch = []
+                if self.suspects and self.in_flight == 0:
+                    self._send([self.suspects.popleft()], alone=True)
                 yield from release.take()
-                if in_flight == 0:
-                    if exhausted:
+                if self.in_flight == 0:
+                    if exhausted and not self.suspects:
                         break
                     continue
-                future, result = next(running)
-                in_flight -= 1
-                for got, outcome in self._finished(future, result):
+                future, result = next(self.running)
+                self.in_flight -= 1
+                for got, outcome in self._settle(future, result):
                     release.put(got, outcome)
         finally:
-            running.clear()
+            self.running.clear()
 
-    def _submit(self, recipe: Any, batch: list[tuple[int, Target]]) -> Any:
-        future = self.client.submit(judge_batch, recipe, batch, pure=False)
-        self.batches[future.key] = [mine for mine, _ in batch]
-        return future
+    def _send(self, batch: list[tuple[int, Target]], *, alone: bool = False) -> None:
+        future = self.client.submit(judge_batch, self.recipe, batch, pure=False)
+        self.batches[future.key] = (batch, alone)
+        self.running.add(future)
+        self.in_flight += 1
 
-    def _finished(self, future: Any, result: Any) -> list[tuple[int, Outcome | None]]:
-        seqs = self.batches.pop(future.key)
-        if isinstance(result, BaseException):
-            # e.g. KilledWorker: the scheduler gave up after the task killed several workers.
-            message = f"Dask task failed: {internal_message(result)}"
-            return [(seq, self.plan.crashed(self.states.pop(seq), message)) for seq in seqs]
-        seconds, outcomes = result
-        self.sizer.record(len(outcomes), seconds)
-        return [(seq, self.plan.finish(outcome, self.states.pop(seq))) for seq, outcome in outcomes]
+    def _settle(self, future: Any, result: Any) -> list[tuple[int, Outcome | None]]:
+        """The outcomes a finished task settles.
+
+        A task that failed (a file kept killing the workers it ran on until the scheduler
+        gave up: KilledWorker) does not say which of its files is to blame, nor whether it
+        only shared its workers with the culprit. Its files become suspects: new work waits,
+        and each suspect runs alone on the cluster, so that the culprit is the only file lost,
+        as with local workers."""
+        batch, alone = self.batches.pop(future.key)
+        failure = _failure(future, result)
+        if failure is None:
+            seconds, outcomes = result
+            self.sizer.record(len(outcomes), seconds)
+            return [(seq, self.plan.finish(out, self.states.pop(seq))) for seq, out in outcomes]
+        if not alone:
+            self.suspects.extend(batch)
+            return []
+        seq = batch[0][0]
+        message = f"Dask task failed: {internal_message(failure)}"
+        return [(seq, self.plan.crashed(self.states.pop(seq), message))]
+
+
+def _failure(future: Any, result: Any) -> BaseException | None:
+    """Why a task did not finish, from what ``as_completed(raise_errors=False)`` gave: a
+    (type, exception, traceback) triple for an error, the exception when it was cancelled."""
+    if future.status == "finished":
+        return None
+    if isinstance(result, BaseException):
+        return result
+    if isinstance(result, tuple) and len(result) == 3 and isinstance(result[1], BaseException):
+        return result[1]
+    return RuntimeError(f"the task ended {future.status}")
