@@ -92,7 +92,7 @@ class JudgeRecipe:
         anchors: tuple[bytes, ...] = ()
         name = "default"
         if trust is not None:
-            anchors = tuple(cert.dump() for cert in trust.certificates)
+            anchors = trust.ders
             name = trust.name
         return cls(anchors, name, replace(options, trust=None))
 
