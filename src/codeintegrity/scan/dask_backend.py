@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .outcome import Crashed, Outcome
-from .pool import JudgePlan, Ready, Release, not_pe_dropped
+from .pool import _END, JudgePlan, Ready, Release, _Feeder, not_pe_dropped
 from .run import Judge, ScanCounter, internal_message
 from .walk import Target, WalkItem
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..options import VerifyOptions
     from ..results_cache import Pending
 
+FEED_QUEUE = 1024  # walk items taken ahead of the batches
 IN_FLIGHT_PER_THREAD = 2  # batches per worker thread: one being judged, one waiting for it
 THREADS_RECHECK_SECONDS = 5.0  # how often the client asks how many worker threads there are
 WORKER_JUDGES_KEPT = 4  # judges (one per option set) a long-lived worker keeps warm
@@ -239,6 +240,7 @@ def _local_cluster(workers: int, settings: ExitStack) -> Any:
     if method == "fork":
         for name in _ENGINE_MODULES:
             importlib.import_module(name)
+        _workers_ignore_ctrl_c(settings)
     config = {
         "distributed.worker.multiprocessing-method": method,
         # Timeouts well above the defaults: a loaded machine must not turn a slow worker
@@ -270,6 +272,37 @@ def _local_cluster(workers: int, settings: ExitStack) -> Any:
         # scan reports what went wrong with each file.
         silence_logs=logging.CRITICAL,
     )
+
+
+_FORKS_IGNORE_SIGINT = False  # while a LocalCluster of ours runs (see _workers_ignore_ctrl_c)
+_AT_FORK_REGISTERED = False
+
+
+def _workers_ignore_ctrl_c(settings: ExitStack) -> None:
+    """Ctrl-C reaches the whole process group: the client stops the scan, reports and closes
+    the cluster; a worker must not die of it on its own (with a KeyboardInterrupt traceback
+    from its event loop). Processes forked while ``settings`` is open (the workers, and any a
+    nanny restarts) start with SIGINT ignored, which asyncio then leaves alone."""
+    global _FORKS_IGNORE_SIGINT, _AT_FORK_REGISTERED
+    import os
+
+    if not _AT_FORK_REGISTERED and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_child_ignores_sigint)
+        _AT_FORK_REGISTERED = True
+    _FORKS_IGNORE_SIGINT = True
+
+    def done() -> None:
+        global _FORKS_IGNORE_SIGINT
+        _FORKS_IGNORE_SIGINT = False
+
+    settings.callback(done)
+
+
+def _child_ignores_sigint() -> None:
+    if _FORKS_IGNORE_SIGINT:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def dask_scan(
@@ -323,6 +356,8 @@ class _DaskRun:
     def outcomes(
         self, items: Iterable[WalkItem], judge: Judge, ordered: bool
     ) -> Iterator[Outcome | None]:
+        from multiprocessing.connection import wait
+
         from distributed import as_completed
 
         # The recipe is a task's result, not scattered data: when every worker holding it is
@@ -332,7 +367,9 @@ class _DaskRun:
         # error comes back as the exception, for that batch's files alone.
         self.running = as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
         release: Release[Outcome | None] = Release(ordered)
-        source = iter(items)
+        # The walk (or a --files-from pipe) runs in a thread: a batch goes out as soon as the
+        # source has nothing more ready, instead of waiting for it to fill.
+        feed = _Feeder(items, window=FEED_QUEUE)
         exhausted = False
         seq = 0
         batch: list[tuple[int, Target]] = []
@@ -344,13 +381,15 @@ class _DaskRun:
                 while not self.suspects and not exhausted and self.in_flight < window:
                     if ordered and seq - release.next_out >= reorder_limit:
                         break
-                    item = next(source, None)
+                    item = feed.take()
                     if item is None:
+                        break  # nothing ready: send what there is, then wait
+                    if item is _END:
                         exhausted = True
                         break
                     mine = seq
                     seq += 1
-                    planned = self.plan.prepare(item)
+                    planned = self.plan.prepare(item)  # type: ignore[arg-type]
                     if isinstance(planned, Ready):
                         release.put(mine, planned.value)
                         yield from release.take()  # cache hits stream out, never pile up
@@ -362,7 +401,7 @@ class _DaskRun:
                     if len(batch) >= self.sizer.size:
                         self._send(batch)
                         batch = []
-                if batch:  # the source ended, or the reorder buffer is full: send the rest
+                if batch:  # the source ended, has nothing ready, or the reorder buffer is full
                     self._send(batch)
                     batch = []
                 if self.suspects and self.in_flight == 0:
@@ -371,6 +410,9 @@ class _DaskRun:
                 if self.in_flight == 0:
                     if exhausted and not self.suspects:
                         break
+                    if not exhausted and not self.suspects:
+                        wait([feed.wake], 1.0)  # idle: wait for the source (1 s: a safety net)
+                        feed.drained()
                     continue
                 future, result = next(self.running)
                 self.in_flight -= 1
@@ -378,6 +420,7 @@ class _DaskRun:
                     release.put(got, outcome)
         finally:
             self.running.clear()
+            feed.close()
 
     def _send(self, batch: list[tuple[int, Target]], *, alone: bool = False) -> None:
         future = self.client.submit(judge_batch, self.recipe, batch, pure=False)
