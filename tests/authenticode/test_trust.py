@@ -46,6 +46,14 @@ def test_union_and_empty():
     assert len(a | TrustStore.empty()) == 1
 
 
+def test_a_store_rebuilt_from_its_ders_has_the_same_anchors():
+    store = TrustStore.from_paths([PKI / "tsaca.pem", PKI / "ca.pem"])
+    assert sorted(store.ders) == sorted(cert.dump() for cert in store.certificates)
+    rebuilt = TrustStore(store.ders, store.name)
+    assert rebuilt.key == store.key and len(rebuilt) == 2
+    assert all(cert in rebuilt for cert in store.certificates)
+
+
 @pytest.mark.parametrize("content", [b"", b"hello, not a certificate\n", b"\x30\x03\x02\x01\x01"])
 def test_file_without_certificate_is_an_error(tmp_path, content):
     bad = tmp_path / "anchors.pem"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -149,3 +150,44 @@ def test_unreachable_scheduler_is_exit_4(tmp_path):
     )
     assert result.returncode == exit_codes.CONFIG, result.stderr
     assert "cannot reach the Dask scheduler" in result.stderr and result.stdout == ""
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found.update(int(p) for p in handle.read().split())
+    return found
+
+
+def test_ctrl_c_on_a_local_cluster_exits_130_without_tracebacks_or_orphans(tmp_path):
+    """Ctrl-C reaches the whole process group, the LocalCluster's workers included: the
+    client reports what was judged and closes the cluster; no worker prints a traceback."""
+    env = dict(os.environ, CODEINTEGRITY_HOME=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codeintegrity", "verify", "--json", "--no-store", "--no-cache",
+         *ANCHORS, "--dask", "local:2", "--files-from", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # its own process group, as a shell job has
+    )  # fmt: skip
+    try:
+        proc.stdin.write(f"{FIXTURES / 't64_sha256.exe'}\n".encode())
+        proc.stdin.flush()
+        first = json.loads(proc.stdout.readline())  # the list is still open: more may come
+        assert first["status"] == "valid"
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == exit_codes.INTERRUPTED, err
+    assert out == b"" and b"Traceback" not in err and b"KeyboardInterrupt" not in err, err
+    assert b"interrupted after 1 of 1 files" in err
+    for pid in workers:
+        if os.path.exists(f"/proc/{pid}"):
+            with open(f"/proc/{pid}/stat") as handle:  # reaped, or at least not running
+                assert handle.read().split(")")[-1].split()[0] in ("Z", "X")

@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 from codeintegrity.cli import exit_codes
 from codeintegrity.scan.outcome import Crashed, Judged, outcome_dict
@@ -169,3 +171,117 @@ def test_a_task_or_result_that_does_not_pickle_is_reported_not_raised():
     assert got[0] == ("worker", "task", "a") and got[3] == ("worker", "task", "b")
     assert got[1][0] == "crashed" and "pickle" in got[1][2].lower()
     assert got[2][0] == "crashed" and "pickle" in got[2][2].lower()
+
+
+class _FirstIsSent(Plan):
+    """Input 0 goes to a worker, every later one is settled in the parent (a cached result)."""
+
+    def prepare(self, item):
+        return Send(item, item) if item == 0 else Ready(("parent", item))
+
+    def finish(self, result, state):
+        return ("worker", state, result)
+
+    def crashed(self, state, message):
+        return ("crashed", state, message)
+
+
+def _when_released(marker: str):
+    def work(item: int) -> int:
+        while not os.path.exists(marker):  # the source has filled the feeder's queue
+            time.sleep(0.01)
+        return item
+
+    return work
+
+
+def test_ordered_results_that_fill_the_reorder_window_do_not_stall_the_pool(tmp_path, monkeypatch):
+    """Ordered, with the reorder window full behind a slow first task: when that task comes
+    back the pool must hand out work again at once. It used to look at the window before
+    letting the finished results out, then wait for a wake-up from a source whose queue was
+    full (so it never wrote one) with every worker idle: a hang, later a one-second stall
+    per occurrence with the re-check. The re-check is switched off here, so a regression
+    hangs; SIGALRM turns that into a failure."""
+    from codeintegrity.scan import pool
+
+    monkeypatch.setattr(pool, "_RECHECK_SECONDS", None)
+    marker = tmp_path / "queue-full"
+    jobs = 1
+    taken_before_window = 4 * jobs * pool.PER_WORKER  # the ordered reorder window
+    queue_size = 8 * jobs * pool.PER_WORKER  # the feeder's bounded queue
+
+    def source():
+        for item in range(100):
+            if item == taken_before_window + queue_size:
+                marker.touch()  # every earlier item was queued (and its wake-up written)
+            yield item
+
+    def hung(signum, frame):
+        raise TimeoutError("run_pool stalled with the reorder window full")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        got = list(run_pool(source(), _FirstIsSent(), _when_released(str(marker)), jobs,
+                            ordered=True))  # fmt: skip
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert got == [("worker", 0, 0)] + [("parent", item) for item in range(1, 100)]
+
+
+class _LockingSink:
+    """Holds a lock for the whole of each write, as SQLite holds its allocator mutex."""
+
+    uri = "fake:locking"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entered = threading.Event()
+        self.may_finish = threading.Event()
+
+    def write(self, events):
+        with self.lock:
+            self.entered.set()
+            self.may_finish.wait(60)
+        return events
+
+    def close(self) -> None:
+        pass
+
+    def lock_is_free(self, _question: str) -> bool:
+        return self.lock.acquire(blocking=False)
+
+
+class _Untouched(Plan):
+    def prepare(self, item):
+        return Send(item, item)
+
+    def finish(self, result, state):
+        return result
+
+    def crashed(self, state, message):
+        return message
+
+
+def test_workers_are_not_forked_in_the_middle_of_an_event_sink_write():
+    """A worker forked while a sink's thread is inside a write inherits the locks that write
+    holds, held for good (an `image --jobs` worker stuck on SQLite's allocator mutex, taken by
+    the event store's writer). The fork waits for the write; here the write ends a moment
+    after the pool started forking, and the worker must find the lock free."""
+    from codeintegrity.events.pipeline import EventPipeline
+
+    from ..events.reports import HOST, tampered_report
+
+    sink = _LockingSink()
+    pipeline = EventPipeline([sink], host=HOST)
+    try:
+        assert pipeline.emit_report(tampered_report()) > 0
+        assert sink.entered.wait(60)  # the writer is inside its write, holding the lock
+        threading.Timer(1.0, sink.may_finish.set).start()
+        # The worker inherits the sink, lock included, through the fork.
+        got = list(run_pool(["is the lock free?"], _Untouched(), sink.lock_is_free, 1))
+    finally:
+        sink.may_finish.set()
+        pipeline.close()
+    assert got == [True]

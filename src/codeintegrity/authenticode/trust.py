@@ -102,6 +102,11 @@ class TrustStore:
         return f"TrustStore({self.name!r}, {len(self)} anchors)"
 
     @property
+    def ders(self) -> tuple[bytes, ...]:
+        """Every anchor's DER, as loaded (nothing parsed: what a store is rebuilt from)."""
+        return tuple(self._ders.values())
+
+    @property
     def certificates(self) -> tuple[Any, ...]:
         """Every anchor, parsed (slow for large stores; chain building uses ``with_subject``)."""
         return tuple(self._cert(key) for key in self._ders)

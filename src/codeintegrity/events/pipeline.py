@@ -21,8 +21,10 @@ writer only when it sleeps; the writer lingers ``LINGER`` for more and writes up
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,32 @@ LINGER = 0.005  # seconds a writer waits for more events before writing a small 
 RETRY_INTERVAL = 0.25  # how often a failing sink is retried when no new events arrive
 
 DeliveredCallback = Callable[[str, Sequence[Event]], None]
+
+# Worker processes are forked (scan.pool, a Dask LocalCluster). A fork in the middle of a
+# sink's write gives the child the locks that write held, held for good: an `image --jobs`
+# worker was seen stuck on SQLite's allocator mutex, taken by the event store's writer at the
+# moment of the fork, as it opened its own catalog index. So a fork waits for the writes in
+# progress, for at most FORK_WAIT seconds per sink (a sink stuck on a dead peer must not
+# stop a scan from starting its workers).
+FORK_WAIT = 10.0
+_WRITERS: weakref.WeakSet[_SinkWorker] = weakref.WeakSet()
+_HELD_FOR_FORK: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    locks = [writer.writing for writer in list(_WRITERS)]
+    _HELD_FOR_FORK.extend(lock for lock in locks if lock.acquire(timeout=FORK_WAIT))
+
+
+def _after_fork() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop().release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
 
 
 @dataclass(frozen=True)
@@ -135,6 +163,8 @@ class _SinkWorker:
         self.reported = 0
         self.unreported = 0
         self.last_error: str | None = None
+        self.writing = threading.Lock()  # held while the writer writes (see FORK_WAIT)
+        _WRITERS.add(self)
         self.thread = threading.Thread(
             target=self._run, name=f"codeintegrity-sink {sink.uri}", daemon=True
         )
@@ -222,7 +252,8 @@ class _SinkWorker:
         while True:
             batch = self._take()
             if batch or self.unreported:
-                self._write(batch)
+                with self.writing:
+                    self._write(batch)
             with self._lock:
                 self._in_hand = 0
                 if self._stopping and not self._batches:

@@ -282,9 +282,10 @@ def run_pool(
                 waiting_for.append(feed.wake)
             blocked = ordered and seq - release.next_out >= window
             # Work is waiting that the hand-out left to let results out first: look again at
-            # once. Otherwise sleep until a worker or the source says something; the timeout
-            # is a safety net, not the mechanism: a wake-up that never arrives (seen once in
-            # many `image --all --jobs 2` runs, cause not found) costs a second, never a hang.
+            # once (the bound is on what is not done: what was let out just now no longer counts;
+            # a stale bound once left every worker idle with nothing to wake the wait). Otherwise
+            # sleep until a worker or the source says something; the timeout is a safety net,
+            # not the mechanism: a wake-up that never arrives costs a second, never a hang.
             again = room and (bool(retry) or (not blocked and not exhausted and feed.pending()))
             ready = wait(waiting_for, 0 if again else _RECHECK_SECONDS)  # type: ignore[arg-type]
             if feed.wake in ready:
