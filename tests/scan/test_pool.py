@@ -207,11 +207,12 @@ def test_ordered_results_that_fill_the_reorder_window_do_not_stall_the_pool(tmp_
     monkeypatch.setattr(pool, "_RECHECK_SECONDS", None)
     marker = tmp_path / "queue-full"
     jobs = 1
-    taken_before_window = 4 * jobs * pool.PER_WORKER  # the ordered reorder window
-    queue_size = 8 * jobs * pool.PER_WORKER  # the feeder's bounded queue
+    taken_before_window = 4 * jobs * pool.HELD  # the ordered reorder window
+    queue_size = 4 * jobs * pool.HELD  # the feeder's bounded queue
+    total = taken_before_window + queue_size + 50
 
     def source():
-        for item in range(100):
+        for item in range(total):
             if item == taken_before_window + queue_size:
                 marker.touch()  # every earlier item was queued (and its wake-up written)
             yield item
@@ -227,7 +228,7 @@ def test_ordered_results_that_fill_the_reorder_window_do_not_stall_the_pool(tmp_
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    assert got == [("worker", 0, 0)] + [("parent", item) for item in range(1, 100)]
+    assert got == [("worker", 0, 0)] + [("parent", item) for item in range(1, total)]
 
 
 class _LockingSink:
