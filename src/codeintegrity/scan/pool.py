@@ -235,8 +235,9 @@ def run_pool(
             if not exhausted and any(len(w.held) < PER_WORKER for w in workers):
                 waiting_for.append(feed.wake)
             # The timeout is a safety net, not the mechanism: a wake-up that never arrives
-            # (the stale reorder bound fixed above hung `image --all --jobs 2` once) would
-            # cost a second and a fresh look at the queue, never a hang.
+            # (the stale reorder bound fixed above was one) costs a second and a fresh look at
+            # the queue, never a hang. A worker that never answers is another matter: see
+            # FORK_WAIT in events.pipeline for the one found (`image --all --jobs 2`).
             ready = wait(waiting_for, _RECHECK_SECONDS)  # type: ignore[arg-type]
             if feed.wake in ready:
                 feed.drained()
