@@ -202,3 +202,24 @@ def test_failures_are_not_cached():
         with pytest.raises(ValueError):
             cache.get("k", failing)
     assert len(calls) == 2 and len(cache) == 0
+
+
+def test_installed_name_hashable_answers_from_the_cache_with_the_same_value():
+    certcache.install()
+    prepared = x509.Name.build(
+        {"common_name": "  Contoso   Code  SIGNING CA ", "country_name": "US"}
+    )
+    printable = x509.Name.build(
+        {"common_name": "contoso code signing ca", "country_name": "US"}, use_printable=True
+    )
+    # The RFC 4518 comparison form, computed the way asn1crypto does it.
+    original = x509.RDNSequence.hashable.fget
+    assert prepared.hashable == original(prepared.chosen) == original(printable.chosen)
+    assert prepared == printable
+    assert printable.hashable == prepared.hashable
+    before = certcache.stats()["names_hits"]
+    for _ in range(3):
+        assert printable.hashable == original(printable.chosen)
+    assert certcache.stats()["names_hits"] >= before + 3
+    other = x509.Name.build({"common_name": "Contoso Code Signing CA 2", "country_name": "US"})
+    assert other != prepared and other.hashable != prepared.hashable

@@ -141,6 +141,30 @@ def _prime(cert: Any) -> None:
     )
 
 
+_installed = False
+
+
+def install() -> None:
+    """Answer asn1crypto's ``Name.hashable`` from the name cache, process-wide.
+
+    pyhanko looks names up through ``Name.hashable`` (its certificate registry, path building),
+    asking it of the same names many times while it builds a path; each answer is RFC 4518
+    string preparation of every attribute, recomputed on every call (about a sixth of a first
+    chain validation). The value is a pure function of the Name's DER, which is the key here."""
+    global _installed
+    if _installed:
+        return
+    from asn1crypto import x509
+
+    original = x509.Name.hashable.fget
+
+    def hashable(self: Any) -> str:
+        return _names.get(self.dump(), lambda: original(self))
+
+    x509.Name.hashable = property(hashable, doc=x509.Name.hashable.__doc__)
+    _installed = True
+
+
 def name_key(name: Any) -> str:
     """``name.hashable`` (RFC 5280 comparison form) of an asn1crypto Name, cached by its DER."""
     return _names.get(name.dump(), lambda: name.hashable)

@@ -391,9 +391,10 @@ def _validate_uncached(
         RevocationCheckingRule,
     )
 
-    from .nameconstraints import install
+    from . import certcache, nameconstraints
 
-    install()
+    nameconstraints.install()
+    certcache.install()
     no_check = RevocationCheckingRule.NO_CHECK
     try:
         context = ValidationContext(
