@@ -131,3 +131,13 @@ def test_damaged_summary_columns_are_dropped_and_judged_again(cached_judge, tmp_
     assert again.json_line() == first.json_line()
     assert cached_judge.cache.hits == 0 and cached_judge.cache.misses == 2
     assert len(warnings) == 1 and "damaged results cache entry dropped" in warnings[0]
+
+
+def test_cache_hits_are_not_listed_among_the_slowest_files(fixture_trust):
+    reports = _fixture_reports(fixture_trust)[:3]
+    tally = Tally()
+    tally.add(Judged(reports[0], 0.25, 10))  # judged in this run
+    for report in reports[1:]:  # answered from the results cache
+        tally.add(Judged(encoded=encode_report(report), path=report.path, size=10))
+    assert tally.slowest == [(0.25, reports[0].path)]
+    assert "3 judged" in tally.detail_lines()[0]
