@@ -83,15 +83,12 @@ def verify_source(
     if source.size <= 0:
         return verify_bytes(b"", options, path=path)
     from .pe import hashing
+    from .pe.source import DemandImage, read_exact
 
     if source.size <= hashing.STREAM_CHUNK_SIZE:
         # No larger than one chunk: one read costs less than the demand blocks and chunks
         # (a read through a disk image has a fixed cost), and holds no more than a chunk.
-        data = source.read(0, source.size)
-        if len(data) != source.size:
-            raise OSError(0, f"short read: {len(data)} of {source.size} bytes")
-        return verify_bytes(data, options, path=path)
-    from .pe.source import DemandImage
+        return verify_bytes(read_exact(source, 0, source.size), options, path=path)
 
     with DemandImage.over(source) as demand:
         view = memoryview(demand)
@@ -156,13 +153,11 @@ def _flat_digests(
     if isinstance(data, bytes | bytearray | memoryview):
         return {alg: hashlib.new(alg, data).digest() for alg in algorithms}
     from .pe.hashing import CHUNK_SIZE
+    from .pe.source import read_exact
 
     hashers = {alg: hashlib.new(alg) for alg in algorithms}
     for offset in range(0, data.size, CHUNK_SIZE):
-        length = min(CHUNK_SIZE, data.size - offset)
-        chunk = data.read(offset, length)
-        if len(chunk) != length:
-            raise OSError(0, f"short read at {offset:#x}: {len(chunk)} of {length} bytes")
+        chunk = read_exact(data, offset, CHUNK_SIZE)
         for hasher in hashers.values():
             hasher.update(chunk)
     return {alg: hasher.digest() for alg, hasher in hashers.items()}

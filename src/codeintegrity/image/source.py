@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from ..errors import InputError
 from ..pe.source import ByteSource, FileDescriptorSource, FileObjectSource
@@ -229,9 +229,6 @@ class DissectFileSource(FileObjectSource):
     never an internal error of the engine)."""
 
     __slots__ = ()
-
-    def __init__(self, handle: IO[bytes], size: int) -> None:
-        super().__init__(handle, size)
 
     def read(self, offset: int, length: int) -> bytes | bytearray:
         try:

@@ -46,10 +46,9 @@ class Streamed:
         self.held: dict[int, memoryview] = {}
 
     def _read(self, offset: int, length: int) -> memoryview:
-        length = max(0, min(length, self.size - offset))
-        data = self.source.read(offset, length)
-        if len(data) != length:
-            raise OSError(0, f"short read at {offset:#x}: {len(data)} of {length} bytes")
+        from .source import read_exact
+
+        data = read_exact(self.source, offset, length)
         return data if isinstance(data, memoryview) else memoryview(data)
 
     def _get(self, k: int) -> memoryview:

@@ -38,6 +38,17 @@ class ByteSource(Protocol):
     def read(self, offset: int, length: int) -> bytes | bytearray | memoryview: ...
 
 
+def read_exact(source: ByteSource, offset: int, length: int) -> bytes | bytearray | memoryview:
+    """``length`` bytes of ``source`` at ``offset`` (fewer only past the end of the file);
+    ``OSError`` when the source gives fewer: a file that ends early is never judged as if what
+    was read were all of it."""
+    length = max(0, min(length, source.size - offset))
+    data = source.read(offset, length)
+    if len(data) != length:
+        raise OSError(0, f"short read at {offset:#x}: {len(data)} of {length} bytes")
+    return data
+
+
 class BufferSource:
     """A source over a buffer already in memory (slices are views, not copies)."""
 
@@ -158,10 +169,7 @@ class DemandImage(DemandBuffer):
                 run += 1
             start = k * block
             end = min((run + 1) * block, self.source.size)
-            data = self.source.read(start, end - start)
-            if len(data) != end - start:
-                raise OSError(0, f"short read at {start:#x}: {len(data)} of {end - start} bytes")
-            self[start:end] = data
+            self[start:end] = read_exact(self.source, start, end - start)
             self.filled += end - start
             present.update(range(k, run + 1))
             k = run + 1
