@@ -18,6 +18,7 @@ import pytest
 from codeintegrity.cli import exit_codes
 
 from ..conftest import FIXTURES, PKI
+from .procs import children
 
 pytest.importorskip("distributed", reason="the 'dask' extra (distributed) is not installed")
 
@@ -152,14 +153,6 @@ def test_unreachable_scheduler_is_exit_4(tmp_path):
     assert "cannot reach the Dask scheduler" in result.stderr and result.stdout == ""
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
-            found.update(int(p) for p in handle.read().split())
-    return found
-
-
 def test_ctrl_c_on_a_local_cluster_exits_130_without_tracebacks_or_orphans(tmp_path):
     """Ctrl-C reaches the whole process group, the LocalCluster's workers included: the
     client reports what was judged and closes the cluster; no worker prints a traceback."""
@@ -178,7 +171,7 @@ def test_ctrl_c_on_a_local_cluster_exits_130_without_tracebacks_or_orphans(tmp_p
         proc.stdin.flush()
         first = json.loads(proc.stdout.readline())  # the list is still open: more may come
         assert first["status"] == "valid"
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
         assert len(workers) >= 2
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)

@@ -19,6 +19,7 @@ from codeintegrity.scan.run import Judge, ScanCounter, scan
 from codeintegrity.scan.walk import walk
 
 from ..conftest import FIXTURES
+from .procs import children
 
 
 def _key(outcome) -> tuple:
@@ -63,14 +64,6 @@ def test_a_crashing_worker_loses_one_file(fixture_trust):
     assert all(o.report.ok for o in got if isinstance(o, Judged))
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
-            found.update(int(p) for p in handle.read().split())
-    return found
-
-
 def test_ctrl_c_with_workers_exits_130_flushes_and_leaves_no_orphans(tmp_path, fixture_trust):
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -101,7 +94,7 @@ def test_ctrl_c_with_workers_exits_130_flushes_and_leaves_no_orphans(tmp_path, f
         proc.stdin.flush()
         first = json.loads(proc.stdout.readline())
         assert first["status"] == "valid"
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
         assert len(workers) == 2
         # Ctrl-C reaches the whole foreground process group: the parent and its workers.
         os.kill(proc.pid, signal.SIGINT)

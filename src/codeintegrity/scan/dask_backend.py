@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .outcome import Crashed, Outcome
-from .pool import _END, JudgePlan, Ready, Release, _Feeder, not_pe_dropped
+from .pool import END, Feeder, JudgePlan, Ready, Release, not_pe_dropped
 from .run import Judge, ScanCounter, internal_message
 from .walk import Target, WalkItem
 
@@ -369,7 +369,7 @@ class _DaskRun:
         release: Release[Outcome | None] = Release(ordered)
         # The walk (or a --files-from pipe) runs in a thread: a batch goes out as soon as the
         # source has nothing more ready, instead of waiting for it to fill.
-        feed = _Feeder(items, window=FEED_QUEUE)
+        feed = Feeder(items, window=FEED_QUEUE)
         exhausted = False
         seq = 0
         batch: list[tuple[int, Target]] = []
@@ -384,7 +384,7 @@ class _DaskRun:
                     item = feed.take()
                     if item is None:
                         break  # nothing ready: send what there is, then wait
-                    if item is _END:
+                    if item is END:
                         exhausted = True
                         break
                     mine = seq

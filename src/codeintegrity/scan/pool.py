@@ -219,7 +219,7 @@ def run_pool(
     ctx = multiprocessing.get_context("fork")
     worker_work: Callable[[object], object] = work  # type: ignore[assignment]
     workers = [_Worker(ctx, worker_work) for _ in range(max(1, jobs))]
-    feed = _Feeder(items, window=4 * len(workers) * HELD)
+    feed = Feeder(items, window=4 * len(workers) * HELD)
     release: Release[OutT] = Release(ordered)
     exhausted = False
     seq = 0
@@ -248,7 +248,7 @@ def run_pool(
                         taken = feed.take()
                         if taken is None:
                             break  # nothing taken yet: wait for the source or a worker
-                        if taken is _END:
+                        if taken is END:
                             exhausted = True
                             break
                         mine = seq
@@ -393,10 +393,10 @@ def parallel_scan(
         outcomes.close()  # stops the workers now, not when the generator is collected
 
 
-_END = object()
+END = object()
 
 
-class _Feeder:
+class Feeder:
     """Runs the source (a walk) in a thread, so the parent can hand out work, collect results
     and write output while the walk (or a --files-from pipe) is still producing.
 
@@ -425,7 +425,7 @@ class _Feeder:
                     time.sleep(0.002)  # the workers are behind: the walk waits for them
                 self._put(item)
         finally:
-            self._put(_END)
+            self._put(END)
 
     def _put(self, item: object) -> None:
         self._items.append(item)
