@@ -393,7 +393,7 @@ def parallel_scan(
         outcomes.close()  # stops the workers now, not when the generator is collected
 
 
-END = object()
+END = object()  # the last item a Feeder gives: its source is exhausted
 
 
 class Feeder:
