@@ -223,3 +223,61 @@ def test_installed_name_hashable_answers_from_the_cache_with_the_same_value():
     assert certcache.stats()["names_hits"] >= before + 3
     other = x509.Name.build({"common_name": "Contoso Code Signing CA 2", "country_name": "US"})
     assert other != prepared and other.hashable != prepared.hashable
+
+
+def _rdn(*pairs: tuple[str, str]) -> x509.RelativeDistinguishedName:
+    return x509.RelativeDistinguishedName(
+        [
+            x509.NameTypeAndValue({"type": kind, "value": x509.DirectoryString("utf8_string", v)})
+            for kind, v in pairs
+        ]
+    )
+
+
+def _name(*rdns: x509.RelativeDistinguishedName) -> x509.Name:
+    # Through DER, as names arrive in certificates (the cache is keyed by the encoding).
+    return x509.Name.load(x509.Name(name="", value=x509.RDNSequence(list(rdns))).dump())
+
+
+_NAMES = [
+    _name(_rdn(("common_name", "Contoso CA")), _rdn(("country_name", "US"))),
+    _name(_rdn(("common_name", "  contoso   ca ")), _rdn(("country_name", "us"))),
+    _name(_rdn(("common_name", "Contoso CA"))),
+    _name(_rdn(("country_name", "US")), _rdn(("common_name", "Contoso CA"))),
+    # Multi-valued RDNs: attribute order inside one RDN does not matter, count does.
+    _name(_rdn(("common_name", "Contoso CA"), ("organization_name", "Contoso"))),
+    _name(_rdn(("organization_name", "contoso"), ("common_name", "CONTOSO CA"))),
+    # A type repeated inside one RDN: asn1crypto keeps the last value and compares counts.
+    _name(_rdn(("organizational_unit_name", "A"), ("organizational_unit_name", "B"))),
+    _name(_rdn(("organizational_unit_name", "B"))),
+    _name(_rdn(("organizational_unit_name", "C"), ("organizational_unit_name", "B"))),
+    _name(),
+]
+
+
+def test_installed_name_equality_agrees_with_asn1crypto_on_every_pair():
+    certcache.install()
+    original = x509.RDNSequence.__eq__
+    agreed = 0
+    for left in _NAMES:
+        for right in _NAMES:
+            expected = original(left.chosen, right.chosen)
+            assert (left == right) is expected, (left.native, right.native)
+            assert (left != right) is (not expected)
+            agreed += expected
+    # Each name equals itself; so do the case/spacing pair and the reordered-attributes pair.
+    assert agreed == len(_NAMES) + 2 * 2
+    # Same comparison string, different attribute count: ``hashable`` alone would say equal.
+    assert _NAMES[6].hashable == _NAMES[7].hashable and _NAMES[6] != _NAMES[7]
+    assert certcache.stats()["name_keys_size"] >= len(_NAMES)
+    assert (_NAMES[0] == "Contoso CA") is False
+
+
+def test_installed_name_equality_with_an_unpreparable_name_answers_as_asn1crypto_does():
+    certcache.install()
+    bad = _name(_rdn(("common_name", "bad\ufffd")))  # RFC 4518 prohibits U+FFFD
+    # asn1crypto answers from the RDN counts before preparing any string ...
+    assert (bad == _NAMES[0]) is False
+    # ... and raises when it has to prepare it; the cache neither hides that nor stores it.
+    with pytest.raises(ValueError, match="replacement character"):
+        _ = bad == _name(_rdn(("common_name", "bad\ufffd")))

@@ -7,7 +7,8 @@ the hashing of a small file. What is cached here is a pure function of the certi
 
 - the parsed certificate itself (the first copy seen stands for every later byte-identical one,
   so asn1crypto's lazily parsed fields and extensions are parsed once);
-- the comparison form of a Name (``Name.hashable``), keyed by the Name's DER;
+- the comparison forms of a Name (``Name.hashable``, and what ``Name.__eq__`` compares), keyed
+  by the Name's DER;
 - the report's :class:`CertInfo`;
 - the public key as ``cryptography`` loads it (to check each file's own signature with it).
 
@@ -83,6 +84,7 @@ _MISSING: Any = object()
 # algorithms the crypto provider allows (hashlib may refuse one; the verdict says so elsewhere).
 _certificates: LRU[bytes, Any] = LRU(MAX_CERTIFICATES)
 _names: LRU[bytes, str] = LRU(MAX_NAMES)
+_name_keys: LRU[bytes, tuple[Any, ...]] = LRU(MAX_NAMES)
 _infos: LRU[bytes, CertInfo] = LRU(MAX_CERTIFICATES)
 _keys: LRU[bytes, Any] = LRU(MAX_CERTIFICATES)
 # id of an interned certificate -> [the certificate, its DER, its SHA-256 once asked]. The
@@ -145,24 +147,53 @@ _installed = False
 
 
 def install() -> None:
-    """Answer asn1crypto's ``Name.hashable`` from the name cache, process-wide.
+    """Answer asn1crypto's ``Name.hashable`` and ``Name.__eq__`` from the name caches,
+    process-wide.
 
-    pyhanko looks names up through ``Name.hashable`` (its certificate registry, path building),
-    asking it of the same names many times while it builds a path; each answer is RFC 4518
-    string preparation of every attribute, recomputed on every call (about a sixth of a first
-    chain validation). The value is a pure function of the Name's DER, which is the key here."""
+    pyhanko looks names up through ``Name.hashable`` (its certificate registry, path building)
+    and compares them with ``==`` (issuer to subject, at every step of a path), asking of the
+    same names many times; each answer is RFC 4518 string preparation of every attribute, done
+    again for every parsed copy of a name (about a third of a first chain validation). Both
+    are pure functions of the Name's DER, which is the key here."""
     global _installed
     if _installed:
         return
     from asn1crypto import x509
 
     original = x509.Name.hashable.fget
+    original_eq = x509.Name.__eq__
 
     def hashable(self: Any) -> str:
         return _names.get(self.dump(), lambda: original(self))
 
+    def equal(self: Any, other: object) -> bool:
+        if not isinstance(other, x509.Name):
+            return False
+        try:
+            return _comparison_key(self) == _comparison_key(other)
+        except _ASN1_ERRORS:
+            # A name whose strings cannot be prepared: asn1crypto decides (it may answer
+            # before reaching the bad attribute, or raise as it always did).
+            return bool(original_eq(self, other))
+
     x509.Name.hashable = property(hashable, doc=x509.Name.hashable.__doc__)
+    x509.Name.__eq__ = equal  # type: ignore[method-assign,assignment]
     _installed = True
+
+
+def _comparison_key(name: Any) -> tuple[Any, ...]:
+    """A value equal for two Names exactly when asn1crypto's RFC 5280 ``==`` says they are:
+    per RDN, its number of attributes and its prepared value by attribute type (the same dict
+    asn1crypto compares, so a repeated type counts as it does there)."""
+
+    def build() -> tuple[Any, ...]:
+        rdns = []
+        for rdn in name.chosen:
+            values = {ntv["type"].native: ntv.prepped_value for ntv in rdn}
+            rdns.append((len(rdn), tuple(sorted(values.items()))))
+        return tuple(rdns)
+
+    return _name_keys.get(name.dump(), build)
 
 
 def name_key(name: Any) -> str:
@@ -191,6 +222,7 @@ def stats() -> dict[str, int]:
     caches = (
         ("certificates", _certificates),
         ("names", _names),
+        ("name_keys", _name_keys),
         ("infos", _infos),
         ("keys", _keys),
     )
@@ -202,5 +234,5 @@ def stats() -> dict[str, int]:
 
 
 def clear() -> None:
-    for cache in (_certificates, _names, _infos, _keys, _known):
+    for cache in (_certificates, _names, _name_keys, _infos, _keys, _known):
         cache.clear()

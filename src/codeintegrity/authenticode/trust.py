@@ -8,6 +8,7 @@ the same signers repeat across thousands of files.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
@@ -491,6 +492,17 @@ def _best_effort(leaf: Any, others: tuple[Any, ...], store: TrustStore) -> tuple
 
 _thread_state = threading.local()
 _executor: Any = None  # a one-thread ThreadPoolExecutor, made on first need
+
+
+def _forget_loop() -> None:
+    """In a forked child: the parent's event loop shares its epoll instance and self-pipe with
+    the parent, and its executor's thread does not exist here. The child makes its own."""
+    global _thread_state, _executor
+    _thread_state, _executor = threading.local(), None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_loop)
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -301,6 +301,18 @@ _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def _forget_executor() -> None:
+    """In a forked child: the parent's pool threads do not exist here, and a task handed to
+    the inherited pool would wait for them forever (a worker forked after its parent hashed a
+    large file hung on its first one). The child starts its own pool on first need."""
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
+
+
 def _worker() -> ThreadPoolExecutor:
     """One process-wide pool: threads are started once, not per file."""
     global _executor
