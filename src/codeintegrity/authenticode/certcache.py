@@ -177,7 +177,7 @@ def install() -> None:
             return bool(original_eq(self, other))
 
     x509.Name.hashable = property(hashable, doc=x509.Name.hashable.__doc__)
-    x509.Name.__eq__ = equal  # type: ignore[method-assign,assignment]
+    x509.Name.__eq__ = equal
     _installed = True
 
 
