@@ -10,25 +10,21 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import TrustStoreError
 from ..findings import FindingCode
-from . import oids
+from . import chaincache, oids
 from .certcache import fingerprint, name_key
+from .chaincache import Outcome
 from .dername import loose_name_key as _loose_name_key
 from .dername import subject_der as _subject_der
 
-if TYPE_CHECKING:
-    from .chainrules import ChainFacts
-
 _MAX_CHAIN = 12
-_CACHE_SIZE = 4096
 # A full root-program PEM bundle is a few MiB; anything far larger is not a trust file.
 _MAX_ANCHOR_FILE = 64 << 20
 
@@ -240,40 +236,12 @@ class ChainResult:
     problems: tuple[tuple[FindingCode, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What pyhanko and the signature-independent rules said of one path (cached)."""
-
-    ok: bool
-    code: FindingCode | None
-    detail: str
-    certs: tuple[Any, ...]
-    facts: ChainFacts
-    timeless: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    not_before: datetime
-    not_after: datetime
-    outcome: _Outcome
-
-
-_success_cache: OrderedDict[tuple[Any, ...], list[_Window]] = OrderedDict()
-_failure_cache: OrderedDict[tuple[Any, ...], _Outcome] = OrderedDict()
-_cache_lock = threading.Lock()
-_stats = {"hits": 0, "misses": 0}
-
-
 def cache_stats() -> dict[str, int]:
-    return dict(_stats)
+    return chaincache.stats()
 
 
 def clear_chain_cache() -> None:
-    with _cache_lock:
-        _success_cache.clear()
-        _failure_cache.clear()
-        _stats.update(hits=0, misses=0)
+    chaincache.clear()
 
 
 def validate_chain(
@@ -301,38 +269,15 @@ def validate_chain(
             _best_effort(leaf, others, store),
             problems=((FindingCode.CHAIN_EKU, eku_problem),),
         )
-    leaf_key = fingerprint(leaf)
-    other_keys = frozenset(fingerprint(c) for c in others)
-    base = (store.key, leaf_key, other_keys)
-    outcome: _Outcome | None = None
-    with _cache_lock:
-        for window in _success_cache.get(base, ()):
-            if window.not_before <= moment <= window.not_after:
-                _success_cache.move_to_end(base)
-                outcome = window.outcome
-                break
-        else:
-            outcome = _failure_cache.get(base) or _failure_cache.get((*base, moment))
-        _stats["hits" if outcome is not None else "misses"] += 1
+    key = (store.key, fingerprint(leaf), frozenset(fingerprint(c) for c in others))
+    outcome = chaincache.lookup(key, moment)
     if outcome is None:
         outcome = _validate_uncached(leaf, others, store, moment)
-        with _cache_lock:
-            if outcome.ok:
-                bounded = outcome.certs[:-1] or outcome.certs
-                window = _Window(
-                    max(_aware(c.not_valid_before) for c in bounded),
-                    min(_aware(c.not_valid_after) for c in bounded),
-                    outcome,
-                )
-                _success_cache.setdefault(base, []).append(window)
-                _trim(_success_cache)
-            else:
-                _failure_cache[base if outcome.timeless else (*base, moment)] = outcome
-                _trim(_failure_cache)
+        chaincache.store(key, moment, outcome)
     return _finish(outcome, eku, timestamped)
 
 
-def _finish(outcome: _Outcome, eku: str, timestamped: datetime | None) -> ChainResult:
+def _finish(outcome: Outcome, eku: str, timestamped: datetime | None) -> ChainResult:
     """Apply the signature-dependent part of the rules (EKU, timestamp exemptions)."""
     from .chainrules import applicable
 
@@ -345,11 +290,6 @@ def _finish(outcome: _Outcome, eku: str, timestamped: datetime | None) -> ChainR
         return ChainResult(True, None, "", outcome.certs)
     code, detail = problems[0]
     return ChainResult(False, code, detail, outcome.certs, outcome.timeless, tuple(problems))
-
-
-def _trim(cache: OrderedDict[Any, Any]) -> None:
-    while len(cache) > _CACHE_SIZE:
-        cache.popitem(last=False)
 
 
 def _check_eku(leaf: Any, eku: str) -> str | None:
@@ -367,13 +307,13 @@ def _check_eku(leaf: Any, eku: str) -> str | None:
 
 def _validate_uncached(
     leaf: Any, others: tuple[Any, ...], store: TrustStore, moment: datetime
-) -> _Outcome:
+) -> Outcome:
     from .chainrules import evaluate
 
-    def failed(code: FindingCode, detail: str, timeless: bool = False) -> _Outcome:
+    def failed(code: FindingCode, detail: str, timeless: bool = False) -> Outcome:
         chain = _best_effort(leaf, others, store)
         anchored = len(chain) > 1 and chain[-1] in store
-        return _Outcome(False, code, detail, chain, evaluate(chain, anchored), timeless)
+        return Outcome(False, code, detail, chain, evaluate(chain, anchored), timeless)
 
     if len(store) == 0:
         return failed(FindingCode.CHAIN_UNTRUSTED, "the trust store is empty", timeless=True)
@@ -424,14 +364,14 @@ def _validate_uncached(
         return failed(FindingCode.CHAIN_VALIDATOR_FAILED, detail)
     if not certs or certs[-1] not in store:
         # Anchors are whole certificates; a name/key look-alike is not an anchor.
-        return _Outcome(
+        return Outcome(
             False,
             FindingCode.CHAIN_UNTRUSTED,
             "path does not end at an anchor",
             certs,
             evaluate(certs, False),
         )
-    return _Outcome(True, None, "", certs, evaluate(certs, True))
+    return Outcome(True, None, "", certs, evaluate(certs, True))
 
 
 def _classify(exc: BaseException) -> FindingCode:
@@ -523,10 +463,6 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
         _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ci-chain")
     return _executor.submit(asyncio.run, coro).result()
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _line(exc: BaseException) -> str:

@@ -359,9 +359,11 @@ def in_workers(
     the same as with one process. ``base`` is the options :func:`open_image` was given.
     Folder-listing errors stay the parent's to report: it walks the volumes while planning."""
     from ..scan.pool import run_pool
+    from ..scan.share import validated_chains
 
     def verdicts(tasks: Iterator[Task]) -> Iterator[FileVerdict | None]:
-        return run_pool(tasks, _ImagePlan(), _ImageWorker(path, base, options), jobs, ordered=True)
+        worker = _ImageWorker(path, base, options)
+        return run_pool(tasks, _ImagePlan(), worker, jobs, ordered=True, share=validated_chains())
 
     return verdicts
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 from .outcome import Crashed, Outcome
 from .run import Judge, ScanCounter, internal_message
+from .share import NewsLog, NewsPipe, Share, validated_chains
 from .walk import Target, WalkItem
 
 if TYPE_CHECKING:
@@ -111,8 +112,16 @@ class _Raised:
     message: str
 
 
-def _worker_main(conn: Connection, work: Callable[[object], object]) -> None:
+def _worker_main(
+    conn: Connection,
+    work: Callable[[object], object],
+    share: Share | None,
+    news: NewsPipe | None,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if share is not None and news is not None:
+        news.in_worker()
+        share.start()
     while True:
         try:
             batch = conn.recv()
@@ -121,14 +130,21 @@ def _worker_main(conn: Connection, work: Callable[[object], object]) -> None:
         if batch is None:
             return
         for seq, item in batch:
+            told: list[object] = []
             try:
+                if share is not None and news is not None:
+                    heard = news.receive()
+                    if heard:
+                        share.learn(heard)
                 result = work(item)
+                if share is not None:
+                    told = share.take()
             except Exception as exc:  # noqa: BLE001 - one task, never the worker
                 result = _Raised(internal_message(exc))
             try:
-                payload = _pickled((seq, result))
+                payload = _pickled((seq, result, told))
             except Exception as exc:  # noqa: BLE001 - a result that does not pickle: a bug
-                payload = _pickled((seq, _Raised(internal_message(exc))))
+                payload = _pickled((seq, _Raised(internal_message(exc)), []))
             try:
                 # One result at a time: the parent knows which task a dying worker was on.
                 conn.send_bytes(payload)
@@ -165,15 +181,24 @@ def _pickled(message: object) -> bytes:
 
 class _Worker:
     def __init__(
-        self, ctx: multiprocessing.context.ForkContext, work: Callable[[object], object]
+        self,
+        ctx: multiprocessing.context.ForkContext,
+        work: Callable[[object], object],
+        share: Share | None = None,
     ) -> None:
         parent, child = ctx.Pipe()
         self.conn = parent
+        self.news = NewsPipe() if share is not None else None
         self.process: ForkProcess = ctx.Process(
-            target=_worker_main, args=(child, work), daemon=True, name="codeintegrity-worker"
+            target=_worker_main,
+            args=(child, work, share, self.news),
+            daemon=True,
+            name="codeintegrity-worker",
         )
         self.process.start()
         child.close()
+        if self.news is not None:
+            self.news.in_parent()
         self.held: dict[int, object] = {}  # sequence number -> task, in the order sent
         self.weight = 0  # bytes of file the held tasks name
 
@@ -203,6 +228,8 @@ class _Worker:
             self.process.kill()
             self.process.join()
         self.conn.close()
+        if self.news is not None:
+            self.news.close()
 
 
 def run_pool(
@@ -212,13 +239,17 @@ def run_pool(
     jobs: int,
     *,
     ordered: bool = False,
+    share: Share | None = None,
 ) -> Generator[OutT, None, None]:
     """One result per input, with ``jobs`` forked worker processes running ``work`` (which
     should not raise: what it raises becomes :meth:`Plan.crashed` for that task). The inputs
-    are taken in a thread, so a slow source (a walk, a pipe) does not hold up the results."""
+    are taken in a thread, so a slow source (a walk, a pipe) does not hold up the results.
+    With ``share``, what one worker reports after a task reaches the others
+    (:mod:`.share`)."""
     ctx = multiprocessing.get_context("fork")
     worker_work: Callable[[object], object] = work  # type: ignore[assignment]
-    workers = [_Worker(ctx, worker_work) for _ in range(max(1, jobs))]
+    workers = [_Worker(ctx, worker_work, share) for _ in range(max(1, jobs))]
+    told = NewsLog()
     feed = Feeder(items, window=4 * len(workers) * HELD)
     release: Release[OutT] = Release(ordered)
     exhausted = False
@@ -294,7 +325,9 @@ def run_pool(
                 if worker.conn in ready:
                     try:
                         while worker.conn.poll():
-                            got, result = worker.conn.recv()
+                            got, result, news = worker.conn.recv()
+                            if news:
+                                _relay(news, worker, workers, told)
                             worker.done(got)
                             state = states.pop(got)
                             if isinstance(result, _Raised):
@@ -317,11 +350,26 @@ def run_pool(
                         retry.extend(held[1:])
                     worker.held.clear()
                     worker.conn.close()
-                    workers[index] = _Worker(ctx, worker_work)
+                    if worker.news is not None:
+                        worker.news.close()
+                    fresh = workers[index] = _Worker(ctx, worker_work, share)
+                    if fresh.news is not None:
+                        fresh.news.post(told.items)
+            for worker in workers:
+                if worker.news is not None:
+                    worker.news.flush()
     finally:
         for worker in workers:
             worker.stop()
         feed.close()
+
+
+def _relay(news: list[object], teller: _Worker, workers: list[_Worker], told: NewsLog) -> None:
+    """What ``teller`` reported, to every other worker (and to the log for later ones)."""
+    told.add(news)
+    for worker in workers:
+        if worker is not teller and worker.news is not None:
+            worker.news.post(news)
 
 
 # The parent keeps, per file sent to a worker: the target as walked, and the cache miss.
@@ -385,7 +433,12 @@ def parallel_scan(
 
     # Workers must not use the parent's cache connection: they get a judge without it.
     outcomes = run_pool(
-        items, JudgePlan(judge, counter), judge.for_worker().unjudged, jobs, ordered=ordered
+        items,
+        JudgePlan(judge, counter),
+        judge.for_worker().unjudged,
+        jobs,
+        ordered=ordered,
+        share=validated_chains(),
     )
     try:
         yield from not_pe_dropped(outcomes, counter)
