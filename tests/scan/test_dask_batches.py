@@ -176,3 +176,31 @@ def test_a_file_that_kills_every_worker_is_the_only_file_lost(client, fixture_tr
     assert "Dask task failed" in lost[0].message and "KilledWorker" in lost[0].message
     # Its batch went again file by file: the others are judged as they would be locally.
     assert sorted(_key(o) for o in got if o is not lost[0]) == expected
+
+
+def test_a_batch_reports_the_chains_it_validated_and_one_taught_them_validates_none(
+    fixture_trust,
+):
+    # What runs on a worker, called here: the chains one batch validated travel with the next
+    # batches; a worker that gets them judges alike without building those chains itself.
+    from codeintegrity.authenticode import certcache, chaincache
+    from codeintegrity.options import VerifyOptions
+    from codeintegrity.scan.dask_backend import JudgeRecipe, judge_batch
+    from codeintegrity.scan.walk import Target
+
+    recipe = JudgeRecipe.of(Judge(VerifyOptions(trust=fixture_trust)))
+    names = ["t64_sha256.exe", "t64_sha256_ph_ts.exe", "t64_nested_sha1+sha256ph.exe"]
+    batch = [(i, Target(str(FIXTURES / n), False, 0)) for i, n in enumerate(names)]
+    try:
+        certcache.clear()
+        chaincache.clear()
+        _seconds, first, told = judge_batch(recipe, batch)
+        assert told and chaincache.stats()["misses"] == len(told)
+        certcache.clear()
+        chaincache.clear()  # another worker: nothing validated yet
+        _seconds, second, again = judge_batch(recipe, batch, told)
+        assert chaincache.stats()["misses"] == 0 and again == []
+        assert [outcome_dict(o) for _s, o in second] == [outcome_dict(o) for _s, o in first]
+    finally:
+        chaincache.share(False)
+        chaincache.clear()

@@ -117,19 +117,29 @@ _WORKER_JUDGES: OrderedDict[int, Judge] = OrderedDict()
 
 
 def judge_batch(
-    recipe: JudgeRecipe, batch: Sequence[tuple[int, Target]]
-) -> tuple[float, list[tuple[int, Outcome | None]]]:
-    """Runs on a Dask worker: verify each file of the batch (no cache, no policy). Returns the
-    seconds it took (for :class:`BatchSizer`) and one outcome per file."""
+    recipe: JudgeRecipe, batch: Sequence[tuple[int, Target]], news: Sequence[Any] = ()
+) -> tuple[float, list[tuple[int, Outcome | None]], list[Any]]:
+    """Runs on a Dask worker: verify each file of the batch (no cache, no policy). ``news``
+    is chains other workers validated (:mod:`..authenticode.chaincache`). Returns the seconds
+    it took (for :class:`BatchSizer`), one outcome per file, and the chains this worker
+    validated meanwhile (for the others)."""
+    from ..authenticode import chaincache
+
     started = time.perf_counter()
     judge = recipe.build()
+    chaincache.share()
+    if news:
+        try:
+            chaincache.learn(news)
+        except Exception:  # noqa: BLE001, S110 - news only saves work: the files are judged
+            pass
     out: list[tuple[int, Outcome | None]] = []
     for seq, target in batch:
         try:
             out.append((seq, judge.unjudged(target)))
         except Exception as exc:  # noqa: BLE001 - one file, never the batch
             out.append((seq, Crashed(target.path, internal_message(exc))))
-    return time.perf_counter() - started, out
+    return time.perf_counter() - started, out, chaincache.take_news()
 
 
 def _same(recipe: JudgeRecipe) -> JudgeRecipe:
@@ -344,6 +354,10 @@ class _DaskRun:
         self.in_flight = 0
         self.threads = 1
         self.threads_checked = 0.0
+        # Chains the workers validated, by the send after which they were heard: each travels
+        # with the next ``threads`` batches, so that every worker is likely to get it.
+        self.heard: deque[list[Any]] = deque()
+        self.fresh: list[Any] = []
 
     def _window(self) -> int:
         """Batches to keep in flight; the cluster may grow or shrink during a run."""
@@ -426,7 +440,13 @@ class _DaskRun:
             feed.close()
 
     def _send(self, batch: list[tuple[int, Target]], *, alone: bool = False) -> None:
-        future = self.client.submit(judge_batch, self.recipe, batch, pure=False)
+        if self.fresh:
+            self.heard.append(self.fresh)
+            self.fresh = []
+        while len(self.heard) > self.threads:
+            self.heard.popleft()
+        news = [item for told in self.heard for item in told]
+        future = self.client.submit(judge_batch, self.recipe, batch, news, pure=False)
         self.batches[future.key] = (batch, alone)
         self.running.add(future)
         self.in_flight += 1
@@ -442,8 +462,9 @@ class _DaskRun:
         batch, alone = self.batches.pop(future.key)
         failure = _failure(future, result)
         if failure is None:
-            seconds, outcomes = result
+            seconds, outcomes, told = result
             self.sizer.record(len(outcomes), seconds)
+            self.fresh.extend(told)
             return [(seq, self.plan.finish(out, self.states.pop(seq))) for seq, out in outcomes]
         if not alone:
             self.suspects.extend(batch)
