@@ -1,9 +1,26 @@
-"""Windows catalog (.cat) files: parsing (:mod:`.ctl`) and the persisted index (:mod:`.index`)."""
+"""Windows catalog (.cat) files: parsing (:mod:`.ctl`) and the persisted index (:mod:`.index`).
+
+The names are loaded on first use: the engine imports :mod:`.match` on every run (its hashing
+entry point), and a run without catalogs need not load the parser and the index (SQLite).
+"""
 
 from __future__ import annotations
 
-from .ctl import Catalog, CatalogMember, parse_catalog
-from .index import CatalogIndex, IndexedMember, IndexStats
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ctl import Catalog, CatalogMember, parse_catalog
+    from .index import CatalogIndex, IndexedMember, IndexStats
+
+_HOMES = {
+    "Catalog": ".ctl",
+    "CatalogMember": ".ctl",
+    "parse_catalog": ".ctl",
+    "CatalogIndex": ".index",
+    "IndexedMember": ".index",
+    "IndexStats": ".index",
+}
 
 __all__ = [
     "Catalog",
@@ -13,3 +30,10 @@ __all__ = [
     "IndexedMember",
     "parse_catalog",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(home, __name__), name)
