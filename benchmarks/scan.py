@@ -1,16 +1,17 @@
 """Benchmark tree scans: codeintegrity --jobs 1/2, --dask local:2, warm results cache, against
 signify (one process), osslsigncode (once per file) and the hashlib floor; parent peak RSS.
 
-Usage: python benchmarks/scan.py [--corpus DIR] [--copies 20] [--small 100000]
+Usage: python benchmarks/scan.py [--corpus DIR] [--copies 20] [--small 100000] [--rounds 5]
                                  [--signify-python PATH] [--skip-dask]
 
-Every figure is the wall time of a whole process (or of all the processes for osslsigncode),
-measured once in this run, printed with its ratio to the hashlib floor and to codeintegrity
---jobs 1. signify needs its own Python with the oscrypto patch of the corpus RECIPES.md (pass
---signify-python; skipped if absent). The warm results cache is also given per file, with the
-start-up (the same command on an empty folder) taken out. Parent peak RSS is GNU time's %M of a
---jobs 1 run (one process) on synthetic trees of as many tiny files as the copies tree and of
---small of them, and on the copies tree.
+Every figure is the wall time of a whole process (or of all the processes for osslsigncode).
+Each row runs once per round, the rounds one after another; the table gives each row's median
+and range, and its ratios to the hashlib floor and to codeintegrity --jobs 1 as the median (and
+range) of the ratios within each round. signify needs its own Python with the oscrypto patch
+of the corpus RECIPES.md (pass --signify-python; skipped if absent). The warm results cache is
+also given per file, with the start-up (the same command on an empty folder) taken out. Parent
+peak RSS is GNU time's %M of a --jobs 1 run (one process) on synthetic trees of as many tiny
+files as the copies tree and of --small of them, and on the copies tree.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,11 +86,26 @@ def peak_rss_kb(cmd: list[str], env: dict[str, str]) -> int:
     return int(out.stderr.strip().splitlines()[-1])
 
 
+Row = tuple[str, Callable[[], float]]
+
+
+def measure(rows: list[Row], rounds: int) -> dict[str, list[float]]:
+    """Every row once per round, rounds one after another: rows of one round see the same
+    machine (this VM's speed drifts by tens of percent from one minute to the next), so ratios
+    are taken within a round and their median reported."""
+    times: dict[str, list[float]] = {name: [] for name, _ in rows}
+    for _ in range(rounds):
+        for name, run in rows:
+            times[name].append(run())
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--small", type=int, default=100000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--signify-python", default=os.environ.get("SIGNIFY_PYTHON"))
     parser.add_argument("--skip-dask", action="store_true")
     args = parser.parse_args()
@@ -95,7 +113,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ci-scan-bench-"))
     env = dict(os.environ, CODEINTEGRITY_HOME=str(work / "home"))
     files = pe_files(args.corpus)
-    rows: list[tuple[str, float]] = []
     try:
         corpus = work / "corpus"
         corpus.mkdir()
@@ -109,39 +126,22 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
             check=False,
         )
-        floor = timed([sys.executable, "-c", FLOOR_SCRIPT, str(corpus)])
-        rows.append((f"hashlib sha256 floor ({len(files)} files)", floor))
-        one = timed([*CI, "--no-cache", "--jobs", "1", str(corpus)], env)
-        rows.append(("codeintegrity --jobs 1", one))
-        rows.append(
-            ("codeintegrity --jobs 2", timed([*CI, "--no-cache", "--jobs", "2", str(corpus)], env))
-        )
         cache = str(work / "results.sqlite3")
         timed([*CI, "--cache", cache, "--jobs", "1", str(corpus)], env)
-        rows.append(
-            (
-                "codeintegrity warm results cache",
-                timed([*CI, "--cache", cache, "--jobs", "1", str(corpus)], env),
-            )
-        )
+        rows: list[Row] = [
+            (FLOOR, lambda: timed([sys.executable, "-c", FLOOR_SCRIPT, str(corpus)])),
+            (ONE, lambda: timed([*CI, "--no-cache", "--jobs", "1", str(corpus)], env)),
+            (TWO, lambda: timed([*CI, "--no-cache", "--jobs", "2", str(corpus)], env)),
+            (WARM, lambda: timed([*CI, "--cache", cache, "--jobs", "1", str(corpus)], env)),
+        ]
         if args.signify_python and Path(args.signify_python).exists():
-            rows.append(
-                (
-                    "signify 0.9 (one process)",
-                    timed([args.signify_python, "-c", SIGNIFY_SCRIPT, str(corpus)]),
-                )
-            )
+            signify = [args.signify_python, "-c", SIGNIFY_SCRIPT, str(corpus)]
+            rows.append(("signify 0.9 (one process)", lambda: timed(signify)))
         if shutil.which("osslsigncode"):
-            started = time.perf_counter()
-            for path in corpus.iterdir():
-                subprocess.run(
-                    ["osslsigncode", "verify", "-in", str(path)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    check=False,
-                )
-            rows.append(("osslsigncode (once per file)", time.perf_counter() - started))
-        print_table(f"Corpus: {args.corpus} ({len(files)} PE files)", rows, floor, one)
+            rows.append(("osslsigncode (once per file)", lambda: osslsigncode(corpus)))
+        times = measure(rows, args.rounds)
+        title = f"Corpus: {args.corpus} ({len(files)} PE files), {args.rounds} rounds"
+        print_table(title, times)
 
         tree = work / "tree"
         for copy in range(args.copies):
@@ -150,35 +150,52 @@ def main() -> None:
             for path in corpus.iterdir():
                 os.link(path, folder / path.name)
         count = len(files) * args.copies
-        floor = timed([sys.executable, "-c", FLOOR_SCRIPT, str(tree)])
-        rows = [(f"hashlib sha256 floor ({count} files)", floor)]
-        one = timed([*CI, "--no-cache", "--jobs", "1", str(tree)], env)
-        rows.append(("codeintegrity --jobs 1", one))
-        rows.append(
-            ("codeintegrity --jobs 2", timed([*CI, "--no-cache", "--jobs", "2", str(tree)], env))
-        )
-        if not args.skip_dask:
-            two = rows[-1][1]
-            dask = dask_rows([*CI, "--no-cache"], tree, env)
-            rows += dask
-        cache = str(work / "tree-results.sqlite3")
-        cold = timed([*CI, "--cache", cache, "--jobs", "1", str(tree)], env)
-        warm = timed([*CI, "--cache", cache, "--jobs", "1", str(tree)], env)
-        rows.append(("codeintegrity cold results cache", cold))
-        rows.append(("codeintegrity warm results cache", warm))
+        tree_cache = work / "tree-results.sqlite3"
         empty = work / "empty"
         empty.mkdir()
-        start = timed([*CI, "--cache", cache, "--jobs", "1", str(empty)], env)
-        rows.append(("codeintegrity on an empty folder (start-up)", start))
-        print_table(f"Tree: {count} files ({args.copies} hard-linked copies)", rows, floor, one)
+
+        def cold() -> float:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tree_cache}{suffix}").unlink(missing_ok=True)
+            return timed([*CI, "--cache", str(tree_cache), "--jobs", "1", str(tree)], env)
+
+        rows = [
+            (FLOOR, lambda: timed([sys.executable, "-c", FLOOR_SCRIPT, str(tree)])),
+            (ONE, lambda: timed([*CI, "--no-cache", "--jobs", "1", str(tree)], env)),
+            (TWO, lambda: timed([*CI, "--no-cache", "--jobs", "2", str(tree)], env)),
+        ]
         if not args.skip_dask:
-            ratios = ", ".join(f"{n.split('--dask ')[1]} {t / two:.2f}x" for n, t in dask)
-            print(f"Dask time / --jobs 2 time: {ratios}")
-        per_cold, per_warm = (cold - start) / count, max(warm - start, 1e-9) / count
+            local = [*CI, "--no-cache", "--dask", "local:2", str(tree)]
+            rows.append((LOCAL, lambda: timed(local, env)))
+        rows += [
+            (COLD, cold),
+            (WARM, lambda: timed([*CI, "--cache", str(tree_cache), "--jobs", "1", str(tree)], env)),
+            (
+                START,
+                lambda: timed([*CI, "--cache", str(tree_cache), "--jobs", "1", str(empty)], env),
+            ),
+        ]
+        times = measure(rows, args.rounds)
+        if not args.skip_dask:
+            for name, seconds in dask_cluster_rows([*CI, "--no-cache"], tree, env):
+                times[name] = [seconds] * args.rounds  # once: a running cluster's 1st/2nd run
+        print_table(f"Tree: {count} files ({args.copies} hard-linked copies)", times)
+        if not args.skip_dask:
+            ratios = [
+                f"{name.split('--dask ')[1]} {_median_range(_ratios(times[name], times[TWO]))}"
+                for name in times
+                if "--dask" in name
+            ]
+            print(f"Dask time / --jobs 2 time: {', '.join(ratios)}")
+        per_cold = [(c - e) / count for c, e in zip(times[COLD], times[START], strict=True)]
+        per_warm = [
+            max(w - e, 1e-9) / count for w, e in zip(times[WARM], times[START], strict=True)
+        ]
+        whole = _median_range(_ratios(times[COLD], times[WARM]))
+        per_file = _median_range(_ratios(per_cold, per_warm))
         print(
-            f"Warm rescan: {cold / warm:.1f}x faster than cold, whole process; per file, "
-            f"start-up taken out: cold {per_cold * 1000:.2f} ms, warm "
-            f"{per_warm * 1000:.3f} ms ({per_cold / per_warm:.0f}x)"
+            f"Warm rescan vs cold: whole process {whole}; per file, start-up taken out, {per_file}"
+            f" (warm {statistics.median(per_warm) * 1000:.3f} ms a file)"
         )
 
         few, many = small_tree(work / "few", count), small_tree(work / "many", args.small)
@@ -195,6 +212,38 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+FLOOR = "hashlib sha256 floor"
+ONE = "codeintegrity --jobs 1"
+TWO = "codeintegrity --jobs 2"
+LOCAL = "codeintegrity --dask local:2 (cluster start incl.)"
+COLD = "codeintegrity cold results cache"
+WARM = "codeintegrity warm results cache"
+START = "codeintegrity on an empty folder (start-up)"
+
+
+def osslsigncode(corpus: Path) -> float:
+    started = time.perf_counter()
+    for path in corpus.iterdir():
+        subprocess.run(
+            ["osslsigncode", "verify", "-in", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+    return time.perf_counter() - started
+
+
+def _ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
+def _median_range(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    if len(values) == 1 or high - low < 0.005:
+        return f"{statistics.median(values):.2f}x"
+    return f"{statistics.median(values):.2f}x ({low:.2f}-{high:.2f})"
+
+
 def small_tree(folder: Path, count: int) -> Path:
     """``count`` tiny files that start with MZ (malformed PEs: each is judged and reported)."""
     for i in range(count):
@@ -205,15 +254,13 @@ def small_tree(folder: Path, count: int) -> Path:
     return folder
 
 
-def dask_rows(cmd: list[str], tree: Path, env: dict[str, str]) -> list[tuple[str, float]]:
-    """--dask local:2 (what its user waits, cluster start included), then the same tree on a
-    cluster already running (`dask scheduler` and 2 `dask worker --nthreads 1` processes
-    started here): its first run (workers import the engine, caches cold) and a second one
-    (warm workers). main() prints each one's ratio to --jobs 2 of the same run."""
+def dask_cluster_rows(cmd: list[str], tree: Path, env: dict[str, str]) -> list[tuple[str, float]]:
+    """The tree on a cluster already running (`dask scheduler` and 2 `dask worker --nthreads
+    1` processes started here): its first run (workers import the engine, caches cold) and a
+    second one (warm workers). Once each: a cluster's first run is a first run only once."""
     import socket
 
-    local = timed([*cmd, "--dask", "local:2", str(tree)], env)
-    rows = [("codeintegrity --dask local:2 (cluster start incl.)", local)]
+    rows = []
     dask = str(Path(sys.executable).with_name("dask"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -244,11 +291,17 @@ def dask_rows(cmd: list[str], tree: Path, env: dict[str, str]) -> list[tuple[str
     return rows
 
 
-def print_table(title: str, rows: list[tuple[str, float]], floor: float, one: float) -> None:
+def print_table(title: str, times: dict[str, list[float]]) -> None:
+    """Median seconds (and range) of each row; its ratio to the floor and to --jobs 1 is the
+    median of the ratios within each round."""
     print(f"\n{title}")
-    print(f"{'':52} {'seconds':>8} {'x floor':>8} {'vs --jobs 1':>12}")
-    for name, seconds in rows:
-        print(f"{name:52} {seconds:8.2f} {seconds / floor:8.1f} {one / seconds:11.2f}x")
+    print(f"{'':52} {'seconds (range)':>18} {'x floor':>8} {'vs --jobs 1':>24}")
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        spread = f"{median:.2f} ({min(seconds):.2f}-{max(seconds):.2f})"
+        floor = statistics.median(_ratios(seconds, times[FLOOR]))
+        versus = _median_range(_ratios(times[ONE], seconds))
+        print(f"{name:52} {spread:>18} {floor:8.1f} {versus:>24}")
 
 
 if __name__ == "__main__":
