@@ -184,3 +184,30 @@ def test_ctrl_c_on_a_local_cluster_exits_130_without_tracebacks_or_orphans(tmp_p
         if os.path.exists(f"/proc/{pid}"):
             with open(f"/proc/{pid}/stat") as handle:  # reaped, or at least not running
                 assert handle.read().split(")")[-1].split()[0] in ("Z", "X")
+
+
+def test_a_scheduler_without_workers_is_exit_4_after_the_wait(tmp_path):
+    port = _free_port()
+    scheduler = subprocess.Popen(
+        [_dask_cli(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout="60s"):
+            pass  # the scheduler is up (and has no worker)
+        target = str(FIXTURES / "t64_sha256.exe")
+        result = verify(
+            "--dask", f"tcp://127.0.0.1:{port}", "--dask-wait", "1", target, home=tmp_path
+        )
+        assert result.returncode == exit_codes.CONFIG, result.stderr
+        assert "has no worker (waited 1 s)" in result.stderr and result.stdout == ""
+        assert "Traceback" not in result.stderr
+    finally:
+        scheduler.terminate()
+        try:
+            scheduler.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            scheduler.kill()

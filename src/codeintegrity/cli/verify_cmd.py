@@ -154,6 +154,14 @@ _DIGESTS = click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"])
     help="With --dask: the workers see files under CLIENT_PREFIX at WORKER_PREFIX (repeatable).",
 )
 @click.option(
+    "--dask-wait",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --dask ADDRESS: how long to wait for a scheduler without workers to get one.",
+)
+@click.option(
     "--nt-path",
     "nt_paths",
     multiple=True,
@@ -205,6 +213,7 @@ def verify(
     ordered: bool,
     dask_address: str | None,
     path_maps: tuple[str, ...],
+    dask_wait: float,
     progress: bool | None,
     report_path: str | None,
     nt_paths: tuple[str, ...],
@@ -312,7 +321,7 @@ def verify(
             store_unavailable=events.store_unavailable is not None,
             jobs=jobs,
             ordered=ordered,
-            dask=_dask(dask_address, path_maps),
+            dask=_dask(dask_address, path_maps, dask_wait),
             progress=(sys.stderr.isatty() and not quiet) if progress is None else progress,
             collector=collector,
             count_paths=paths if files_from is None else (),
@@ -359,7 +368,7 @@ def _write_report(
 
 
 def _dask(
-    address: str | None, path_maps: tuple[str, ...]
+    address: str | None, path_maps: tuple[str, ...], wait: float
 ) -> tuple[Session, list[tuple[str, str]]] | None:
     if address is None:
         return None
@@ -370,7 +379,7 @@ def _dask(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--path-map") from None
     try:
-        return connect(address), pairs
+        return connect(address, worker_wait=wait), pairs
     except DaskUnavailable as exc:
         _fail(str(exc), exit_codes.CONFIG)
         raise AssertionError("unreachable") from None

@@ -182,9 +182,11 @@ class Session:
                 self.settings.close()
 
 
-def connect(address: str) -> Session:
+def connect(address: str, worker_wait: float = 60.0) -> Session:
     """A distributed Client: ``local:N`` starts a LocalCluster of N single-threaded worker
-    processes (closed with the client); anything else is a scheduler address."""
+    processes (closed with the client); anything else is a scheduler address, which must have
+    a worker, or get one within ``worker_wait`` seconds (tasks sent to a scheduler without
+    workers wait for good)."""
     try:
         from distributed import Client
     except ImportError:
@@ -206,9 +208,17 @@ def connect(address: str) -> Session:
             except BaseException:
                 settings.close()
                 raise
-        return Session(Client(address, timeout="10s"))
+        client = Client(address, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise DaskUnavailable(f"cannot reach the Dask scheduler {address}: {exc}") from None
+    try:
+        client.wait_for_workers(1, timeout=worker_wait)
+    except (OSError, TimeoutError):
+        client.close()
+        raise DaskUnavailable(
+            f"the Dask scheduler {address} has no worker (waited {worker_wait:g} s)"
+        ) from None
+    return Session(client)
 
 
 # What the first verification imports (parsers, crypto bindings): imported before the
