@@ -478,3 +478,78 @@ def test_corruption_found_mid_run_rebuilds_once(open_cache, engine, copy, fixtur
     engine.refuse = True
     assert cache.verify(str(path), options, engine).status is Status.VALID
     assert len(warnings) == 1
+
+
+def _rows(cache: ResultsCache) -> int:
+    """Rows another process sees in the cache file."""
+    conn = sqlite3.connect(cache.path)
+    try:
+        return conn.execute("SELECT count(*) FROM results").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _judged(cache: ResultsCache, paths: list[Path], options: VerifyOptions) -> None:
+    """What a scan does per file: look up, judge elsewhere, store the encoded report."""
+    from codeintegrity.scan.outcome import encode_report
+
+    for path in paths:
+        cached, pending = cache.lookup_encoded(str(path), options)
+        assert cached is None and pending is not None
+        cache.store_encoded(pending, encode_report(verify_path(pending.real, options)))
+
+
+def test_a_scan_writes_its_rows_together_without_holding_the_write_lock_between(
+    open_cache, tmp_path, fixture_trust, monkeypatch
+):
+    monkeypatch.setattr(results_cache, "WRITE_ROWS", 3)
+    monkeypatch.setattr(results_cache, "WRITE_SECONDS", 3600.0)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = []
+    for i in range(7):
+        paths.append(folder / f"{i}.exe")
+        shutil.copyfile(FIXTURES / SIGNED, paths[-1])
+    options = VerifyOptions(trust=fixture_trust)
+    cache = open_cache()
+    _judged(cache, paths[:2], options)
+    assert cache.stored == 2 and _rows(cache) == 0  # gathering
+    # Between writes the file is free: another run can write at once (no open transaction).
+    other = sqlite3.connect(cache.path, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
+    _judged(cache, paths[2:3], options)
+    assert _rows(cache) == 3  # the third row made a batch: written in one transaction
+    _judged(cache, paths[3:7], options)
+    assert _rows(cache) == 6
+    cache.close()
+    assert _rows(cache) == 7  # the rest at close
+
+
+def test_rows_waiting_too_long_are_written_at_the_next_lookup(
+    open_cache, copy, fixture_trust, monkeypatch
+):
+    monkeypatch.setattr(results_cache, "WRITE_SECONDS", 0.0)
+    cache = open_cache()
+    path = copy(SIGNED)
+    options = VerifyOptions(trust=fixture_trust)
+    _judged(cache, [path], options)
+    assert _rows(cache) == 1
+    # The same file asked again in one run reads back what was judged.
+    monkeypatch.setattr(results_cache, "WRITE_SECONDS", 3600.0)
+    path.touch()  # changed: judged and stored again, not written yet
+    os.utime(path, ns=(0, 0))
+    _judged(cache, [path], options)
+    hit, pending = cache.lookup_encoded(str(path), options)
+    assert hit is not None and pending is None and _rows(cache) == 1
+
+
+def test_a_cache_dropped_without_close_still_writes_what_it_judged(tmp_path, copy, fixture_trust):
+    cache = ResultsCache.open(str(tmp_path / "c.sqlite3"), racy_window_ns=0)
+    _judged(cache, [copy(SIGNED)], VerifyOptions(trust=fixture_trust))
+    path = cache.path
+    del cache
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 1
+    conn.close()

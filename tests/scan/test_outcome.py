@@ -120,6 +120,7 @@ def test_damaged_summary_columns_are_dropped_and_judged_again(cached_judge, tmp_
     shutil.copyfile(sorted(p for p in FIXTURES.iterdir() if p.is_file())[0], path)
     target = Target(str(path), False, path.stat().st_size)
     first = cached_judge(target)
+    cached_judge.cache.flush()
     conn = sqlite3.connect(cached_judge.cache.path)
     conn.execute("UPDATE results SET status = 'fine'")
     conn.commit()

@@ -94,7 +94,10 @@ class Judge:
             encoded = encode_report(report)
             return Judged(encoded=encoded, path=target.path, seconds=seconds, size=target.size)
         if miss is not None and self.cache is not None:
-            self.cache.store_result(miss, report)
+            stored = self.cache.store_result(miss, report)
+            if stored is not None and self.policy is None:
+                # Encoded once, for the cache and the output line alike.
+                return Judged(encoded=stored, path=target.path, seconds=seconds, size=target.size)
         return Judged(self.decide(report), seconds, target.size)
 
     def from_cache(self, target: Target) -> tuple[Judged | None, Pending | None]:
