@@ -20,12 +20,9 @@ from codeintegrity.findings import Finding, FindingCode
 from codeintegrity.limits import Limits
 from codeintegrity.options import VerifyOptions
 from codeintegrity.report import Report, Status
-from codeintegrity.results_cache import (
-    ResultsCache,
-    default_results_path,
-    options_fingerprint,
-)
+from codeintegrity.results_cache import ResultsCache, default_results_path
 from codeintegrity.revocation import RevocationSources
+from codeintegrity.verdict_keys import options_fingerprint
 from codeintegrity.verify import verify_path
 
 from .conftest import FIXTURES, PKI

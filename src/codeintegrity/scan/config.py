@@ -167,7 +167,8 @@ def page_hash_requirement(every: bool, named: str | None) -> PageHashRequirement
 
 def open_cache(options: VerifyOptions, path: str | None, warn: Warn) -> ResultsCache | None:
     """The results cache, unless these options are never cached (catalogs, revocation)."""
-    from ..results_cache import ResultsCache, options_fingerprint
+    from ..results_cache import ResultsCache
+    from ..verdict_keys import options_fingerprint
 
     if options_fingerprint(options) is None:
         return None

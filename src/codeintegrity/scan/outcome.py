@@ -30,7 +30,7 @@ class Encoded:
     status: str
     event_ids: tuple[int, ...]
     # The earliest future certificate validity edge among chains judged at "now" (epoch
-    # seconds), None if none: the verdict may change then (see results_cache.chain_boundary).
+    # seconds), None if none: the verdict may change then (see verdict_keys.chain_boundary).
     boundary: float | None = None
     storable: bool = True  # False: a primitive failed; may work next time, so never cached
 
@@ -45,7 +45,7 @@ def encode_report(report: Report, now: float | None = None) -> Encoded:
     import time
 
     from ..findings import FindingCode
-    from ..results_cache import chain_boundary
+    from ..verdict_keys import chain_boundary
 
     bare = replace(report, path="", decision=None)
     text = json.dumps(bare.to_dict(), separators=(",", ":"))
