@@ -153,8 +153,8 @@ def install() -> None:
     pyhanko looks names up through ``Name.hashable`` (its certificate registry, path building)
     and compares them with ``==`` (issuer to subject, at every step of a path), asking of the
     same names many times; each answer is RFC 4518 string preparation of every attribute, done
-    again for every parsed copy of a name (about a third of a first chain validation). Both
-    are pure functions of the Name's DER, which is the key here."""
+    again for every parsed copy of a name. Both are pure functions of the Name's DER, which is
+    the key here."""
     global _installed
     if _installed:
         return
