@@ -14,15 +14,17 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TrustStoreError
 from ..findings import FindingCode
-from . import chaincache, oids
+from . import oids
 from .certcache import fingerprint, name_key
-from .chaincache import Outcome
 from .dername import loose_name_key as _loose_name_key
 from .dername import subject_der as _subject_der
+
+if TYPE_CHECKING:
+    from .chaincache import Outcome
 
 _MAX_CHAIN = 12
 # A full root-program PEM bundle is a few MiB; anything far larger is not a trust file.
@@ -237,10 +239,14 @@ class ChainResult:
 
 
 def cache_stats() -> dict[str, int]:
+    from . import chaincache
+
     return chaincache.stats()
 
 
 def clear_chain_cache() -> None:
+    from . import chaincache
+
     chaincache.clear()
 
 
@@ -270,6 +276,8 @@ def validate_chain(
             problems=((FindingCode.CHAIN_EKU, eku_problem),),
         )
     key = (store.key, fingerprint(leaf), frozenset(fingerprint(c) for c in others))
+    from . import chaincache  # lazy: a run answered from the results cache validates nothing
+
     outcome = chaincache.lookup(key, moment)
     if outcome is None:
         outcome = _validate_uncached(leaf, others, store, moment)
@@ -308,6 +316,7 @@ def _check_eku(leaf: Any, eku: str) -> str | None:
 def _validate_uncached(
     leaf: Any, others: tuple[Any, ...], store: TrustStore, moment: datetime
 ) -> Outcome:
+    from .chaincache import Outcome
     from .chainrules import evaluate
 
     def failed(code: FindingCode, detail: str, timeless: bool = False) -> Outcome:
