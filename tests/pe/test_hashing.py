@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codeintegrity.errors import ConfigError, MalformedImage
-from codeintegrity.pe import hashing
+from codeintegrity.pe import hashing, hashpass
 from codeintegrity.pe.certtable import parse_cert_table
 from codeintegrity.pe.hashing import HashRequest, compute_hashes, mmap_releaser
 from codeintegrity.pe.layout import PEImage, parse_pe
@@ -255,9 +255,9 @@ def test_results_do_not_depend_on_chunks_or_threads(
     expected = compute_hashes(data, image, full_request(table))
     assert expected.pages[0] == table.digests
     if workers:
-        monkeypatch.setattr(hashing, "PARALLEL_MIN_SIZE", 0)
-        monkeypatch.setattr(hashing, "WORKERS", workers)
-        monkeypatch.setattr(hashing, "_executor", None)  # a fresh pool of that size
+        monkeypatch.setattr(hashpass, "PARALLEL_MIN_SIZE", 0)
+        monkeypatch.setattr(hashpass, "WORKERS", workers)
+        monkeypatch.setattr(hashpass, "_executor", None)  # a fresh pool of that size
     assert (
         compute_hashes(memoryview(data), image, full_request(table), chunk_size=chunk) == expected
     )
@@ -342,17 +342,17 @@ def test_each_chunk_is_released_right_after_it_is_hashed(
     data, image, table = page_table(FIXTURES / "t64_sha256_ph.exe")
     chunk = 8192
     if workers:
-        monkeypatch.setattr(hashing, "PARALLEL_MIN_SIZE", 0)
-        monkeypatch.setattr(hashing, "WORKERS", workers)
-        monkeypatch.setattr(hashing, "_executor", None)
+        monkeypatch.setattr(hashpass, "PARALLEL_MIN_SIZE", 0)
+        monkeypatch.setattr(hashpass, "WORKERS", workers)
+        monkeypatch.setattr(hashpass, "_executor", None)
     log: list[tuple[str, int]] = []
-    feed_bin = hashing._feed_bin
+    feed_bin = hashpass._feed_bin
 
     def logged(feeds: list, parts: list) -> None:
         feed_bin(feeds, parts)
         log.append(("fed", min(max(hi for _v, _b, _lo, hi in parts), len(data))))
 
-    monkeypatch.setattr(hashing, "_feed_bin", logged)
+    monkeypatch.setattr(hashpass, "_feed_bin", logged)
     request = HashRequest(frozenset({"sha256", "sha1"}), page_tables=(table,))
     result = compute_hashes(
         data, image, request, chunk_size=chunk, release=lambda o, n: log.append(("released", o))

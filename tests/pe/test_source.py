@@ -17,7 +17,7 @@ import pytest
 from codeintegrity.catalog.index import CatalogIndex
 from codeintegrity.errors import MalformedImage
 from codeintegrity.options import VerifyOptions
-from codeintegrity.pe import hashing
+from codeintegrity.pe import hashing, hashpass
 from codeintegrity.pe import source as source_module
 from codeintegrity.pe.hashing import HashRequest, compute_hashes, compute_hashes_streamed
 from codeintegrity.pe.layout import parse_pe
@@ -84,7 +84,7 @@ EVERYTHING = VerifyOptions(
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many chunks per file, and the worker thread in use: the chunk seams get exercised."""
     monkeypatch.setattr(hashing, "STREAM_CHUNK_SIZE", 8192)
-    monkeypatch.setattr(hashing, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(hashpass, "PARALLEL_MIN_SIZE", 0)
 
 
 @pytest.fixture(params=[DEMAND_BLOCK, 512], ids=["64k-blocks", "512-blocks"])

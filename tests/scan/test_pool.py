@@ -282,16 +282,16 @@ def test_workers_are_not_forked_in_the_middle_of_an_event_sink_write():
 
 
 def _hash_in_threads(task: str) -> str:
-    from codeintegrity.pe import hashing
+    from codeintegrity.pe import hashpass
 
-    return hashing._worker().submit(str.upper, task).result(timeout=20)
+    return hashpass._worker().submit(str.upper, task).result(timeout=20)
 
 
 def test_a_worker_forked_after_its_parent_hashed_in_threads_starts_its_own_threads():
     # The parent's page-hashing pool exists (it hashed a large file before the workers were
     # forked); its threads do not exist in a child, which must not wait for them forever.
-    from codeintegrity.pe import hashing
+    from codeintegrity.pe import hashpass
 
-    assert hashing._worker().submit(str.upper, "parent").result() == "PARENT"
+    assert hashpass._worker().submit(str.upper, "parent").result() == "PARENT"
     got = list(run_pool(["a", "b", "c"], _AsIs(), _hash_in_threads, 2, ordered=True))
     assert got == [("worker", "task", "A"), ("worker", "task", "B"), ("worker", "task", "C")]

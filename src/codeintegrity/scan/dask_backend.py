@@ -24,8 +24,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .feeder import END, Feeder
 from .outcome import Crashed, Outcome
-from .pool import END, Feeder, JudgePlan, Ready, Release, not_pe_dropped
+from .pool import JudgePlan, Ready, Release, not_pe_dropped
 from .run import Judge, ScanCounter, internal_message
 from .walk import Target, WalkItem
 

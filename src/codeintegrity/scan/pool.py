@@ -21,8 +21,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
+from .feeder import END, Feeder
 from .outcome import Crashed, Outcome
 from .run import Judge, ScanCounter, internal_message
 from .share import NewsLog, NewsPipe, Share, validated_chains
@@ -444,75 +443,6 @@ def parallel_scan(
         yield from not_pe_dropped(outcomes, counter)
     finally:
         outcomes.close()  # stops the workers now, not when the generator is collected
-
-
-END = object()  # the last item a Feeder gives: its source is exhausted
-
-
-class Feeder:
-    """Runs the source (a walk) in a thread, so the parent can hand out work, collect results
-    and write output while the walk (or a --files-from pipe) is still producing.
-
-    A deque, not a queue.Queue: appends and pops need no lock (a Queue's condition variable
-    costs the parent a lock hand-off per file). The parent is woken through a pipe when the
-    deque goes from empty to not empty: it sleeps only after finding it empty, and the first
-    append after that sees a length of one. Bounded: the walk pauses while ``window`` items
-    wait."""
-
-    def __init__(self, items: Iterable[object], window: int) -> None:
-        self._items: deque[object] = deque()
-        self._window = window
-        self._closing = False
-        self.wake, self._wake_w = os.pipe()
-        os.set_blocking(self.wake, False)
-        os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(
-            target=self._run, args=(items,), name="codeintegrity-walk", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, items: Iterable[object]) -> None:
-        try:
-            for item in items:
-                while len(self._items) >= self._window and not self._closing:
-                    time.sleep(0.002)  # the workers are behind: the walk waits for them
-                self._put(item)
-        finally:
-            self._put(END)
-
-    def _put(self, item: object) -> None:
-        self._items.append(item)
-        if len(self._items) == 1:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass  # full (wake-ups pending already) or closed (the run is over)
-
-    def pending(self) -> bool:
-        return bool(self._items)
-
-    def take(self) -> object | None:
-        try:
-            return self._items.popleft()
-        except IndexError:
-            return None
-
-    def drained(self) -> None:
-        try:
-            while os.read(self.wake, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def close(self) -> None:
-        self._closing = True
-        if self._thread.is_alive():
-            return  # still blocked in the walk (a --files-from pipe): it may still signal
-        for fd in (self.wake, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 def _death(exitcode: int | None) -> str:
