@@ -100,13 +100,7 @@ def lookup(key: Key, moment: datetime) -> Outcome | None:
 def store(key: Key, moment: datetime, outcome: Outcome) -> None:
     """Remember ``outcome``, validated here for ``key`` at ``moment``."""
     window = _window_of(outcome) if outcome.ok else None
-    with _lock:
-        if window is not None:
-            _success.setdefault(key, []).append(_Window(*window, outcome))
-            _trim(_success)
-        else:
-            _failure[key if outcome.timeless else (*key, moment)] = outcome
-            _trim(_failure)
+    _insert(key if window is not None or outcome.timeless else (*key, moment), outcome, window)
     if _sharing and (outcome.ok or outcome.timeless) and len(_news) < _MAX_NEWS:
         ders = tuple(certcache.der(cert) for cert in outcome.certs)
         _news.append(
@@ -150,13 +144,21 @@ def learn(news: Iterable[ChainNews]) -> None:
             continue
         certs = tuple(_certificate(der) for der in item.ders)
         outcome = Outcome(item.ok, item.code, item.detail, certs, item.facts, item.timeless)
-        with _lock:
-            if item.window is not None:
-                _success.setdefault(item.key, []).append(_Window(*item.window, outcome))
-                _trim(_success)
-            else:
-                _failure[item.key] = outcome
-                _trim(_failure)
+        _insert(item.key, outcome, item.window)
+
+
+def _insert(
+    key: tuple[Any, ...], outcome: Outcome, window: tuple[datetime, datetime] | None
+) -> None:
+    """A valid path under its chain's key, for its window; a failure under ``key`` (the chain's
+    key, with the moment appended for a failure bound to one moment)."""
+    with _lock:
+        if window is not None:
+            _success.setdefault(key, []).append(_Window(*window, outcome))
+            _trim(_success)
+        else:
+            _failure[key] = outcome
+            _trim(_failure)
 
 
 def _certificate(der: bytes) -> Any:
