@@ -112,3 +112,35 @@ def test_directory_as_anchor_file_is_a_one_line_error(tmp_path):
     with pytest.raises(TrustStoreError) as info:
         TrustStore.from_paths([tmp_path])
     assert str(info.value) == f"{tmp_path}: cannot read (Is a directory)"
+
+
+def test_pem_blocks_are_read_as_the_plain_rule_says(tmp_path):
+    # Each BEGIN CERTIFICATE (X509 / TRUSTED too) up to the first END after it; a block whose
+    # body is not base64 and whitespace is skipped; text between blocks is ignored.
+    import re
+
+    _kind, _headers, ca = pem.unarmor((PKI / "ca.pem").read_bytes())
+    _kind, _headers, tsa = pem.unarmor((PKI / "tsaca.pem").read_bytes())
+    ca_block = pem.armor("CERTIFICATE", ca)
+    tsa_block = pem.armor("TRUSTED CERTIFICATE", tsa)
+    bundle = (
+        b"# a comment\n"
+        + ca_block
+        + b"-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\nAAAA\n-----END CERTIFICATE-----\n"
+        + b"garbage between blocks\n"
+        + tsa_block
+        + b"-----BEGIN CERTIFICATE-----\nQUFB"  # never ended
+    )
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(bundle)
+    store = TrustStore.from_paths([path])
+    assert sorted(store.ders) == sorted([ca, tsa])
+    # The same blocks as one non-greedy regular expression finds (the rule written once more).
+    oracle = re.compile(
+        rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END"
+    )
+    import binascii
+
+    assert sorted(binascii.a2b_base64(m.group(1)) for m in oracle.finditer(bundle)) == sorted(
+        store.ders
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -196,7 +197,7 @@ def _load_file(path: Path) -> list[bytes]:
     ders: list[bytes] = []
     try:
         if b"-----BEGIN" in data:
-            ders.extend(binascii.a2b_base64(b.group(1)) for b in _PEM_BLOCK.finditer(data))
+            ders.extend(binascii.a2b_base64(body) for body in _pem_bodies(data))
         elif data:
             ders.append(data)
         for der in ders:
@@ -213,9 +214,21 @@ def _load_file(path: Path) -> list[bytes]:
     return ders
 
 
-_PEM_BLOCK = __import__("re").compile(
-    rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END"
-)
+_PEM_BEGIN = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----")
+_PEM_BODY = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+
+def _pem_bodies(data: bytes) -> Iterator[bytes]:
+    """The base64 body of each certificate block, up to the first END after its BEGIN; a
+    block whose body is not base64 and whitespace is skipped. (One lazy regex over the whole
+    bundle did the same at a third of the cost of loading the default store.)"""
+    for begin in _PEM_BEGIN.finditer(data):
+        end = data.find(b"-----END", begin.end())
+        if end < 0:
+            return
+        body = data[begin.end() : end]
+        if _PEM_BODY.fullmatch(body):
+            yield body
 
 
 # --- path validation --------------------------------------------------------------------
