@@ -90,3 +90,22 @@ def test_what_one_worker_tells_reaches_the_other_and_a_replacement_worker():
 def test_without_sharing_a_worker_hears_nothing():
     results = list(run_pool(range(50), _Keep(), _work, 2, ordered=True))
     assert all(heard == set() for _pid, heard in results)
+
+
+def _learn_fails(items: list[object]) -> None:
+    raise ValueError("cannot take this news in")
+
+
+def _tell_unpicklable() -> list[object]:
+    return [lambda: None]
+
+
+def test_news_that_cannot_be_taken_in_or_sent_never_costs_a_file():
+    # Two workers tell each other news the other cannot learn, and news that does not pickle:
+    # every task still has its own result.
+    share = Share(start=lambda: None, take=_tell_unpicklable, learn=_learn_fails)
+    results = list(run_pool(range(40), _Keep(), _work, 2, ordered=True, share=share))
+    assert all(isinstance(r[0], int) for r in results), results[:3]
+    share = Share(start=lambda: None, take=_tell, learn=_learn_fails)
+    results = list(run_pool(range(40), _Keep(), _work, 2, ordered=True, share=share))
+    assert all(isinstance(r[0], int) for r in results) and len(results) == 40

@@ -129,17 +129,13 @@ def _worker_main(
         if batch is None:
             return
         for seq, item in batch:
-            told: list[object] = []
+            if share is not None and news is not None:
+                _hear(news, share)
             try:
-                if share is not None and news is not None:
-                    heard = news.receive()
-                    if heard:
-                        share.learn(heard)
                 result = work(item)
-                if share is not None:
-                    told = share.take()
             except Exception as exc:  # noqa: BLE001 - one task, never the worker
                 result = _Raised(internal_message(exc))
+            told = _tell(share) if share is not None else []
             try:
                 payload = _pickled((seq, result, told))
             except Exception as exc:  # noqa: BLE001 - a result that does not pickle: a bug
@@ -149,6 +145,28 @@ def _worker_main(
                 conn.send_bytes(payload)
             except (BrokenPipeError, OSError):
                 return
+
+
+# News only saves work (see .share): a worker that cannot take it in, or cannot say what it
+# did, goes on without it; the file it is judging never pays for it.
+
+
+def _hear(news: NewsPipe, share: Share) -> None:
+    try:
+        heard = news.receive()
+        if heard:
+            share.learn(heard)
+    except Exception:  # noqa: BLE001, S110 - see above
+        pass
+
+
+def _tell(share: Share) -> list[object]:
+    try:
+        told = share.take()
+        _pickled(told)
+    except Exception:  # noqa: BLE001 - see above
+        return []
+    return told
 
 
 def _weight(task: object) -> int:
