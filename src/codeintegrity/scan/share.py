@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _MAX_WAITING = 8 << 20  # news the parent holds for one worker that is not reading it
-_MAX_LOG = 4096  # items kept for a worker started later (one replacing a dead one)
+# Items kept for a worker started later (one replacing a dead one): a chain record is some KB
+# (its certificates as DER), so the log stays within a few MB of the parent's memory.
+_MAX_LOG = 512
 _HEADER = 4
 
 
