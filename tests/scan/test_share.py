@@ -13,7 +13,7 @@ from codeintegrity.scan.share import NewsPipe, Share
 def test_news_pipe_never_blocks_the_parent_and_delivers_whole_messages_in_order():
     pipe = NewsPipe()
     # One process plays both sides here; each end is only ever used by its side.
-    big = ["x" * 50_000 for _ in range(8)]  # far more than a pipe holds (64 KiB)
+    big = ["x" * 50_000 for _ in range(8)]  # more than a pipe holds (64 KiB), less than the bound
     for i, item in enumerate(big):
         pipe.post([i, item])  # returns at once: what the pipe cannot take waits
     assert pipe._waiting  # the worker has not read yet
@@ -30,9 +30,11 @@ def test_news_pipe_never_blocks_the_parent_and_delivers_whole_messages_in_order(
 
 def test_news_for_a_worker_that_never_reads_is_bounded():
     pipe = NewsPipe()
+    from codeintegrity.scan import share
+
     for _ in range(400):
         pipe.post(["y" * 100_000])
-    assert len(pipe._waiting) <= 8 << 20 and pipe.dropped > 0
+    assert len(pipe._waiting) <= share._MAX_WAITING and pipe.dropped > 0
     pipe.close()
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-_MAX_WAITING = 8 << 20  # news the parent holds for one worker that is not reading it
+_MAX_WAITING = 1 << 20  # news the parent holds for one worker that is not reading it
 # Items kept for a worker started later (one replacing a dead one): a chain record is some KB
 # (its certificates as DER), so the log stays within a few MB of the parent's memory.
 _MAX_LOG = 512
