@@ -120,7 +120,7 @@ def main() -> int:
     hashing = best([engine_hashing(files) for _ in range(args.repeats)])
     floor = best([floor_pass(files) for _ in range(args.repeats)])
 
-    from codeintegrity.authenticode.trust import cache_stats
+    from codeintegrity.authenticode import chaincache
 
     def ms(seconds: float) -> float:
         return seconds / count * 1e3
@@ -140,7 +140,7 @@ def main() -> int:
         print(f"{kind}: a file with seen chains costs {marginal:.2f} ms plus hashing "
               f"(target <= {TARGET_MS:.0f} ms: {verdict}); "
               f"first pass / repeat {first[index] / repeat[index]:.1f}x")  # fmt: skip
-    print(f"chain cache: {cache_stats()}")
+    print(f"chain cache: {chaincache.stats()}")
     try:  # absent before the certificate caches existed (to compare with older trees)
         from codeintegrity.authenticode import certcache
     except ImportError:

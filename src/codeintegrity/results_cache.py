@@ -168,7 +168,7 @@ class ResultsCache:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._write_unwritten()
+            self.flush()
         if self._conn is not None:  # (a failed write closes it)
             self._conn.close()
             self._conn = None
@@ -206,7 +206,7 @@ class ResultsCache:
         # Judge the resolved path: what is stored must be what was stat'ed.
         report = dataclasses.replace(verify(pending.real, options), path=name)
         self.store_result(pending, report)
-        self._write_unwritten()  # one file at a time: nothing to gather
+        self.flush()  # one file at a time: nothing to gather
         return report
 
     def lookup(self, name: str, options: VerifyOptions) -> tuple[Report | None, Pending | None]:
@@ -318,7 +318,7 @@ class ResultsCache:
         from .scan.outcome import Encoded
 
         if (real, fingerprint) in self._unwritten:
-            self._write_unwritten()  # the same file again in one run: read it back as stored
+            self.flush()  # the same file again in one run: read it back as stored
         else:
             self._write_if_due()
         try:
@@ -380,14 +380,11 @@ class ResultsCache:
             len(self._unwritten) >= WRITE_ROWS
             or time.monotonic() - self._unwritten_since >= WRITE_SECONDS
         ):
-            self._write_unwritten()
+            self.flush()
 
     def flush(self) -> None:
-        """Write every judged row now (a run does at close)."""
-        self._write_unwritten()
-
-    def _write_unwritten(self) -> None:
-        """Write the waiting rows in one transaction: all of them or none."""
+        """Write every judged row now, in one transaction: all of them or none (a run does
+        at close)."""
         rows = list(self._unwritten.values())
         self._unwritten.clear()
         if not rows or self._conn is None:
@@ -403,7 +400,7 @@ class ResultsCache:
                 )
                 self._run("COMMIT", ())
             except BaseException:
-                if self._conn is not None and self._conn.in_transaction:
+                if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 from asn1crypto import cms, pem, x509
 
-from codeintegrity.authenticode import certcache
+from codeintegrity.authenticode import certcache, chaincache
 from codeintegrity.authenticode.signerinfo import find_certificate
-from codeintegrity.authenticode.trust import TrustStore, clear_chain_cache
+from codeintegrity.authenticode.trust import TrustStore
 from codeintegrity.findings import FindingCode
 from codeintegrity.options import VerifyOptions
 from codeintegrity.verify import verify_path
@@ -29,7 +29,7 @@ def _der(name: str) -> bytes:
 
 def _cold() -> None:
     certcache.clear()
-    clear_chain_cache()
+    chaincache.clear()
 
 
 def test_byte_identical_certificates_are_one_parsed_object():

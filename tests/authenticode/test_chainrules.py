@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from asn1crypto import pem, x509
 
-from codeintegrity.authenticode import chainrules, dername, trust
+from codeintegrity.authenticode import chaincache, chainrules, dername
 from codeintegrity.authenticode.signer import SignerVerdict, verify_signer
 from codeintegrity.authenticode.trust import TrustStore, validate_chain
 from codeintegrity.findings import EVENT_IMAGE_HASH, EVENT_PRIMITIVE_FAILED, FindingCode, Severity
@@ -154,12 +154,12 @@ def test_validator_exception_is_its_own_finding(
     async def explode(self: object) -> None:
         raise TypeError("unhashable type: 'collections.OrderedDict'")
 
-    trust.clear_chain_cache()
+    chaincache.clear()
     monkeypatch.setattr(CertificateValidator, "async_validate_path", explode)
     try:
         result = validate_chain(_cert("leaf"), [_cert("ica")], chain_store, AT)
     finally:
-        trust.clear_chain_cache()
+        chaincache.clear()
     assert not result.ok
     assert result.code is C.CHAIN_VALIDATOR_FAILED
     assert "TypeError" in result.detail and "OrderedDict" in result.detail
@@ -237,12 +237,12 @@ def test_engine_reports_rule_and_validator_failures_with_their_events(
     async def explode(self: object) -> None:
         raise RuntimeError("validator bug")
 
-    trust.clear_chain_cache()
+    chaincache.clear()
     monkeypatch.setattr(CertificateValidator, "async_validate_path", explode)
     try:
         crashed = verify_path(CHAIN / "valid.exe", options)
     finally:
-        trust.clear_chain_cache()
+        chaincache.clear()
     assert crashed.status is Status.INVALID
     assert crashed.event_ids == [EVENT_PRIMITIVE_FAILED]
     assert [f.code for f in crashed.findings] == [C.CHAIN_VALIDATOR_FAILED]

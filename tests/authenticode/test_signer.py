@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from asn1crypto import cms
 
-from codeintegrity.authenticode import oids
+from codeintegrity.authenticode import chaincache, oids
 from codeintegrity.authenticode.signer import verify_signed_data, verify_signer
-from codeintegrity.authenticode.trust import TrustStore, cache_stats, clear_chain_cache
+from codeintegrity.authenticode.trust import TrustStore
 from codeintegrity.findings import FindingCode, Severity
 
 from .conftest import CORPUS_SIGNED, DATA, FIXTURES, PKI, SIGNIFY, signatures_of
@@ -236,21 +236,21 @@ def test_wrong_eku_is_chain_eku(pki_store):
 
 
 def test_chain_results_are_cached(pki_store):
-    clear_chain_cache()
+    chaincache.clear()
     (sig,) = signatures_of(FIXTURES / "t64_sha256.exe")
     first = verify_signer(sig, pki_store, at=datetime(2026, 3, 1))
-    assert cache_stats() == {"hits": 0, "misses": 1}
+    assert chaincache.stats() == {"hits": 0, "misses": 1}
     second = verify_signer(sig, pki_store, at=datetime(2027, 3, 1))  # inside the window
-    assert cache_stats() == {"hits": 1, "misses": 1}
+    assert chaincache.stats() == {"hits": 1, "misses": 1}
     assert first.chain == second.chain and second.trusted
     expired = verify_signer(sig, pki_store, at=datetime(2046, 1, 1))  # outside: re-validated
-    assert cache_stats()["misses"] == 2 and not expired.trusted
+    assert chaincache.stats()["misses"] == 2 and not expired.trusted
 
 
 def test_no_path_failures_are_cached_for_any_moment(default_store):
-    clear_chain_cache()
+    chaincache.clear()
     (sig,) = signatures_of(FIXTURES / "t64_sha256.exe")
     first = verify_signer(sig, default_store, at=datetime(2026, 3, 1))
     second = verify_signer(sig, default_store, at=datetime(2030, 3, 1))
-    assert cache_stats() == {"hits": 1, "misses": 1}
+    assert chaincache.stats() == {"hits": 1, "misses": 1}
     assert _codes(first) == _codes(second) == [FindingCode.CHAIN_UNTRUSTED]

@@ -251,18 +251,6 @@ class ChainResult:
     problems: tuple[tuple[FindingCode, str], ...] = ()
 
 
-def cache_stats() -> dict[str, int]:
-    from . import chaincache
-
-    return chaincache.stats()
-
-
-def clear_chain_cache() -> None:
-    from . import chaincache
-
-    chaincache.clear()
-
-
 def validate_chain(
     leaf: Any,
     intermediates: Iterable[Any],
