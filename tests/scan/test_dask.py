@@ -211,3 +211,16 @@ def test_a_scheduler_without_workers_is_exit_4_after_the_wait(tmp_path):
             scheduler.wait(timeout=30)
         except subprocess.TimeoutExpired:
             scheduler.kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dask", "local:1", "--dask-wait", "0"], "Invalid value for '--dask-wait'"),
+        (["--dask-wait", "5"], "--dask-wait is for --dask"),
+    ],
+)
+def test_dask_wait_bad_values_are_one_line_usage_errors(tmp_path, args, message):
+    result = verify(*args, str(FIXTURES / "t64_sha256.exe"), home=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and result.stdout == ""
+    assert "Traceback" not in result.stderr

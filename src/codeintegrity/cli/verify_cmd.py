@@ -156,10 +156,9 @@ _DIGESTS = click.Choice(["md5", "sha1", "sha256", "sha384", "sha512"])
 @click.option(
     "--dask-wait",
     type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
-    show_default=True,
     metavar="SECONDS",
-    help="With --dask ADDRESS: how long to wait for a scheduler without workers to get one.",
+    help="With --dask ADDRESS: how long to wait for a scheduler without workers to get one "
+    "(default 60).",
 )
 @click.option(
     "--nt-path",
@@ -213,7 +212,7 @@ def verify(
     ordered: bool,
     dask_address: str | None,
     path_maps: tuple[str, ...],
-    dask_wait: float,
+    dask_wait: float | None,
     progress: bool | None,
     report_path: str | None,
     nt_paths: tuple[str, ...],
@@ -258,6 +257,8 @@ def verify(
         raise click.UsageError("--dask excludes --catalog (a local index) and --jobs")
     if path_maps and dask_address is None:
         raise click.UsageError("--path-map is for --dask")
+    if dask_wait is not None and dask_address is None:
+        raise click.UsageError("--dask-wait is for --dask")
     if no_store and store_path is not None:
         raise click.UsageError("--no-store and --store exclude each other")
     if not paths and files_from is None:
@@ -368,7 +369,7 @@ def _write_report(
 
 
 def _dask(
-    address: str | None, path_maps: tuple[str, ...], wait: float
+    address: str | None, path_maps: tuple[str, ...], wait: float | None
 ) -> tuple[Session, list[tuple[str, str]]] | None:
     if address is None:
         return None
@@ -379,7 +380,8 @@ def _dask(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--path-map") from None
     try:
-        return connect(address, worker_wait=wait), pairs
+        session = connect(address) if wait is None else connect(address, worker_wait=wait)
+        return session, pairs
     except DaskUnavailable as exc:
         _fail(str(exc), exit_codes.CONFIG)
         raise AssertionError("unreachable") from None
