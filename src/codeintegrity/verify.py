@@ -152,12 +152,12 @@ def _flat_digests(
 
     if isinstance(data, bytes | bytearray | memoryview):
         return {alg: hashlib.new(alg, data).digest() for alg in algorithms}
-    from .pe.hashing import CHUNK_SIZE
+    from .pe.hashing import STREAM_CHUNK_SIZE
     from .pe.source import read_exact
 
     hashers = {alg: hashlib.new(alg) for alg in algorithms}
-    for offset in range(0, data.size, CHUNK_SIZE):
-        chunk = read_exact(data, offset, CHUNK_SIZE)
+    for offset in range(0, data.size, STREAM_CHUNK_SIZE):
+        chunk = read_exact(data, offset, STREAM_CHUNK_SIZE)
         for hasher in hashers.values():
             hasher.update(chunk)
     return {alg: hasher.digest() for alg, hasher in hashers.items()}
@@ -228,7 +228,7 @@ class _Run:
         # Read before hashing: hashed pages are released from the resident set as they go.
         version_info = parse_version_info(self.data, image)
         try:
-            from .catalog.match import hashes_of
+            from .pe.hashing import hashes_of
 
             hashes = hashes_of(self.data, self.source, image, request, limits, self.release)
         except _primitive_errors(hashing=True) as exc:
@@ -439,9 +439,9 @@ class _Run:
         # Unsigned files are looked up with both padded and unpadded digests (deny lists and
         # catalogs in the wild use both).
         candidates = [digests, dict(hashes.image_unpadded)]
-        for candidate in candidates:
-            from .catalog.match import catalog_lookup
+        from .catalog.match import catalog_lookup
 
+        for candidate in candidates:
             match, findings = catalog_lookup(candidate, self.opts, self._page_checker())
             if match is not None or findings:
                 self.findings.extend(findings)

@@ -41,13 +41,14 @@ print(ok, denied)
 """
 
 
-def _read_permission_events(group: int, wanted: int) -> list[fan.FanEvent]:
-    events: list[fan.FanEvent] = []
+def _read_permission_events(group: int, wanted: int) -> list[tuple[int, int, int]]:
+    events: list[tuple[int, int, int]] = []
     poller = select.poll()
     poller.register(group, select.POLLIN)
     while len(events) < wanted:
         assert poller.poll(30_000), f"only {len(events)} of {wanted} opens reached the group"
-        events += [e for e in fan.parse_events(os.read(group, 65536)) if e.is_permission]
+        records = fan.event_records(os.read(group, 65536))
+        events += [e for e in records if e[0] & fan.PERMISSION_EVENTS]
     return events
 
 
@@ -66,19 +67,20 @@ def test_write_responses_answers_a_batch_and_sets_a_refused_answer_aside(tree: P
             for _ in range(3)
         ]
         events = _read_permission_events(group, 3)
-        denied_pid = events[1].pid
+        denied_pid = events[1][2]
         stranger = os.open(os.devnull, os.O_RDONLY)  # an fd no open waits on: refused
-        answers = [
-            fan.response_bytes(events[0].fd, True),
-            fan.response_bytes(stranger, True),
-            fan.response_bytes(events[1].fd, False),
-            fan.response_bytes(events[2].fd, True),
+        answered = [
+            (events[0][1], True),
+            (stranger, True),
+            (events[1][1], False),
+            (events[2][1], True),
         ]
+        answers = [fan.response_bytes(fd, allow) for fd, allow in answered]
         refused = fan.write_responses(group, answers)
-        assert [(fan.response_fd(r), e.errno) for r, e in refused] == [(stranger, errno.ENOENT)]
+        assert [(answered[i][0], e.errno) for i, e in refused] == [(stranger, errno.ENOENT)]
         os.close(stranger)
-        for event in events:
-            os.close(event.fd)
+        for _mask, fd, _pid in events:
+            os.close(fd)
         results = {p.pid: p.communicate(timeout=30)[0].split() for p in openers}
     finally:
         os.close(group)  # the kernel allows anything still waiting

@@ -28,10 +28,10 @@ def _record(mask: int, fd: int, pid: int, *, version: int = 3, extra: int = 0) -
     return struct.pack("=IBBHQii", 24 + extra, version, 0, 24, mask, fd, pid) + b"\0" * extra
 
 
-def test_parse_events_reads_consecutive_records():
+def test_event_records_reads_consecutive_records():
     data = _record(fan.FAN_OPEN_PERM, 7, 100) + _record(fan.FAN_CLOSE_WRITE, 8, 101, extra=8)
-    events = fan.parse_events(data)
-    assert [(e.mask, e.fd, e.pid, e.is_permission) for e in events] == [
+    events = fan.event_records(data)
+    assert [(m, fd, pid, bool(m & fan.PERMISSION_EVENTS)) for m, fd, pid in events] == [
         (fan.FAN_OPEN_PERM, 7, 100, True),
         (fan.FAN_CLOSE_WRITE, 8, 101, False),
     ]
@@ -46,9 +46,9 @@ def test_parse_events_reads_consecutive_records():
         (struct.pack("=IBBHQii", 64, 3, 0, 24, 1, 7, 1), "fanotify event"),
     ],
 )
-def test_parse_events_rejects_bad_records(data: bytes, field: str):
+def test_event_records_rejects_bad_records(data: bytes, field: str):
     with pytest.raises(fan.FanotifyRecordError) as caught:
-        fan.parse_events(data)
+        fan.event_records(data)
     assert caught.value.field == field
 
 

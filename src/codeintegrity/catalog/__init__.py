@@ -1,7 +1,7 @@
 """Windows catalog (.cat) files: parsing (:mod:`.ctl`) and the persisted index (:mod:`.index`).
 
-The names are loaded on first use: the engine imports :mod:`.match` on every run (its hashing
-entry point), and a run without catalogs need not load the parser and the index (SQLite).
+The names are loaded on first use: importing :mod:`.match` (the engine's catalog lookup)
+loads neither the parser nor the index (SQLite) until they are needed.
 """
 
 from __future__ import annotations

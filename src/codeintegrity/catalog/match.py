@@ -11,29 +11,11 @@ from ..findings import Finding, FindingCode, Severity
 from ..report import CatalogMatch, Check, signature_result
 
 if TYPE_CHECKING:
-    from ..limits import Limits
     from ..options import VerifyOptions
-    from ..pe.hashing import HashRequest, HashResult, Release
     from ..pe.layout import PEImage
     from ..pe.source import ByteSource
 
 _C = FindingCode
-
-
-def hashes_of(
-    data: bytes | bytearray | memoryview,
-    source: ByteSource | None,
-    image: PEImage,
-    request: HashRequest,
-    limits: Limits,
-    release: Release | None = None,
-) -> HashResult:
-    """The hashing pass over the file: streamed from ``source`` when there is one."""
-    from ..pe.hashing import compute_hashes, compute_hashes_streamed
-
-    if source is not None:
-        return compute_hashes_streamed(source, image, request, limits)
-    return compute_hashes(data, image, request, limits, release=release)
 
 
 class PageChecker:
@@ -49,7 +31,7 @@ class PageChecker:
         self.data, self.image, self.opts, self.source = data, image, opts, source
 
     def __call__(self, raw: bytes, algorithm: str) -> list[Finding]:
-        from ..pe.hashing import HashRequest
+        from ..pe.hashing import HashRequest, hashes_of
         from ..pe.pagehash import compare_page_hashes, parse_page_hash_table
 
         table, problems = parse_page_hash_table(raw, algorithm, self.image, self.opts.limits, -1)

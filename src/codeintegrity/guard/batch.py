@@ -61,9 +61,9 @@ class AnswerBatch:
     def flush(self, group: int, stats: GuardStats, log: Callable[[str], None]) -> None:
         """Write every answer, close every fd, count; a no-op for an empty batch."""
         if self.responses and group >= 0:
-            for response, exc in fan.write_responses(group, self.responses):
+            for index, exc in fan.write_responses(group, self.responses):
                 # ENOENT: the kernel no longer waits for this fd (the opener was killed).
-                log(f"answer for fd {fan.response_fd(response)} not taken: {exc.strerror}")
+                log(f"answer for fd {self.fds[index]} not taken: {exc.strerror}")
         for fd in self.fds:
             os.close(fd)
         decided = self.allowed + self.denied

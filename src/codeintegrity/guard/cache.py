@@ -62,7 +62,8 @@ class VerdictCache:
         return len(self._entries)
 
     def get(self, version: FileVersion, fingerprint: str) -> Verdict | None:
-        """The verdict, counting a hit or a miss."""
+        """The verdict, counting a hit or a miss. From the event thread only, as
+        :meth:`lookup` (whose ``hits`` count has that one writer)."""
         verdict = self.lookup(version, fingerprint)
         if verdict is None:
             self.miss()

@@ -14,7 +14,6 @@ import ctypes.util
 import os
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from ..errors import CIError, MalformedError
 from ..reader import Reader
@@ -62,30 +61,13 @@ class FanotifyRecordError(MalformedError):
     """An event record whose lengths or version do not make sense."""
 
 
-class FanEvent(NamedTuple):
-    """One event: what happened (``mask``), to which open file (``fd``), by whom (``pid``)."""
-
-    mask: int
-    fd: int
-    pid: int
-
-    @property
-    def is_permission(self) -> bool:
-        return bool(self.mask & PERMISSION_EVENTS)
-
-
-def parse_events(data: bytes | bytearray | memoryview) -> list[FanEvent]:
-    """Every event record in one ``read()`` of a fanotify descriptor.
+def event_records(data: bytes | bytearray | memoryview) -> list[tuple[int, int, int]]:
+    """Every event record in one ``read()`` of a fanotify descriptor, as plain
+    ``(mask, fd, pid)`` tuples (the guard's hot path).
 
     Raises :class:`FanotifyRecordError` for a record that is too short, overruns the buffer or
     has another metadata version. Records already parsed before a bad one are lost with it, so
     the caller closes and answers nothing it cannot name (the kernel allows on group close).
-    """
-    return [FanEvent(*record) for record in event_records(data)]
-
-
-def event_records(data: bytes | bytearray | memoryview) -> list[tuple[int, int, int]]:
-    """:func:`parse_events` as plain ``(mask, fd, pid)`` tuples, for the guard's hot path.
 
     A group without FID reporting (ours) gets bare 24-byte records: when the read is a whole
     number of them, ``iter_unpack`` reads them in one pass (it cannot read past the buffer) and
@@ -132,12 +114,12 @@ def response_bytes(fd: int, allow: bool) -> bytes:
     return _RESPONSE.pack(fd, FAN_ALLOW if allow else FAN_DENY)
 
 
-def write_responses(group: int, responses: Sequence[bytes]) -> list[tuple[bytes, OSError]]:
+def write_responses(group: int, responses: Sequence[bytes]) -> list[tuple[int, OSError]]:
     """Write every response (from :func:`response_bytes`) with as few system calls as the
-    kernel allows; returns the ones it did not take, with the error (ENOENT: the opener is
-    gone). The kernel stops a writev() at the first response it refuses and reports what it
-    took before, so the refused one is set aside and the rest written again."""
-    refused: list[tuple[bytes, OSError]] = []
+    kernel allows; returns the indexes of the ones it did not take, with the error (ENOENT:
+    the opener is gone). The kernel stops a writev() at the first response it refuses and
+    reports what it took before, so the refused one is set aside and the rest written again."""
+    refused: list[tuple[int, OSError]] = []
     start, count = 0, len(responses)
     while start < count:
         try:
@@ -146,17 +128,11 @@ def write_responses(group: int, responses: Sequence[bytes]) -> list[tuple[bytes,
             else:
                 written = os.writev(group, responses[start : start + _IOV_MAX])
         except OSError as exc:
-            refused.append((responses[start], exc))
+            refused.append((start, exc))
             start += 1
             continue
         start += max(1, written // RESPONSE_SIZE)
     return refused
-
-
-def response_fd(response: bytes) -> int:
-    """The fd a response answers (for messages about a refused one)."""
-    fd: int = _RESPONSE.unpack(response)[0]
-    return fd
 
 
 _libc: ctypes.CDLL | None = None

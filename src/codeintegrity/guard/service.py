@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fanotify as fan
 from .batch import AnswerBatch
-from .cache import FileVersion, Verdict, VerdictCache, unchanged
+from .cache import FileVersion, Verdict, VerdictCache, file_version, unchanged
 from .notify import drain, sd_notify
 from .opener import Opener, opener_of
 from .pending import GuardConfig, Pending
@@ -303,8 +303,7 @@ class Guard:
                 answered(fd)
                 batch.ignored += 1
                 continue
-            # cache.file_version(st), inline:
-            version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            version = file_version(st)  # the workers' cache keys are made by the same function
             verdict = lookup(version, fingerprint)
             if verdict is None:
                 misses.append((fd, pid, version))

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class GuardStats:
-    """Counters of one guard run. Increments happen under the guard's lock."""
+    """Counters of one guard run. Increments happen under the guard's lock, except
+    ``busy_polled``, which only the event thread writes."""
 
     allowed: int = 0
     denied: int = 0

@@ -336,6 +336,21 @@ def compute_hashes_streamed(
     return _compute(Streamed(source, chunk), image, request, chunk, None)
 
 
+def hashes_of(
+    data: bytes | bytearray | memoryview,
+    source: ByteSource | None,
+    image: PEImage,
+    request: HashRequest,
+    limits: Limits,
+    release: Release | None = None,
+) -> HashResult:
+    """The hashing pass over a file: streamed from ``source`` when there is one (``data`` is
+    then the parsers' demand buffer, not the bytes to hash), else over ``data``."""
+    if source is not None:
+        return compute_hashes_streamed(source, image, request, limits)
+    return compute_hashes(data, image, request, limits, release=release)
+
+
 def _check(size: int, image: PEImage, limits: Limits, chunk_size: int) -> None:
     if size != image.size:
         raise MalformedImage(

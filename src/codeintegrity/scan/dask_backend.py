@@ -28,6 +28,7 @@ from .feeder import END, Feeder
 from .outcome import Crashed, Outcome
 from .pool import JudgePlan, Ready, Release, not_pe_dropped
 from .run import Judge, ScanCounter, internal_message
+from .share import MAX_RELAYED, learn_quietly, take_quietly, validated_chains
 from .walk import Target, WalkItem
 
 if TYPE_CHECKING:
@@ -124,23 +125,18 @@ def judge_batch(
     is chains other workers validated (:mod:`..authenticode.chaincache`). Returns the seconds
     it took (for :class:`BatchSizer`), one outcome per file, and the chains this worker
     validated meanwhile (for the others)."""
-    from ..authenticode import chaincache
-
     started = time.perf_counter()
     judge = recipe.build()
-    chaincache.share()
-    if news:
-        try:
-            chaincache.learn(news)
-        except Exception:  # noqa: BLE001, S110 - news only saves work: the files are judged
-            pass
+    chains = validated_chains()
+    chains.start()
+    learn_quietly(chains, list(news))
     out: list[tuple[int, Outcome | None]] = []
     for seq, target in batch:
         try:
             out.append((seq, judge.unjudged(target)))
         except Exception as exc:  # noqa: BLE001 - one file, never the batch
             out.append((seq, Crashed(target.path, internal_message(exc))))
-    return time.perf_counter() - started, out, chaincache.take_news()
+    return time.perf_counter() - started, out, take_quietly(chains)
 
 
 def _same(recipe: JudgeRecipe) -> JudgeRecipe:
@@ -432,15 +428,14 @@ class _DaskRun:
                 if self.suspects and self.in_flight == 0:
                     self._send([self.suspects.popleft()], alone=True)
                 yield from release.take()
-                if self.in_flight == 0:
-                    if exhausted and not self.suspects:
+                if self.in_flight == 0:  # (so no suspect waits: one would have been sent)
+                    if exhausted:
                         break
-                    if not exhausted and not self.suspects:
-                        # Idle: wait for the source, unless it has items ready already (the
-                        # feeder signals only when its queue goes from empty to not empty).
-                        if not feed.pending():
-                            wait([feed.wake], 1.0)  # (1 s: a safety net)
-                        feed.drained()
+                    # Idle: wait for the source, unless it has items ready already (the
+                    # feeder signals only when its queue goes from empty to not empty).
+                    if not feed.pending():
+                        wait([feed.wake], 1.0)  # (1 s: a safety net)
+                    feed.drained()
                     continue
                 future, result = next(self.running)
                 self.in_flight -= 1
@@ -456,7 +451,7 @@ class _DaskRun:
             self.fresh = []
         while len(self.heard) > self.threads:
             self.heard.popleft()
-        news = [item for told in self.heard for item in told]
+        news = [item for told in self.heard for item in told][-MAX_RELAYED:]
         future = self.client.submit(judge_batch, self.recipe, batch, news, pure=False)
         self.batches[future.key] = (batch, alone)
         self.running.add(future)

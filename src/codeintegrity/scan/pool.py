@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 from .feeder import END, Feeder
 from .outcome import Crashed, Outcome
 from .run import Judge, ScanCounter, internal_message
-from .share import NewsLog, NewsPipe, Share, validated_chains
+from .share import NewsLog, NewsPipe, Share, learn_quietly, take_quietly, validated_chains
 from .walk import Target, WalkItem
 
 if TYPE_CHECKING:
@@ -130,12 +130,16 @@ def _worker_main(
             return
         for seq, item in batch:
             if share is not None and news is not None:
-                _hear(news, share)
+                try:
+                    heard = news.receive()
+                except Exception:  # noqa: BLE001 - a garbled message: news only saves work
+                    heard = []
+                learn_quietly(share, heard)
             try:
                 result = work(item)
             except Exception as exc:  # noqa: BLE001 - one task, never the worker
                 result = _Raised(internal_message(exc))
-            told = _tell(share) if share is not None else []
+            told = take_quietly(share) if share is not None else []
             try:
                 payload = _pickled((seq, result, told))
             except Exception as exc:  # noqa: BLE001 - a result that does not pickle: a bug
@@ -145,28 +149,6 @@ def _worker_main(
                 conn.send_bytes(payload)
             except (BrokenPipeError, OSError):
                 return
-
-
-# News only saves work (see .share): a worker that cannot take it in, or cannot say what it
-# did, goes on without it; the file it is judging never pays for it.
-
-
-def _hear(news: NewsPipe, share: Share) -> None:
-    try:
-        heard = news.receive()
-        if heard:
-            share.learn(heard)
-    except Exception:  # noqa: BLE001, S110 - see above
-        pass
-
-
-def _tell(share: Share) -> list[object]:
-    try:
-        told = share.take()
-        _pickled(told)
-    except Exception:  # noqa: BLE001 - see above
-        return []
-    return told
 
 
 def _weight(task: object) -> int:

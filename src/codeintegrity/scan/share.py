@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _MAX_WAITING = 1 << 20  # news the parent holds for one worker that is not reading it
-# Items kept for a worker started later (one replacing a dead one): a chain record is some KB
-# (its certificates as DER), so the log stays within a few MB of the parent's memory.
-_MAX_LOG = 512
+# Items kept for a worker started later (one replacing a dead one), or sent with one Dask task:
+# a chain record is some KB (its certificates as DER), so this stays within a few MB.
+MAX_RELAYED = 512
 _HEADER = 4
 
 
@@ -38,6 +38,31 @@ def validated_chains() -> Share:
     from ..authenticode import chaincache
 
     return Share(chaincache.share, chaincache.take_news, chaincache.learn)
+
+
+# News only saves work: a worker that cannot take it in, or cannot say what it did, goes on
+# without it; the file it is judging never pays for it.
+
+
+def learn_quietly(share: Share, items: list[Any]) -> None:
+    """``share.learn(items)``; news that cannot be taken in is dropped."""
+    if not items:
+        return
+    try:
+        share.learn(items)
+    except Exception:  # noqa: BLE001, S110 - see above
+        pass
+
+
+def take_quietly(share: Share) -> list[Any]:
+    """``share.take()``, or nothing when it fails or does not pickle (a result must never fail
+    to travel because of the news beside it)."""
+    try:
+        told = share.take()
+        pickle.dumps(told, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - see above
+        return []
+    return told
 
 
 class NewsPipe:
@@ -118,6 +143,6 @@ class NewsLog:
         self.items: list[Any] = []
 
     def add(self, items: list[Any]) -> None:
-        room = _MAX_LOG - len(self.items)
+        room = MAX_RELAYED - len(self.items)
         if room > 0:
             self.items.extend(items[:room])

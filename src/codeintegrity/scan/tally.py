@@ -52,11 +52,10 @@ class Tally:
             self.failures += counts_as_failure(outcome)
             self.bytes += outcome.size
             entry = (outcome.seconds, outcome.path)
-            if outcome.seconds <= 0:
-                pass  # answered from the results cache: not judged in this run
-            elif len(self.slowest) < 5:
+            # A results-cache answer (no seconds) was not judged in this run.
+            if outcome.seconds > 0 and len(self.slowest) < 5:
                 heapq.heappush(self.slowest, entry)
-            elif entry > self.slowest[0]:
+            elif outcome.seconds > 0 and entry > self.slowest[0]:
                 heapq.heapreplace(self.slowest, entry)
         elif isinstance(outcome, Crashed):
             self.statuses["error"] += 1
