@@ -8,7 +8,7 @@ a report with wrong-typed fields.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -329,6 +329,12 @@ class Report:
             error=_opt(m, "error", _str),
             version_info=_opt(m, "version_info", _str_map),
         )
+
+
+def raises_events(event_ids: Sequence[int], decision: Decision | None) -> bool:
+    """Whether a file judged so raises any event: a finding with an event id, or a policy
+    denial (an audit-mode denial raises its 3076 alone)."""
+    return bool(event_ids) or (decision is not None and not decision.allowed)
 
 
 def _image_dict(image: ImageInfo | None) -> dict[str, object] | None:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 
 from ..findings import FindingCode
-from ..report import Report, SignatureResult
+from ..report import Report, SignatureResult, raises_events
 from .model import (
     ContextItems,
     ContextValue,
@@ -319,8 +319,8 @@ def events_for_report(
     """
     event_ids = report.event_ids
     decision = report.decision
-    if not event_ids and (decision is None or decision.allowed):
-        return []  # (an audit-mode denial raises its 3076 alone)
+    if not raises_events(event_ids, decision):
+        return []
     host = host or Host.current()
     ticks = 0
     if when is None:  # TimeCreated with Windows' 100 ns precision

@@ -125,8 +125,9 @@ class Judged:
     @property
     def raises_events(self) -> bool:
         """Whether the event pipeline has anything to write for this file."""
-        decision = self.decision
-        return bool(self.event_ids) or (decision is not None and not decision.allowed)
+        from ..report import raises_events
+
+        return raises_events(self.event_ids, self.decision)
 
     def json_line(self) -> str:
         """The file's JSON object (the README's contract), as one line of compact JSON."""
