@@ -425,3 +425,29 @@ def test_files_are_judged_from_dissect_reads_of_bounded_size(
         size = next(s for s, o, _n in reads if o == source)
         total = sum(n for _s, o, n in reads if o == source)
         assert total <= size * (1 + 8192 / chunk) + 3 * DEMAND_BLOCK, size
+
+
+class _DamagedRuns:
+    """A dissect file object whose run list breaks mid-file (dissect raises its own error)."""
+
+    size = 8192
+
+    def seek(self, offset: int) -> None:
+        pass
+
+    def read(self, length: int) -> bytes:
+        raise ValueError("run list points past the volume")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_damaged_file_read_whole_from_an_image_is_an_oserror_not_a_crash():
+    # Catalogs, hives and policies are read whole (Volume.read); the callers handle OSError
+    # (an unreadable file, counted and reported), so dissect's own errors must arrive as one.
+    from codeintegrity.image.source import DissectVolume
+
+    volume = DissectVolume(fs=None, number=1, label="C")
+    volume._open = lambda rel: _DamagedRuns()  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="run list points past the volume"):
+        volume.read("Windows/System32/CatRoot/x.cat", 1 << 20)

@@ -46,7 +46,6 @@ class Volume(Protocol):
 
     def is_file(self, rel: str) -> bool: ...
     def is_dir(self, rel: str) -> bool: ...
-    def size(self, rel: str) -> int: ...
     def read(self, rel: str, limit: int) -> bytes | bytearray: ...
     def opened(self, rel: str) -> Any: ...  # a context manager giving the file's ByteSource
     def head(self, rel: str, length: int) -> bytes: ...  # the first bytes (MZ sniffing)
@@ -147,41 +146,24 @@ class DissectVolume(_Walks):
         return entry.open()
 
     def read(self, rel: str, limit: int) -> bytes | bytearray:
-        """The file's bytes (at most ``limit`` + 1), read through dissect's file object."""
-        expected = self.size(rel)
-        handle = self._open(rel)
-        try:
-            # One read of the whole (bounded) file: dissect maps it onto the volume's runs and
-            # reads them in order; building it from small chunks cost a copy more.
-            want = min(expected, limit + 1)
-            chunks = bytearray(handle.read(want))
-            while len(chunks) < want:
-                chunk = handle.read(want - len(chunks))
-                if not chunk:
-                    break
-                chunks += chunk
-            if len(chunks) < want:
-                # A truncated image (or a damaged run list) ends a file early: never judge
-                # what is left as if it were the whole file.
-                raise OSError(0, f"short read: {len(chunks)} of {expected} bytes")
-            return chunks
-        finally:
-            _close(handle)
+        """The file's bytes (at most ``limit`` + 1), read through dissect's file object in one
+        request (dissect maps it onto the volume's runs). Through :meth:`opened`: a damaged
+        record or run list is an ``OSError``, and a file that ends early is a short read,
+        never judged as if what was read were all of it."""
+        with self.opened(rel) as source, _dissect_errors_as_oserror():
+            # Not the source's own read: that one is the engine's (demand blocks, chunks).
+            return FileObjectSource.read(source, 0, min(source.size, limit + 1))
 
     @contextmanager
-    def opened(self, rel: str) -> Iterator[ByteSource]:
+    def opened(self, rel: str) -> Iterator[DissectFileSource]:
         """The file's bytes through dissect's file object, read where the engine asks (no copy
         of the file, in memory or on disk)."""
-        try:
+        with _dissect_errors_as_oserror():  # a damaged MFT record: unreadable
             handle = self._open(rel)
             # The stream knows its size (the data attribute's); stat() parses the record again.
             size = getattr(handle, "size", None)
             if not isinstance(size, int):
                 size = self.size(rel)
-        except OSError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a damaged MFT record: unreadable
-            raise OSError(0, _line(exc)) from exc
         try:
             yield DissectFileSource(handle, size)
         finally:
@@ -231,12 +213,21 @@ class DissectFileSource(FileObjectSource):
     __slots__ = ()
 
     def read(self, offset: int, length: int) -> bytes | bytearray:
-        try:
+        with _dissect_errors_as_oserror(f"at {offset:#x}: "):
             return super().read(offset, length)
-        except OSError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - dissect's errors are not OSErrors
-            raise OSError(0, f"at {offset:#x}: {_line(exc)}") from exc
+        raise AssertionError("unreachable")  # (for type checkers: the block returns or raises)
+
+
+@contextmanager
+def _dissect_errors_as_oserror(where: str = "") -> Iterator[None]:
+    """dissect reports a damaged record, run list or cluster with exceptions of its own: they
+    become ``OSError`` (an unreadable file, never an internal error of the engine)."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - dissect's errors are not OSErrors
+        raise OSError(0, f"{where}{_line(exc)}") from exc
 
 
 def _close(handle: Any) -> None:
@@ -288,12 +279,6 @@ class DirectoryVolume(_Walks):
     def is_dir(self, rel: str) -> bool:
         path = self._resolve(rel)
         return path is not None and path.is_dir()
-
-    def size(self, rel: str) -> int:
-        path = self._resolve(rel)
-        if path is None:
-            raise FileNotFoundError(rel)
-        return path.stat().st_size
 
     def read(self, rel: str, limit: int) -> bytes:
         path = self._resolve(rel)
