@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ..conftest import DATA, PKI
 from .sipolicy_compile import compile_policy
 
@@ -185,3 +187,10 @@ def test_a_supplemental_policy_on_the_ntfs_volume_is_merged_with_its_base(tmp_pa
     result = run("--json", *ANCHORS, "--no-store", str(alone.disks["raw"]), home=image_home)
     summary = json.loads(result.stdout.splitlines()[-1])["summary"]
     assert "WinDivert" in {r["service"] for r in summary["refused_at_next_boot"]}
+
+
+@pytest.mark.parametrize("value", ["0", "4097"])
+def test_max_file_size_out_of_range_is_a_one_line_usage_error(image_set, image_home, value):
+    result = run("--max-file-size", value, str(image_set.disks["raw"]), home=image_home)
+    assert result.returncode == 2 and "Invalid value for '--max-file-size'" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
               help="NT device of the system volume in events (default \\Device\\HarddiskVolumeN, "
               "N = its partition number).")  # fmt: skip
 @click.option("--max-file-size", default=4096, show_default=True, metavar="MIB",
-              type=click.IntRange(1),
+              # At most the engine's own bound (Limits.max_file_size, 4 GiB): a larger file
+              # would pass here and come back malformed ("exceeds the limit"), not "not judged".
+              type=click.IntRange(1, 4096),
               help="Files larger than this are reported as not judged (a bound on the time one "
               "file takes; memory does not grow with file size: files are read in "
               "chunks).")  # fmt: skip
