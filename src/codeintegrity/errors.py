@@ -89,3 +89,9 @@ class SelfTestError(CIError):
     """A cryptographic known-answer test failed; verification refuses to run."""
 
     reference = "self-test-failed"
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of an exception as one line of at most ``limit`` characters (for
+    errors from libraries, whose messages may span lines or name nothing but the type)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:limit]

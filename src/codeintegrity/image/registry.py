@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError, MalformedError
+from ..errors import InputError, MalformedError, one_line
 from ..reader import Reader
 
 SERVICE_KERNEL_DRIVER = 0x1
@@ -108,7 +108,7 @@ def parse_system_hive(data: bytes) -> SystemHive:
         hive = regf.RegistryHive(io.BytesIO(data))
         current = _value(hive, "Select", "Current")
     except Exception as exc:  # noqa: BLE001 - dissect raises many kinds for damaged hives
-        raise HiveError(f"SYSTEM hive does not parse: {_line(exc)}") from None
+        raise HiveError(f"SYSTEM hive does not parse: {one_line(exc)}") from None
     control_set = f"ControlSet{int(current) if isinstance(current, int) else 1:03d}"
     out = SystemHive(control_set, None)
     try:
@@ -128,7 +128,7 @@ def parse_system_hive(data: bytes) -> SystemHive:
     try:
         services = list(hive.open(rf"{control_set}\Services").subkeys())
     except Exception as exc:  # noqa: BLE001
-        out.warnings.append(f"SYSTEM hive: no {control_set}\\Services key ({_line(exc)})")
+        out.warnings.append(f"SYSTEM hive: no {control_set}\\Services key ({one_line(exc)})")
         services = []
     for key in services:
         values = _values(key)
@@ -165,7 +165,3 @@ def _values(key: Any) -> dict[str, object]:
     except Exception:  # noqa: BLE001, S110
         pass
     return out
-
-
-def _line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..pe.source import ByteSource, FileDescriptorSource, FileObjectSource
 
 IMAGE_SUFFIXES = (".e01", ".ex01", ".vmdk", ".vhd", ".vhdx", ".qcow2", ".raw", ".dd", ".img")
@@ -201,7 +201,7 @@ class DissectVolume(_Walks):
                 if not is_dir:
                     self._listed[f"{base}/{child.name}".lower().lstrip("/")] = child
         except Exception as exc:  # noqa: BLE001 - a damaged index: say so, keep what was read
-            self.errors.append(f"cannot list {rel or '/'}: {_line(exc)}")
+            self.errors.append(f"cannot list {rel or '/'}: {one_line(exc)}")
         return sorted(out, key=lambda item: item[0].lower())
 
 
@@ -227,7 +227,7 @@ def _dissect_errors_as_oserror(where: str = "") -> Iterator[None]:
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - dissect's errors are not OSErrors
-        raise OSError(0, f"{where}{_line(exc)}") from exc
+        raise OSError(0, f"{where}{one_line(exc)}") from exc
 
 
 def _close(handle: Any) -> None:
@@ -347,7 +347,9 @@ def open_source(path: str) -> Source:
     try:
         disk = container.open(target)
     except Exception as exc:  # noqa: BLE001 - dissect raises many kinds for unknown input
-        raise ImageOpenError(f"{path}: not a disk image dissect can open: {_line(exc)}") from None
+        raise ImageOpenError(
+            f"{path}: not a disk image dissect can open: {one_line(exc)}"
+        ) from None
     volumes: list[Volume] = []
     keep: list[Any] = [disk]
     try:
@@ -365,11 +367,8 @@ def open_source(path: str) -> Source:
         try:
             volumes.append(DissectVolume(filesystem.open(disk), 1, "volume"))
         except Exception as exc:  # noqa: BLE001
+            kind, reason = type(disk).__name__, one_line(exc)
             raise ImageOpenError(
-                f"{path}: {type(disk).__name__} holds no filesystem dissect can read: {_line(exc)}"
+                f"{path}: {kind} holds no filesystem dissect can read: {reason}"
             ) from None
     return Source(str(target), type(disk).__name__, volumes, keep)
-
-
-def _line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]

@@ -43,14 +43,17 @@ class ImagePolicy:
 
     windows_path: str
     policy: Policy  # a base policy: merged with the supplementals Windows applies to it
-    signed: bool
     # "active" (SiPolicy / CiPolicies\Active), "supplemental" (an active policy that extends a
     # base one: enforced as part of it, never on its own) or "blocklist" (driversipolicy)
     kind: str
     untranslated: int  # rules and options the translation had to leave out
     merged_into: str = ""  # a supplemental: the base policy file it was merged into
     supplementals: tuple[str, ...] = ()  # a base: the supplemental policy files merged into it
-    signature: PolicySignature | None = None  # None: not checked (not a PKCS#7 file)
+    signature: PolicySignature | None = None  # None: not a PKCS#7 (signed) file
+
+    @property
+    def signed(self) -> bool:
+        return self.signature is not None
 
     @property
     def refused(self) -> bool:
@@ -218,7 +221,7 @@ def load_policies(
             )
         if signature is not None:
             material.warnings.extend(_signature_warnings(name, signature))
-        found = ImagePolicy(name, imported.policy, signed, kind, untranslated, signature=signature)
+        found = ImagePolicy(name, imported.policy, kind, untranslated, signature=signature)
         loaded.append((found, imported))
     material.policies.extend(merge_with_bases(loaded, material.warnings))
 

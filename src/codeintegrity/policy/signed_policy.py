@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CIError
-from .sipolicy_bin import OID_CI_POLICY, parse_binary_policy, unwrap
+from ..errors import CIError, one_line
+from .sipolicy_bin import OID_CI_POLICY, parse_binary_policy
 
 if TYPE_CHECKING:
     from ..authenticode.signer import SignerVerdict
@@ -77,7 +77,7 @@ def check_policy_signature(
             c.chosen for c in signed_data["certificates"] if c.name == "certificate"
         )
     except ASN1_ERRORS as exc:
-        return PolicySignature(INVALID, problems=(f"PKCS#7 does not parse: {_line(exc)}",))
+        return PolicySignature(INVALID, problems=(f"PKCS#7 does not parse: {one_line(exc, 160)}",))
     verdict = verify_signed_data(
         signed_data, index=0, trust=trust, at=at, expected_content_type=OID_CI_POLICY
     )
@@ -101,7 +101,7 @@ def _is_update_signer(
     from .evaluate import common_names
 
     try:
-        parsed = parse_binary_policy(unwrap(data)[0])
+        parsed = parse_binary_policy(data)  # (it unwraps the PKCS#7 itself)
     except CIError:
         return None  # the policy itself does not parse: its import says why
     rules = [parsed.signers[i] for i in parsed.update_signers if i < len(parsed.signers)]
@@ -120,7 +120,3 @@ def _is_update_signer(
         if rule.root_tbs.hex() in tbs and (rule.publisher is None or rule.publisher in publishers):
             return True
     return None if any(rule.root_tbs is None for rule in rules) else False
-
-
-def _line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
