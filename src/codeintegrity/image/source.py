@@ -280,18 +280,19 @@ class DirectoryVolume(_Walks):
         path = self._resolve(rel)
         return path is not None and path.is_dir()
 
-    def read(self, rel: str, limit: int) -> bytes:
+    def _regular(self, rel: str) -> Path:
+        """The regular file ``rel`` names in the tree (``FileNotFoundError`` otherwise)."""
         path = self._resolve(rel)
         if path is None or not stat.S_ISREG(path.stat().st_mode):
             raise FileNotFoundError(rel)
-        with path.open("rb") as handle:
+        return path
+
+    def read(self, rel: str, limit: int) -> bytes:
+        with self._regular(rel).open("rb") as handle:
             return handle.read(limit + 1)
 
     def head(self, rel: str, length: int) -> bytes:
-        path = self._resolve(rel)
-        if path is None or not stat.S_ISREG(path.stat().st_mode):
-            raise FileNotFoundError(rel)
-        with path.open("rb") as handle:
+        with self._regular(rel).open("rb") as handle:
             return handle.read(length)
 
     def is_metafile(self, rel: str) -> bool:
@@ -300,10 +301,7 @@ class DirectoryVolume(_Walks):
 
     @contextmanager
     def opened(self, rel: str) -> Iterator[ByteSource]:
-        path = self._resolve(rel)
-        if path is None or not stat.S_ISREG(path.stat().st_mode):
-            raise FileNotFoundError(rel)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        fd = os.open(self._regular(rel), os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             yield FileDescriptorSource(fd)
         finally:

@@ -103,9 +103,9 @@ class FileDescriptorSource:
 
     __slots__ = ("_fd", "_size")
 
-    def __init__(self, fd: int, size: int | None = None) -> None:
+    def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._size = os.fstat(fd).st_size if size is None else size
+        self._size = os.fstat(fd).st_size
 
     @property
     def size(self) -> int:
@@ -135,8 +135,7 @@ class DemandImage(DemandBuffer):
     _present: set[int]
 
     @classmethod
-    def over(cls, source: ByteSource, block: int | None = None) -> DemandImage:
-        block = DEMAND_BLOCK if block is None else block
+    def over(cls, source: ByteSource) -> DemandImage:
         if source.size <= 0:
             raise ValueError("an empty file has no image to map")
         if hasattr(mmap, "MAP_PRIVATE"):
@@ -145,7 +144,7 @@ class DemandImage(DemandBuffer):
         else:  # Windows: an anonymous mapping is committed page by page as it is written
             image = cls(-1, source.size)
         image.source = source
-        image.block = block
+        image.block = DEMAND_BLOCK  # (read at call time: tests make it smaller)
         image.filled = 0
         image._present = set()
         return image
