@@ -224,7 +224,7 @@ def _enforced_policies(scan: ImageScan) -> list[tuple[str, Policy]]:
 
 
 def planned_files(
-    scan: ImageScan, all_files: bool, drive: str = "C"
+    scan: ImageScan, all_files: bool, drive: str
 ) -> Iterator[tuple[Volume, str, bool]]:
     """(volume, path, must_judge) in judging order; must_judge: judged even if not a PE."""
     seen: set[tuple[int, str]] = set()
@@ -267,6 +267,8 @@ def planned_files(
 
 
 def _shown(scan: ImageScan, volume: Volume, rel: str, drive: str) -> str:
+    """How a file is named in output: its Windows path on the system volume, else its NT
+    path on its own volume's device."""
     if volume is scan.system:
         return windows_path(rel, drive)
     return nt_path(rel, device_name(volume.number))
@@ -293,7 +295,7 @@ def plan(scan: ImageScan, options: ImageOptions) -> Iterator[Task]:
     for volume, rel, must in planned_files(scan, options.all_files, options.drive):
         on_system = volume is scan.system
         device = scan.device if on_system else device_name(volume.number)
-        shown = windows_path(rel, options.drive) if on_system else nt_path(rel, device)
+        shown = _shown(scan, volume, rel, options.drive)
         found = tuple(services.get(rel.lower(), ())) if on_system else ()
         # Plain str: the file system yields its own string types, which do not pickle.
         yield Task(volume.number, str(rel), shown, nt_path(rel, device), must, found)
