@@ -87,12 +87,13 @@ def system_hive() -> bytes:
     return build_hive(root)
 
 
-def _sign_pkcs7(payload: Path, out: Path) -> None:
-    """Wrap a binary policy in PKCS#7 SignedData (content type szOID_CI_POLICY) with openssl."""
+def sign_pkcs7(payload: Path, out: Path, content_type: str = "1.3.6.1.4.1.311.79.1") -> None:
+    """Wrap a binary policy in PKCS#7 SignedData (content type szOID_CI_POLICY unless told)
+    with openssl and the test PKI's leaf."""
     subprocess.run(
         [
             "openssl", "cms", "-sign", "-binary", "-nodetach", "-outform", "DER",
-            "-econtent_type", "1.3.6.1.4.1.311.79.1", "-md", "sha256", "-nosmimecap",
+            "-econtent_type", content_type, "-md", "sha256", "-nosmimecap",
             "-signer", str(PKI / "leaf.pem"), "-inkey", str(PKI / "leaf.key"),
             "-in", str(payload), "-out", str(out),
         ],
@@ -124,7 +125,7 @@ def build_tree(tree: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         bare = Path(scratch) / "blocklist.bin"
         bare.write_bytes(blocklist)
-        _sign_pkcs7(bare, ci / "driversipolicy.p7b")
+        sign_pkcs7(bare, ci / "driversipolicy.p7b")
     own = compile_policy(IMAGE_POLICY_XML.read_text(encoding="utf-8"))
     (ci / "CiPolicies" / "Active" / f"{POLICY_GUID}.cip").write_bytes(own)
     tools = tree / "Program Files" / "Tool"

@@ -330,7 +330,7 @@ def test_signed_policies_are_verified_and_a_tampered_one_is_not_enforced(
 ):
     import shutil
 
-    from .imagedata import IMAGE_POLICY_XML, POLICY_GUID, _sign_pkcs7
+    from .imagedata import IMAGE_POLICY_XML, POLICY_GUID, sign_pkcs7
     from .sipolicy_compile import compile_policy
 
     def tree_with(policy: bytes, name: str) -> Path:
@@ -342,7 +342,7 @@ def test_signed_policies_are_verified_and_a_tampered_one_is_not_enforced(
 
     bare = tmp_path / "policy.bin"
     bare.write_bytes(compile_policy(IMAGE_POLICY_XML.read_text(encoding="utf-8")))
-    _sign_pkcs7(bare, tmp_path / "policy.p7b")  # openssl cms -sign with the test PKI
+    sign_pkcs7(bare, tmp_path / "policy.p7b")  # openssl cms -sign with the test PKI
     signed = (tmp_path / "policy.p7b").read_bytes()
     summary = summarize(_scan(tree_with(signed, "signed"), trust, tmp_path))
     own = next(p for p in summary["policies"] if p["kind"] == "active")

@@ -4,7 +4,6 @@ the signer is matched against the policy's UpdatePolicySigners."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from codeintegrity.authenticode.trust import TrustStore
 from codeintegrity.policy.signed_policy import check_policy_signature
 
 from ..conftest import DATA, PKI
+from ..image.imagedata import sign_pkcs7
 from ..image.sipolicy_compile import compile_policy
 
 POLICY_XML = DATA / "image" / "image-policy.xml"
@@ -26,13 +26,7 @@ def sign(payload: bytes, tmp_path: Path, content_type: str = "1.3.6.1.4.1.311.79
     """PKCS#7 SignedData over the compiled policy, made by openssl with the test PKI's leaf."""
     bare, out = tmp_path / "policy.bin", tmp_path / "policy.p7b"
     bare.write_bytes(payload)
-    subprocess.run(
-        ["openssl", "cms", "-sign", "-binary", "-nodetach", "-outform", "DER",
-         "-econtent_type", content_type, "-md", "sha256", "-nosmimecap",
-         "-signer", str(PKI / "leaf.pem"), "-inkey", str(PKI / "leaf.key"),
-         "-in", str(bare), "-out", str(out)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    sign_pkcs7(bare, out, content_type)
     return out.read_bytes()
 
 
