@@ -6,9 +6,13 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from codeintegrity.errors import MalformedImage
 from codeintegrity.pe.layout import parse_pe
-from codeintegrity.pe.versioninfo import parse_version_info
+from codeintegrity.pe.versioninfo import MAX_KEY_CHARS, _key, parse_version_info
+from codeintegrity.reader import Reader
 
 from ..conftest import FIXTURES, SAMPLES, SIGNIFY
 
@@ -75,3 +79,46 @@ def test_mutated_resources_never_raise() -> None:
             mutated[at] = rng.randrange(256)
         result = parse_version_info(bytes(mutated), image)
         assert result is None or isinstance(result.file_version, str)
+
+
+def _key_unit_by_unit(data: bytes, at: int, end: int) -> tuple[str, int] | None:
+    """The key's definition, one UTF-16 unit at a time (None: not terminated in time)."""
+    units = []
+    for i in range(MAX_KEY_CHARS):
+        if at + 2 * i + 2 > end:
+            return None
+        unit = int.from_bytes(data[at + 2 * i : at + 2 * i + 2], "little")
+        if unit == 0:
+            raw = b"".join(u.to_bytes(2, "little") for u in units)
+            return raw.decode("utf-16-le", "replace"), at + 2 * i + 2
+        units.append(unit)
+    return None
+
+
+def _key_or_none(data: bytes, at: int, end: int) -> tuple[str, int] | None:
+    try:
+        return _key(Reader(data, MalformedImage), at, end)
+    except MalformedImage:
+        return None
+
+
+def test_a_nul_pair_across_two_units_does_not_end_a_key() -> None:
+    # "AĀ": 41 00 | 00 01 holds 00 00 at an odd offset, inside the key.
+    data = b"\xff\xff" + "AĀ".encode("utf-16-le") + b"\0\0" + b"tail"
+    assert _key(Reader(data, MalformedImage), 2, len(data)) == ("AĀ", 8)
+
+
+def test_a_key_without_its_nul_before_the_block_end_is_malformed() -> None:
+    data = "Key".encode("utf-16-le") + b"\0\0"
+    with pytest.raises(MalformedImage):
+        _key(Reader(data, MalformedImage), 0, len(data) - 1)
+    longest = "k" * MAX_KEY_CHARS
+    with pytest.raises(MalformedImage):
+        _key(Reader((longest + "\0").encode("utf-16-le"), MalformedImage), 0, 2 * MAX_KEY_CHARS + 2)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600), st.integers(0, 40), st.integers(0, 620))
+def test_key_agrees_with_reading_unit_by_unit(data: bytes, at: int, end: int) -> None:
+    end = min(end, len(data))
+    assert _key_or_none(data, at, end) == _key_unit_by_unit(data, at, end)

@@ -105,16 +105,15 @@ def _version_resource(r: Reader, image: PEImage) -> tuple[int, int] | None:
 
 def _key(r: Reader, at: int, end: int) -> tuple[str, int]:
     """A NUL-terminated UTF-16 key at ``at``; returns it and the offset after its NUL."""
-    chars: list[int] = []
-    for i in range(MAX_KEY_CHARS):
-        if at + 2 * i + 2 > end:
-            break
-        unit = r.u16(at + 2 * i, "version-info key")
-        if unit == 0:
-            raw = b"".join(c.to_bytes(2, "little") for c in chars)
-            return raw.decode("utf-16-le", "replace"), at + 2 * i + 2
-        chars.append(unit)
-    raise r.fail(at, "version-info key", "not terminated within its block")
+    # One bounded read and a search for the first aligned NUL unit: reading the key a unit at
+    # a time was a tenth of the work on a file whose chains were already validated.
+    raw = r.bytes(at, max(0, min(MAX_KEY_CHARS, (end - at) // 2)) * 2, "version-info key")
+    nul = raw.find(b"\0\0")
+    while nul >= 0 and nul % 2:
+        nul = raw.find(b"\0\0", nul + 1)
+    if nul < 0:
+        raise r.fail(at, "version-info key", "not terminated within its block")
+    return raw[:nul].decode("utf-16-le", "replace"), at + nul + 2
 
 
 def _align4(offset: int, base: int) -> int:
