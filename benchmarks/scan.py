@@ -11,7 +11,9 @@ range) of the ratios within each round. signify needs its own Python with the os
 of the corpus RECIPES.md (pass --signify-python; skipped if absent). The warm results cache is
 also given per file, with the start-up (the same command on an empty folder) taken out. Parent
 peak RSS is GNU time's %M of a --jobs 1 run (one process) on synthetic trees of as many tiny
-files as the copies tree and of --small of them, and on the copies tree.
+files as the copies tree and of --small of them, and on the copies tree. The tree rounds also
+time a CPU-bound loop alone and as two processes at once: the machine's own two-process
+speed-up, the ceiling against which --jobs 2 is read.
 """
 
 from __future__ import annotations
@@ -47,6 +49,21 @@ for root, _dirs, files in os.walk(sys.argv[1]):
                 pass
 """
 
+# A CPU-bound loop, about half a second: run alone and as two processes at once, it shows how
+# much of a second core this machine really gives (a shared or throttled VM gives less than 2x).
+SPIN_SCRIPT = "x = 0\nfor i in range(12_000_000):\n    x += i\n"
+
+# What `--dask local:2` costs before its first task: importing distributed and starting the
+# LocalCluster (the process's own start-up excluded), printed to stdout in seconds.
+CONNECT_SCRIPT = r"""
+import time
+started = time.perf_counter()
+from codeintegrity.scan.dask_backend import connect
+session = connect("local:2")
+print(time.perf_counter() - started)
+session.close()
+"""
+
 FLOOR_SCRIPT = r"""
 import hashlib, os, sys
 for root, _dirs, files in os.walk(sys.argv[1]):
@@ -72,6 +89,38 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
     return time.perf_counter() - started
+
+
+def dask_start(env: dict[str, str]) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", CONNECT_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return float(out.stdout.split()[0])
+
+
+def spin(processes: int) -> float:
+    """Wall time of ``processes`` copies of the CPU-bound loop started together."""
+    started = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", SPIN_SCRIPT]) for _ in range(processes)]
+    for proc in procs:
+        proc.wait()
+    return time.perf_counter() - started
+
+
+def print_ceiling(one: list[float], two: list[float], times: dict[str, list[float]]) -> None:
+    """The machine's own two-process speed-up (two loops at once do twice the work of one), and
+    how much of it --jobs 2 reached over --jobs 1, both per round (medians and ranges)."""
+    ceiling = [2 * a / b for a, b in zip(one, two, strict=True)]
+    reached = [(j1 / j2) / c for j1, j2, c in zip(times[ONE], times[TWO], ceiling, strict=True)]
+    print(
+        f"Machine ceiling: two CPU-bound processes at once run {_median_range(ceiling)} as fast "
+        f"as one (2.00x on two free cores); --jobs 2 over --jobs 1 reached "
+        f"{statistics.median(reached):.0%} ({min(reached):.0%}-{max(reached):.0%}) of it"
+    )
 
 
 def peak_rss_kb(cmd: list[str], env: dict[str, str]) -> int:
@@ -172,6 +221,8 @@ def main() -> None:
             (FLOOR, lambda: timed([sys.executable, "-c", FLOOR_SCRIPT, str(tree)])),
             (ONE, lambda: timed([*CI, "--no-cache", "--jobs", "1", str(tree)], env)),
             (TWO, lambda: timed([*CI, "--no-cache", "--jobs", "2", str(tree)], env)),
+            (SPIN_ONE, lambda: spin(1)),
+            (SPIN_TWO, lambda: spin(2)),
         ]
         if not args.skip_dask:
             local = [*CI, "--no-cache", "--dask", "local:2", str(tree)]
@@ -185,10 +236,12 @@ def main() -> None:
             ),
         ]
         times = measure(rows, args.rounds)
+        ceiling = {name: times.pop(name) for name in (SPIN_ONE, SPIN_TWO)}
         if not args.skip_dask:
             for name, seconds in dask_cluster_rows([*CI, "--no-cache"], tree, env):
                 times[name] = [seconds] * args.rounds  # once: a running cluster's 1st/2nd run
         print_table(f"Tree: {count} files ({args.copies} hard-linked copies)", times)
+        print_ceiling(ceiling[SPIN_ONE], ceiling[SPIN_TWO], times)
         if not args.skip_dask:
             ratios = [
                 f"{name.split('--dask ')[1]} {_median_range(_ratios(times[name], times[TWO]))}"
@@ -196,6 +249,13 @@ def main() -> None:
                 if "--dask" in name
             ]
             print(f"Dask time / --jobs 2 time: {', '.join(ratios)}")
+            starts = [dask_start(env) for _ in range(args.rounds)]
+            print(
+                f"Of which --dask local:2 spends before its first task (import distributed, "
+                f"start the LocalCluster): {statistics.median(starts):.2f} s "
+                f"({min(starts):.2f}-{max(starts):.2f}); 15% of --jobs 2 is "
+                f"{0.15 * statistics.median(times[TWO]):.2f} s"
+            )
         whole = _median_range(_ratios(times[COLD], times[WARM]))
         # Per file, each round's start-up taken out; a round whose warm run was not measurably
         # longer than its start-up says nothing per file and is left out.
@@ -230,6 +290,8 @@ LOCAL = "codeintegrity --dask local:2 (cluster start incl.)"
 COLD = "codeintegrity cold results cache"
 WARM = "codeintegrity warm results cache"
 START = "codeintegrity on an empty folder (start-up)"
+SPIN_ONE = "CPU-bound loop, one process"
+SPIN_TWO = "CPU-bound loop, two processes at once"
 
 
 def osslsigncode(corpus: Path) -> float:
