@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedError
 from .report import Report
+from .scan.walk import RACY_WINDOW_NS, FileIdentity, file_identity
 from .verdict_keys import chain_boundary, code_identity, options_fingerprint, restamp_text
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ CACHE_FILE_NAME = "results.sqlite3"
 SCHEMA_VERSION = 2  # 2: the report text has an empty path; status and event ids columns
 APPLICATION_ID = 0x43495243  # "CIRC": tells our file from another SQLite database
 DEFAULT_MAX_AGE = timedelta(hours=24)
-# FAT and SMB servers keep 2-second timestamps; ext4 ticks every few milliseconds.
-RACY_WINDOW_NS = 2_000_000_000
 # Judged rows are written in one transaction once this many wait, or the oldest has waited
 # this long (checked at each lookup and store), and at close.
 WRITE_ROWS = 64
@@ -85,7 +84,7 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 Verifier = Callable[[str, "VerifyOptions"], Report]
-StatKey = tuple[int, int, int, int, int]
+StatKey = FileIdentity
 
 
 def default_results_path(environ: Mapping[str, str] | None = None) -> str:
@@ -241,7 +240,7 @@ class ResultsCache:
         if not stat.S_ISREG(before.st_mode):
             self.bypassed += 1
             return None, None
-        key = _stat_key(before)
+        key = file_identity(before)
         cached = self._lookup(real, fingerprint, key)
         if cached is not None:
             self.hits += 1
@@ -285,7 +284,7 @@ class ResultsCache:
             after = os.stat(pending.real)  # noqa: PTH116 - as above
         except OSError:
             return
-        if _stat_key(after) == pending.key and self._storable(encoded, after):
+        if file_identity(after) == pending.key and self._storable(encoded, after):
             self._store(pending.real, pending.fingerprint, pending.key, encoded, pending.options)
 
     # --- keys and expiry -----------------------------------------------------------------
@@ -490,10 +489,6 @@ class _Foreign(Exception):
 
 
 _STATUSES = frozenset({"valid", "invalid", "unsigned", "malformed"})
-
-
-def _stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _is_corruption(exc: BaseException) -> bool:

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .outcome import Crashed, Judged, Outcome, encode_report
+from .links import LinkedFiles
+from .outcome import Crashed, Encoded, Judged, Outcome, encode_report
 from .walk import Selection, Skipped, Target, Unreadable, WalkItem
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class Judge:
         self.options = options
         self.policy = policy
         self.cache = cache
+        # This run's verifications of files with more than one name (see :mod:`.links`).
+        self.linked = LinkedFiles()
 
     def for_worker(self) -> Judge:
         """The same judge without cache and policy: a worker only verifies (the parent owns
@@ -67,8 +70,8 @@ class Judge:
     def _judge(self, target: Target, *, cached: bool) -> Outcome | None:
         started = time.perf_counter()
         try:
-            if cached and self.cache is not None:
-                # Only PE files are stored: a hit needs no sniffing.
+            if cached:
+                # Only PE files are kept or stored: a hit needs no sniffing.
                 hit, miss = self.from_cache(target)
                 if hit is not None:
                     return hit
@@ -93,24 +96,37 @@ class Judge:
             # A worker's result: encoded here, in parallel, so the parent only splices it.
             encoded = encode_report(report)
             return Judged(encoded=encoded, path=target.path, seconds=seconds, size=target.size)
+        stored = None
         if miss is not None and self.cache is not None:
             stored = self.cache.store_result(miss, report)
-            if stored is not None and self.policy is None:
-                # Encoded once, for the cache and the output line alike.
-                return Judged(encoded=stored, path=target.path, seconds=seconds, size=target.size)
+        if target.linked is not None:
+            self.linked.keep(target.linked, target.path, stored or encode_report(report))
+        if stored is not None and self.policy is None:
+            # Encoded once, for the cache and the output line alike.
+            return Judged(encoded=stored, path=target.path, seconds=seconds, size=target.size)
         return Judged(self.decide(report), seconds, target.size)
 
     def from_cache(self, target: Target) -> tuple[Judged | None, Pending | None]:
-        """The parent's part before a worker verifies ``target``: its cached outcome (the
-        policy applied), else the cache miss to store the worker's report under."""
+        """The parent's part before a worker verifies ``target``: the outcome of another name
+        of the same file judged earlier in this run, or its cached outcome (the policy applied);
+        else the cache miss to store the worker's report under."""
+        if target.linked is not None:
+            fixed_time = self.options.at is not None
+            earlier = self.linked.get(target.linked, fixed_time=fixed_time)
+            if earlier is not None:
+                return self._reused(earlier, target), None
         if self.cache is None:
             return None, None
         cached, miss = self.cache.lookup_encoded(target.path, self.options)
         if cached is None:
             return None, miss
+        return self._reused(cached, target), None
+
+    def _reused(self, encoded: Encoded, target: Target) -> Judged:
+        """A verification not done in this call (cached, or another name's) for ``target``."""
         if self.policy is None:
-            return Judged(encoded=cached, path=target.path, size=target.size), None
-        return Judged(self.decide(cached.decode(target.path)), 0.0, target.size), None
+            return Judged(encoded=encoded, path=target.path, size=target.size)
+        return Judged(self.decide(encoded.decode(target.path)), 0.0, target.size)
 
     def finish(
         self, outcome: Outcome | None, miss: Pending | None, target: Target
@@ -123,6 +139,8 @@ class Judge:
                 encoded = encode_report(outcome.report)
             if miss is not None and self.cache is not None:
                 self.cache.store_encoded(miss, encoded)
+            if target.linked is not None:
+                self.linked.keep(target.linked, target.path, encoded)
             if self.policy is None:
                 return Judged(
                     encoded=encoded, path=target.path, seconds=outcome.seconds, size=target.size

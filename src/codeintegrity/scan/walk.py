@@ -42,14 +42,33 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLL
 _DIR_FLAGS_FOLLOW = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
+FileIdentity = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, mtime_ns, ctime_ns
+# A change this recent may not show in the stat yet (a same-size rewrite within one timestamp
+# tick): what was judged of such a file is not reused. FAT and SMB servers keep 2-second
+# timestamps; ext4 ticks every few milliseconds.
+RACY_WINDOW_NS = 2_000_000_000
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    """The stat identity of a file's bytes: equal identities are the same unchanged file."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A regular file to judge. ``in_tree``: found by walking a directory (then a file that
-    does not start with 'MZ' is not a PE and is not judged); False for a path named directly."""
+    does not start with 'MZ' is not a PE and is not judged); False for a path named directly.
+    ``linked``: the file's identity when it has other names (hard links) that the same run may
+    meet, else None (see :mod:`.links`)."""
 
     path: str
     in_tree: bool = False
     size: int = 0
+    linked: FileIdentity | None = None
+
+
+def _linked(st: os.stat_result) -> FileIdentity | None:
+    return file_identity(st) if st.st_nlink > 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +148,7 @@ def _top(raw: str, sel: Selection) -> Iterator[WalkItem]:
         if sel.max_size is not None and st.st_size > sel.max_size:
             yield Skipped(raw, TOO_LARGE, f"{st.st_size} bytes, over --max-size")
         else:
-            yield Target(raw, False, st.st_size)
+            yield Target(raw, False, st.st_size, _linked(st))
     else:
         # FIFOs and devices would block or never end: only regular files are judged.
         yield Unreadable(raw, None, "not a regular file")
@@ -227,4 +246,4 @@ def _entry(
         return Skipped(path, NOT_REGULAR, "not a regular file")
     if sel.max_size is not None and st.st_size > sel.max_size:
         return Skipped(path, TOO_LARGE, f"{st.st_size} bytes, over --max-size")
-    return Target(path, True, st.st_size)
+    return Target(path, True, st.st_size, _linked(st))
