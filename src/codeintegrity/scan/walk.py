@@ -68,7 +68,9 @@ class Target:
 
 
 def _linked(st: os.stat_result) -> FileIdentity | None:
-    return file_identity(st) if st.st_nlink > 1 else None
+    # Inode 0 is what some FUSE and network file systems report when they have none: no
+    # identity at all, so never one to share.
+    return file_identity(st) if st.st_nlink > 1 and st.st_ino != 0 else None
 
 
 @dataclass(frozen=True, slots=True)
