@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -45,11 +45,21 @@ __all__ = ["VerifyOptions", "verify_bytes", "verify_path", "verify_source", "Rep
 _C = FindingCode
 
 
-def verify_path(path: str | os.PathLike[str], options: VerifyOptions | None = None) -> Report:
-    """Map ``path`` read-only and judge it. Raises ``OSError`` when it cannot be read."""
+def verify_path(
+    path: str | os.PathLike[str],
+    options: VerifyOptions | None = None,
+    *,
+    opened: Callable[[os.stat_result], None] | None = None,
+) -> Report:
+    """Map ``path`` read-only and judge it. Raises ``OSError`` when it cannot be read.
+    ``opened`` is given the ``fstat`` of the file as opened: the identity of the bytes judged,
+    whatever the path names by the time the report is used."""
     name = os.fspath(path)
     with open(name, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+        st = os.fstat(handle.fileno())
+        if opened is not None:
+            opened(st)
+        size = st.st_size
         if size == 0:
             return verify_bytes(b"", options, path=name)
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:

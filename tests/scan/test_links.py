@@ -9,8 +9,6 @@ import subprocess
 import sys
 from dataclasses import replace
 
-import pytest
-
 from codeintegrity import verify as engine
 from codeintegrity.options import VerifyOptions
 from codeintegrity.policy.load import parse_policy
@@ -60,9 +58,9 @@ def _counting(monkeypatch) -> list[str]:
     judged: list[str] = []
     real = engine.verify_path
 
-    def counted(path, options):
+    def counted(path, options, **kwargs):
         judged.append(path)
-        return real(path, options)
+        return real(path, options, **kwargs)
 
     monkeypatch.setattr(engine, "verify_path", counted)
     return judged
@@ -89,7 +87,7 @@ def test_the_walk_marks_files_with_another_name(tmp_path):
         "linked.exe": identity,
         "second.exe": identity,
         "to_alone.exe": None,
-        "to_linked.exe": identity,  # a symbolic link to a file with two names
+        "to_linked.exe": None,  # a symbolic link is not one of the file's names
     }
     named = list(walk([str(tmp_path / "second.exe"), str(alone)]))
     assert [t.linked for t in named] == [identity, None]
@@ -148,36 +146,39 @@ def test_a_file_changed_within_the_racy_window_is_judged_again(
     assert judge.linked.reused == 0
 
 
+def _encoded(path, fixture_trust):
+    return encode_report(engine.verify_path(str(path), VerifyOptions(trust=fixture_trust)))
+
+
 def test_what_is_not_kept(tmp_path, fixture_trust):
     path = _two_names(tmp_path)
     identity = file_identity(path.stat())
-    encoded = encode_report(engine.verify_path(str(path), VerifyOptions(trust=fixture_trust)))
-    clock = [identity[4] + 10**10]  # ten seconds after the last change
-    linked = LinkedFiles(clock_ns=lambda: clock[0])
-    linked.keep(identity, str(path), encoded)
+    encoded = _encoded(path, fixture_trust)
+    later = identity[4] + 10**10  # ten seconds after the last change
+    linked = LinkedFiles(clock_ns=lambda: later)
+    linked.keep(identity, 2, encoded)
     assert linked.get(identity, fixed_time=False) is encoded
     # A primitive that raised may work next time.
-    fresh = LinkedFiles(clock_ns=lambda: clock[0])
-    fresh.keep(identity, str(path), replace(encoded, storable=False))
-    assert fresh.get(identity, fixed_time=False) is None
+    failed = LinkedFiles(clock_ns=lambda: later)
+    failed.keep(identity, 2, replace(encoded, storable=False))
+    assert identity not in failed
     # Changed within the racy window (one second before the clock).
     racy = LinkedFiles(clock_ns=lambda: identity[4] + 10**9)
-    racy.keep(identity, str(path), encoded)
-    assert racy.get(identity, fixed_time=False) is None
-    # The file changed after the walk stat'ed it.
-    path.write_bytes(path.read_bytes() + b"\0")
-    changed = LinkedFiles(clock_ns=lambda: clock[0] + 10**10)
-    changed.keep(identity, str(path), encoded)
-    assert changed.get(identity, fixed_time=False) is None
+    racy.keep(identity, 2, encoded)
+    assert identity not in racy
+    # A file with one name: no other name will ask.
+    single = LinkedFiles(clock_ns=lambda: later)
+    single.keep(identity, 1, encoded)
+    assert identity not in single
 
 
 def test_an_entry_goes_once_every_other_name_was_met(tmp_path, fixture_trust):
     path = _two_names(tmp_path)
-    os.link(path, tmp_path / "a.exe.3")  # three names: two more to meet after the first
     identity = file_identity(path.stat())
-    encoded = encode_report(engine.verify_path(str(path), VerifyOptions(trust=fixture_trust)))
+    encoded = _encoded(path, fixture_trust)
     linked = LinkedFiles(clock_ns=lambda: identity[4] + 10**10)
-    linked.keep(identity, str(path), encoded)
+    linked.keep(identity, 3, encoded)  # three names: two more to meet after the first
+    linked.keep(identity, 3, encoded)  # a name judged in flight meanwhile: no second count
     assert linked.get(identity, fixed_time=True) is encoded
     assert linked.get(identity, fixed_time=True) is encoded
     assert linked.get(identity, fixed_time=True) is None
@@ -186,33 +187,110 @@ def test_an_entry_goes_once_every_other_name_was_met(tmp_path, fixture_trust):
 
 def test_a_verdict_past_its_chain_boundary_is_not_reused(tmp_path, fixture_trust):
     path = _two_names(tmp_path)
-    for more in ("a.exe.3", "a.exe.4"):  # names enough for three lookups
-        os.link(path, tmp_path / more)
     identity = file_identity(path.stat())
-    report = engine.verify_path(str(path), VerifyOptions(trust=fixture_trust))
-    bounded = replace(encode_report(report), boundary=2_000_000_000.0)
+    bounded = replace(_encoded(path, fixture_trust), boundary=2_000_000_000.0)
     now = [int(1_999_999_999 * 1e9)]
     linked = LinkedFiles(clock_ns=lambda: now[0])
-    linked.keep(identity, str(path), bounded)
+    linked.keep(identity, 4, bounded)
     assert linked.get(identity, fixed_time=False) is bounded
     now[0] = int(2_000_000_001 * 1e9)
     assert linked.get(identity, fixed_time=True) is bounded  # --at: no boundary moves it
     assert linked.get(identity, fixed_time=False) is None
 
 
-def test_the_oldest_go_first_past_the_byte_bound(tmp_path):
-    encoded = encode_report(engine.verify_path(str(SIGNED), VerifyOptions()))
-    files = []
-    for name in ("a.exe", "b.exe", "c.exe"):
-        path = _two_names(tmp_path, name)
-        files.append((file_identity(path.stat()), str(path)))
+def test_the_oldest_go_first_past_the_byte_bound(fixture_trust):
+    encoded = _encoded(SIGNED, fixture_trust)
+    ids = [(0, i, 0, 0, 0) for i in range(3)]
     linked = LinkedFiles(2 * len(encoded.text), clock_ns=lambda: 10**30)  # room for two
-    for identity, path in files:
-        linked.keep(identity, path, encoded)
-    assert [linked.get(i, fixed_time=True) is not None for i, _ in files] == [False, True, True]
+    for identity in ids:
+        linked.keep(identity, 2, encoded)
+    assert [i in linked for i in ids] == [False, True, True]
 
 
-def test_cli_reports_every_name(tmp_path):
+def test_a_file_swapped_in_while_judged_lends_its_verdict_to_no_one(
+    tmp_path, monkeypatch, fixture_trust
+):
+    """The walk met one file; by the time the engine opened the path, another file was
+    there (a symbolic link or a folder swapped meanwhile). Its verdict must not go to the
+    names of the file the walk met."""
+    paths = _linked_tree(tmp_path, 2)
+    other = tmp_path / "other.exe"
+    shutil.copyfile(FIXTURES / "bad_flip_text.exe", other)
+    judged = []
+    real = engine.verify_path
+
+    def swapped(path, options, **kwargs):
+        judged.append(path)
+        target = other if path == paths[0] else path  # the first name opens the other file
+        return replace(real(str(target), options, **kwargs), path=path)
+
+    monkeypatch.setattr(engine, "verify_path", swapped)
+    judge = _judge(fixture_trust)
+    got = {
+        o.path: o.status
+        for o in scan(walk([str(tmp_path / "d000"), str(tmp_path / "d001")]), judge)
+    }
+    assert judged == paths  # the second name was judged itself
+    assert got == {paths[0]: "invalid", paths[1]: "valid"}
+    assert judge.linked.reused == 0
+
+
+def test_a_name_that_no_longer_names_the_file_is_judged_itself(
+    tmp_path, monkeypatch, fixture_trust
+):
+    paths = _linked_tree(tmp_path, 2)
+    items = list(walk([str(tmp_path)]))
+    os.unlink(paths[1])  # the second name is gone (or swapped) after the walk met it
+    shutil.copyfile(SIGNED, paths[1])
+    judged = _counting(monkeypatch)
+    judge = _judge(fixture_trust)
+    list(scan(items, judge))
+    assert judged == paths
+    assert judge.linked.reused == 0
+
+
+def test_a_non_pe_named_directly_is_not_reported_for_its_name_in_a_tree(tmp_path, fixture_trust):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a PE\n")
+    _settled(text)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    os.link(text, tree / "notes-link.txt")
+    judge = _judge(fixture_trust)
+    got = list(scan(walk([str(text), str(tree)]), judge))
+    assert [(o.path, o.status) for o in got] == [(str(text), "malformed")]
+
+
+def test_a_cached_non_pe_named_directly_is_not_reported_in_a_tree(tmp_path, fixture_trust):
+    """The results cache, across runs: named directly, a file that is not a PE is judged
+    (malformed) and stored; met again in a tree, it is not a PE and is not reported."""
+    from codeintegrity.results_cache import ResultsCache
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    text = tree / "notes.txt"
+    text.write_text("not a PE\n")
+    _settled(text)
+    # No racy window: writing the file just now changed its ctime.
+    cache = ResultsCache.open(str(tmp_path / "results.sqlite3"), racy_window_ns=0)
+    options = VerifyOptions(trust=fixture_trust)
+    first = list(scan(walk([str(text)]), Judge(options, cache=cache)))
+    assert [o.status for o in first] == ["malformed"]
+    cache.flush()
+    hit, _ = Judge(options, cache=cache).from_cache(Target(str(text)))
+    assert hit is not None and hit.status == "malformed"  # stored, as for any file named
+    for jobs in (1, 2):
+        judge = Judge(options, cache=cache)
+        again = list(
+            scan(walk([str(tree)]), judge)
+            if jobs == 1
+            else parallel_scan(walk([str(tree)]), judge, 2)
+        )
+        assert again == []
+    cache.close()
+
+
+def test_cli_reports_every_name_of_a_linked_file(tmp_path):
     tree = tmp_path / "tree"
     tree.mkdir()
     paths = _linked_tree(tree, 3)
@@ -226,12 +304,3 @@ def test_cli_reports_every_name(tmp_path):
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [d["path"] for d in lines] == paths
     assert {d["status"] for d in lines} == {"valid"}
-
-
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_targets_named_twice_by_path_are_not_linked(jobs, fixture_trust):
-    # The same path named twice is one name: nothing to reuse, both judged.
-    targets = [Target(str(SIGNED)), Target(str(SIGNED))]
-    judge = Judge(VerifyOptions(trust=fixture_trust))
-    got = list(parallel_scan(targets, judge, jobs) if jobs > 1 else scan(targets, judge))
-    assert len(got) == 2 and judge.linked.reused == 0

@@ -417,7 +417,9 @@ class _DaskRun:
                         continue
                     self.states[mine] = planned.state
                     task = planned.task
-                    mapped = Target(_map(task.path, self.path_map), task.in_tree, task.size)
+                    mapped = Target(
+                        _map(task.path, self.path_map), task.in_tree, task.size, task.linked
+                    )
                     batch.append((mine, mapped))
                     if len(batch) >= self.sizer.size:
                         self._send(batch)

@@ -3,30 +3,31 @@
 A mounted Windows volume names many files twice: most of ``System32`` is hard links into
 ``WinSxS``, so a scan of ``Windows\\`` meets the same bytes under two paths. The walk marks a
 file with more than one name (``st_nlink`` > 1) with its stat identity
-(:attr:`~.walk.Target.linked`). The verification of the first name met is kept here, encoded
-without path or policy decision (as the results cache keeps it); every later name with the same
-identity reuses it with its own path, and gets its own policy decision, output line and events,
-as if it had been judged.
+(:attr:`~.walk.Target.linked`). The verification of a name is kept here, encoded without path or
+policy decision (as the results cache keeps it), when the file the engine opened (its ``fstat``)
+has that identity; a later name whose path still has the identity reuses it with its own path,
+and gets its own policy decision, output line and events, as if it had been judged.
 
-Kept only what the results cache would keep, for the same reasons: not a report with a failed
-primitive, not a file whose stat changed while it was judged or changed within the racy window
-(a same-size rewrite within one timestamp tick leaves the stat unchanged), and not past the
-report's chain boundary (the moment a verdict judged at "now" may change by itself).
+The identity is the one of the bytes read, not of what the path names before or after: a
+symbolic link or folder swapped while a file is judged cannot lend its verdict to the file's
+other names. Not kept, as in the results cache: a report with a failed primitive, a file
+changed within the racy window (a same-size rewrite within one timestamp tick leaves the stat
+unchanged), and not reused past the report's chain boundary (the moment a verdict judged at
+"now" may change by itself).
 
-Bounded: an entry goes once all the file's other names were met, and the oldest go first when
-the kept reports exceed ``MAX_KEPT_BYTES`` (a report is 1-6 KB: 16 MiB holds a few thousand,
-the System32 files a walk meets before it reaches their WinSxS names).
+Bounded: an entry goes once the file's other names were met, and the oldest go first when the
+kept reports exceed ``MAX_KEPT_BYTES`` (a report is 1-6 KB: 16 MiB holds a few thousand, the
+System32 files a walk meets before it reaches their WinSxS names).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .walk import RACY_WINDOW_NS, FileIdentity, file_identity
+from .walk import RACY_WINDOW_NS, FileIdentity
 
 if TYPE_CHECKING:
     from .outcome import Encoded
@@ -52,9 +53,13 @@ class LinkedFiles:
         self._clock_ns = clock_ns
         self.reused = 0  # names answered from an earlier name's verification
 
+    def __contains__(self, identity: FileIdentity) -> bool:
+        return identity in self._kept
+
     def get(self, identity: FileIdentity, *, fixed_time: bool) -> Encoded | None:
-        """The kept verification for ``identity``, unless the clock has passed its chain
-        boundary (``fixed_time``: judged at a given moment, which no boundary moves)."""
+        """The kept verification for ``identity`` (a name of the file just met), unless the
+        clock has passed its chain boundary (``fixed_time``: judged at a given moment, which no
+        boundary moves)."""
         entry = self._kept.get(identity)
         if entry is None:
             return None
@@ -70,22 +75,14 @@ class LinkedFiles:
             self._kept[identity] = (encoded, left - 1)
         return encoded
 
-    def keep(self, identity: FileIdentity, path: str, encoded: Encoded) -> None:
-        """Keep ``encoded`` (just judged from ``path``, whose walk gave ``identity``) if the file
-        is unchanged since and was not changed within the racy window."""
-        if not encoded.storable:
-            return  # a primitive that raised may work next time
-        try:
-            after = os.stat(path)  # noqa: PTH116 - a str path: no Path object per file
-        except OSError:
+    def keep(self, identity: FileIdentity, names: int, encoded: Encoded) -> None:
+        """Keep ``encoded``, judged from a file opened with ``identity`` (its ``fstat``) and
+        ``names`` names, for the names not met yet."""
+        if not encoded.storable or names < 2 or identity in self._kept:
+            return  # a primitive that raised may work next time; a name in flight came back
+        if max(identity[3], identity[4]) >= self._clock_ns() - self._racy_window_ns:
             return
-        if file_identity(after) != identity or after.st_nlink < 2:
-            return
-        if max(after.st_mtime_ns, after.st_ctime_ns) >= self._clock_ns() - self._racy_window_ns:
-            return
-        if identity in self._kept:
-            self._drop(identity)
-        self._kept[identity] = (encoded, after.st_nlink - 1)
+        self._kept[identity] = (encoded, names - 1)
         self._bytes += len(encoded.text)
         while self._bytes > self._max_bytes:
             self._drop(next(iter(self._kept)))

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .walk import Skipped, Unreadable
+from .walk import Opened, Skipped, Unreadable
 
 if TYPE_CHECKING:
     from ..report import Decision, Report
@@ -64,7 +64,7 @@ class Judged:
     """A file that was judged: its report (with the policy decision when there is one), or
     its :class:`Encoded` form and the path it was met under."""
 
-    __slots__ = ("_report", "encoded", "path", "seconds", "size")
+    __slots__ = ("_report", "encoded", "path", "seconds", "size", "opened")
 
     def __init__(
         self,
@@ -74,6 +74,7 @@ class Judged:
         *,
         encoded: Encoded | None = None,
         path: str | None = None,
+        opened: Opened | None = None,
     ) -> None:
         if report is None and (encoded is None or path is None):
             raise TypeError("Judged needs a report, or an encoded report and its path")
@@ -82,12 +83,14 @@ class Judged:
         self.path: str = report.path if report is not None else path  # type: ignore[assignment]
         self.seconds = seconds
         self.size = size
+        # A worker's verification of a file with other names: what it opened (see links.py).
+        self.opened = opened
 
     def __getstate__(self) -> tuple[object, ...]:
-        return (self._report, self.encoded, self.path, self.seconds, self.size)
+        return (self._report, self.encoded, self.path, self.seconds, self.size, self.opened)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
-        (self._report, self.encoded, self.path, self.seconds, self.size) = state  # type: ignore[assignment]
+        (self._report, self.encoded, self.path, self.seconds, self.size, self.opened) = state  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Judged({self.path!r}, {self.status})"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 from .feeder import END, Feeder
 from .outcome import Crashed, Outcome
-from .run import Judge, ScanCounter, internal_message
+from .run import Judge, NotPE, ScanCounter, internal_message
 from .share import NewsLog, NewsPipe, Share, learn_quietly, take_quietly, validated_chains
 from .walk import Target, WalkItem
 
@@ -391,9 +391,9 @@ class JudgePlan(Plan[WalkItem, Target, _JudgeState, Outcome | None, Outcome | No
             return Ready(item)
         cached, miss = self.judge.from_cache(item)
         if cached is not None:
-            return Ready(cached)
+            return Ready(None if isinstance(cached, NotPE) else cached)
         # A cache miss is judged from the resolved path it stat'ed (what it stores).
-        task = item if miss is None else Target(miss.real, item.in_tree, item.size)
+        task = item if miss is None else Target(miss.real, item.in_tree, item.size, item.linked)
         return Send(task, (item, miss))
 
     def finish(self, result: Outcome | None, state: _JudgeState) -> Outcome | None:

@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from .links import LinkedFiles
 from .outcome import Crashed, Encoded, Judged, Outcome, encode_report
-from .walk import Selection, Skipped, Target, Unreadable, WalkItem
+from .walk import (
+    Opened,
+    Selection,
+    Skipped,
+    Target,
+    Unreadable,
+    WalkItem,
+    file_identity,
+    opened_as,
+)
 
 if TYPE_CHECKING:
     from ..options import VerifyOptions
@@ -36,6 +45,22 @@ def starts_with_mz(path: str) -> bool:
 def internal_message(exc: BaseException) -> str:
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text[:300] + " (a bug: please report it with the file)"
+
+
+class NotPE:
+    """A results-cache hit for a file of a tree that turns out not to be a PE (see _reused)."""
+
+
+NOT_PE = NotPE()
+
+
+def _still(target: Target) -> bool:
+    """Whether ``target``'s path still names the file the walk met (a name deeper than
+    PATH_MAX, or one a link swapped meanwhile, is judged itself: it fails or differs alone)."""
+    try:
+        return file_identity(os.stat(target.path)) == target.linked  # noqa: PTH116 - str path
+    except (OSError, ValueError):
+        return False
 
 
 class Judge:
@@ -69,12 +94,13 @@ class Judge:
 
     def _judge(self, target: Target, *, cached: bool) -> Outcome | None:
         started = time.perf_counter()
+        opened: list[os.stat_result] = []
         try:
             if cached:
-                # Only PE files are kept or stored: a hit needs no sniffing.
+                # Only PE files are kept or stored: a hit needs no sniffing (but see _reused).
                 hit, miss = self.from_cache(target)
                 if hit is not None:
-                    return hit
+                    return None if isinstance(hit, NotPE) else hit
             else:
                 miss = None
             if target.in_tree and not starts_with_mz(target.path):
@@ -82,37 +108,44 @@ class Judge:
             # Looked up at call time: tests replace the engine's entry point.
             from .. import verify as engine
 
+            # A file with other names: what the engine opened decides whether they may reuse it.
+            seen = {"opened": opened.append} if target.linked is not None else {}
             if miss is not None:
                 # Judge the resolved path: what is stored must be what was stat'ed.
-                report = replace(engine.verify_path(miss.real, self.options), path=target.path)
+                report = engine.verify_path(miss.real, self.options, **seen)
+                report = replace(report, path=target.path)
             else:
-                report = engine.verify_path(target.path, self.options)
+                report = engine.verify_path(target.path, self.options, **seen)
         except OSError as exc:
             return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
             return Crashed(target.path, internal_message(exc))
         seconds = time.perf_counter() - started
+        # Shared with other names only if it is a PE (a file named directly is not sniffed).
+        shared = opened_as(opened[0]) if opened and (target.in_tree or report.image) else None
         if not cached:
             # A worker's result: encoded here, in parallel, so the parent only splices it.
             encoded = encode_report(report)
-            return Judged(encoded=encoded, path=target.path, seconds=seconds, size=target.size)
+            return Judged(
+                encoded=encoded, path=target.path, seconds=seconds, size=target.size, opened=shared
+            )
         stored = None
         if miss is not None and self.cache is not None:
             stored = self.cache.store_result(miss, report)
-        if target.linked is not None:
-            self.linked.keep(target.linked, target.path, stored or encode_report(report))
+        if shared is not None:
+            self._share(target, shared, stored or encode_report(report))
         if stored is not None and self.policy is None:
             # Encoded once, for the cache and the output line alike.
             return Judged(encoded=stored, path=target.path, seconds=seconds, size=target.size)
         return Judged(self.decide(report), seconds, target.size)
 
-    def from_cache(self, target: Target) -> tuple[Judged | None, Pending | None]:
+    def from_cache(self, target: Target) -> tuple[Judged | NotPE | None, Pending | None]:
         """The parent's part before a worker verifies ``target``: the outcome of another name
         of the same file judged earlier in this run, or its cached outcome (the policy applied);
-        else the cache miss to store the worker's report under."""
-        if target.linked is not None:
-            fixed_time = self.options.at is not None
-            earlier = self.linked.get(target.linked, fixed_time=fixed_time)
+        else the cache miss to store the worker's report under. A hit that turns out not to be
+        a PE of the tree is :data:`NOT_PE`."""
+        if target.linked is not None and target.linked in self.linked and _still(target):
+            earlier = self.linked.get(target.linked, fixed_time=self.options.at is not None)
             if earlier is not None:
                 return self._reused(earlier, target), None
         if self.cache is None:
@@ -122,11 +155,26 @@ class Judge:
             return None, miss
         return self._reused(cached, target), None
 
-    def _reused(self, encoded: Encoded, target: Target) -> Judged:
+    def _reused(self, encoded: Encoded, target: Target) -> Judged | NotPE:
         """A verification not done in this call (cached, or another name's) for ``target``."""
+        if encoded.status == "malformed" and target.in_tree and not starts_with_mz(target.path):
+            # Stored when the file was named directly, which is not sniffed: in a tree, a file
+            # that does not start with "MZ" is not a PE and is not reported.
+            return NOT_PE
         if self.policy is None:
             return Judged(encoded=encoded, path=target.path, size=target.size)
         return Judged(self.decide(encoded.decode(target.path)), 0.0, target.size)
+
+    def _share(self, target: Target, opened: Opened, encoded: Encoded) -> None:
+        """Keep ``encoded`` for the other names of ``target``'s file, if the file the engine
+        opened is the one the walk met (not another, swapped in meanwhile)."""
+        identity, names = opened
+        if identity != target.linked:
+            return
+        try:
+            self.linked.keep(identity, names, encoded)
+        except Exception:  # noqa: BLE001, S110 - a memo only saves work; it never fails a file
+            pass
 
     def finish(
         self, outcome: Outcome | None, miss: Pending | None, target: Target
@@ -139,8 +187,8 @@ class Judge:
                 encoded = encode_report(outcome.report)
             if miss is not None and self.cache is not None:
                 self.cache.store_encoded(miss, encoded)
-            if target.linked is not None:
-                self.linked.keep(target.linked, target.path, encoded)
+            if outcome.opened is not None:
+                self._share(target, outcome.opened, encoded)
             if self.policy is None:
                 return Judged(
                     encoded=encoded, path=target.path, seconds=outcome.seconds, size=target.size

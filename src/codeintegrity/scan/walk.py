@@ -54,12 +54,20 @@ def file_identity(st: os.stat_result) -> FileIdentity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+Opened = tuple[FileIdentity, int]  # a file as opened for judging: its identity and its names
+
+
+def opened_as(st: os.stat_result) -> Opened:
+    return file_identity(st), st.st_nlink
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A regular file to judge. ``in_tree``: found by walking a directory (then a file that
     does not start with 'MZ' is not a PE and is not judged); False for a path named directly.
     ``linked``: the file's identity when it has other names (hard links) that the same run may
-    meet, else None (see :mod:`.links`)."""
+    meet, else None (see :mod:`.links`); not for a name reached through a symbolic link, which
+    is not one of the file's names."""
 
     path: str
     in_tree: bool = False
@@ -248,4 +256,4 @@ def _entry(
         return Skipped(path, NOT_REGULAR, "not a regular file")
     if sel.max_size is not None and st.st_size > sel.max_size:
         return Skipped(path, TOO_LARGE, f"{st.st_size} bytes, over --max-size")
-    return Target(path, True, st.st_size, _linked(st))
+    return Target(path, True, st.st_size, None if link else _linked(st))
