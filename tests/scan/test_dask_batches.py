@@ -59,7 +59,7 @@ def client(tmp_path_factory):
     always = arm.with_name("kill-every-victim")
     real = engine.verify_path
 
-    def verify_path(path, options=None):
+    def verify_path(path, options=None, **kwargs):
         if str(path).endswith(VICTIM):
             if always.exists():
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -69,7 +69,7 @@ def client(tmp_path_factory):
                 pass
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
-        return real(path, options)
+        return real(path, options, **kwargs)
 
     patch = pytest.MonkeyPatch()
     patch.setattr(engine, "verify_path", verify_path)
@@ -143,6 +143,32 @@ def test_a_worker_killed_in_a_batch_costs_no_file_and_reports_none_twice(client,
     assert sorted(got) == expected  # each file once, none lost, same verdicts
     victim = [k for k in got if k[0].endswith(VICTIM)]
     assert len(victim) == 1 and victim[0][1] != "error"
+
+
+def test_names_of_one_file_reuse_its_verification_on_dask(client, fixture_trust, tmp_path):
+    import shutil
+
+    from codeintegrity.options import VerifyOptions
+    from codeintegrity.scan.dask_backend import dask_scan
+    from codeintegrity.scan.links import LinkedFiles
+
+    first = tmp_path / "d00" / "a.exe"
+    first.parent.mkdir()
+    shutil.copyfile(FIXTURES / "t64_sha256.exe", first)
+    paths = [str(first)]
+    for i in range(1, 40):
+        other = tmp_path / f"d{i:02d}" / "a.exe"
+        other.parent.mkdir()
+        os.link(first, other)
+        paths.append(str(other))
+    judge = Judge(VerifyOptions(trust=fixture_trust))
+    judge.linked = LinkedFiles(racy_window_ns=0)  # the files were just linked: ctime is now
+    sizer = BatchSizer(first=1, most=1)
+    got = list(dask_scan(walk([str(tmp_path)]), judge, client, ordered=True, sizer=sizer))
+    assert [o.path for o in got] == paths
+    assert all(isinstance(o, Judged) and o.report.ok for o in got)
+    # What a worker opened is what the client's walk met (one machine): later names reuse it.
+    assert 0 < judge.linked.reused < len(paths)
 
 
 def test_judged_outcomes_carry_the_client_paths_and_sizes(client, fixture_trust):
