@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedError
 from .report import Report
-from .scan.walk import RACY_WINDOW_NS, FileIdentity, file_identity
+from .scan.walk import RACY_WINDOW_NS, FileIdentity, file_identity, same_file
 from .verdict_keys import chain_boundary, code_identity, options_fingerprint, restamp_text
 
 if TYPE_CHECKING:
@@ -267,7 +267,9 @@ class ResultsCache:
             resolved = self._folders[folder] = os.path.realpath(folder)
         return os.path.join(resolved, base), st  # noqa: PTH118 - as above
 
-    def store_result(self, pending: Pending, report: Report) -> Encoded | None:
+    def store_result(
+        self, pending: Pending, report: Report, *, opened: FileIdentity | None = None
+    ) -> Encoded | None:
         """Keep ``report`` (judged from ``pending.real``) if the file did not change meanwhile.
         Returns its encoded form (None for a report with a policy decision: never cached)."""
         if report.decision is not None:
@@ -275,11 +277,23 @@ class ResultsCache:
         from .scan.outcome import encode_report
 
         encoded = encode_report(report, self._clock())
-        self.store_encoded(pending, encoded)
+        self.store_encoded(pending, encoded, opened=opened)
         return encoded
 
-    def store_encoded(self, pending: Pending, encoded: Encoded) -> None:
-        """:meth:`store_result` for a report already encoded (by a worker process)."""
+    def store_encoded(
+        self,
+        pending: Pending,
+        encoded: Encoded,
+        *,
+        opened: FileIdentity | None = None,
+        remote: bool = False,
+    ) -> None:
+        """:meth:`store_result` for a report already encoded (by a worker process).
+        ``opened``: the identity of the file the engine opened (its ``fstat``), when known; it
+        must be the one stat'ed by path before and after, or the bytes judged were another
+        file's (a link or folder swapped meanwhile). ``remote``: opened on another machine."""
+        if opened is not None and not same_file(opened, pending.key, remote=remote):
+            return
         try:
             after = os.stat(pending.real)  # noqa: PTH116 - as above
         except OSError:

@@ -38,11 +38,11 @@ class Counter:
         self.refuse = refuse
         self.real = verify_module.verify_path
 
-    def __call__(self, name, options=None):
+    def __call__(self, name, options=None, **kwargs):
         if self.refuse:
             raise AssertionError(f"engine called for {name}: expected a cache hit")
         self.calls += 1
-        return self.real(name, options)
+        return self.real(name, options, **kwargs)
 
 
 @pytest.fixture

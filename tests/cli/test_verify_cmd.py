@@ -161,10 +161,10 @@ def test_internal_error_on_one_file_does_not_end_the_run(tmp_path, monkeypatch):
 
     real = engine.verify_path
 
-    def flaky(path, options=None):
+    def flaky(path, options=None, **kwargs):
         if str(path).endswith("t64_sha1_ph.exe"):
             raise RuntimeError("boom")
-        return real(path, options)
+        return real(path, options, **kwargs)
 
     monkeypatch.setattr(engine, "verify_path", flaky)
     monkeypatch.setenv("CODEINTEGRITY_HOME", str(tmp_path))

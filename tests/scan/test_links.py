@@ -9,6 +9,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
 from codeintegrity import verify as engine
 from codeintegrity.options import VerifyOptions
 from codeintegrity.policy.load import parse_policy
@@ -16,7 +18,7 @@ from codeintegrity.scan.links import LinkedFiles
 from codeintegrity.scan.outcome import Judged, encode_report, outcome_dict
 from codeintegrity.scan.pool import parallel_scan
 from codeintegrity.scan.run import Judge, scan
-from codeintegrity.scan.walk import Target, file_identity, walk
+from codeintegrity.scan.walk import Target, file_identity, same_file, walk
 
 from ..conftest import FIXTURES, PKI
 
@@ -216,6 +218,7 @@ def test_a_file_swapped_in_while_judged_lends_its_verdict_to_no_one(
     paths = _linked_tree(tmp_path, 2)
     other = tmp_path / "other.exe"
     shutil.copyfile(FIXTURES / "bad_flip_text.exe", other)
+    os.link(other, tmp_path / "other-2.exe")  # names to share with, were it shared
     judged = []
     real = engine.verify_path
 
@@ -304,3 +307,45 @@ def test_cli_reports_every_name_of_a_linked_file(tmp_path):
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [d["path"] for d in lines] == paths
     assert {d["status"] for d in lines} == {"valid"}
+
+
+def test_same_file_compares_devices_only_on_this_machine():
+    met = (1, 2, 3, 4, 5)
+    assert same_file(met, met)
+    assert not same_file((9, 2, 3, 4, 5), met)  # another device here: another file
+    assert same_file((9, 2, 3, 4, 5), met, remote=True)  # a worker's own device number
+    assert not same_file((9, 7, 3, 4, 5), met, remote=True)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_results_cache_stores_nothing_for_a_file_swapped_in_while_judged(
+    jobs, tmp_path, monkeypatch, fixture_trust
+):
+    """Stat'ed by path before and after, the file is the same; the engine opened another one
+    in between (a folder or link swapped meanwhile). That verdict must not be stored for it."""
+    from codeintegrity.results_cache import ResultsCache
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copyfile(FIXTURES / "bad_flip_text.exe", tree / "evil.exe")
+    decoy = tmp_path / "signed.exe"
+    shutil.copyfile(SIGNED, decoy)
+    real = engine.verify_path
+
+    def swapped(path, options, **kwargs):
+        if str(path).endswith("evil.exe"):
+            return replace(real(str(decoy), options, **kwargs), path=str(path))
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(engine, "verify_path", swapped)
+    cache = ResultsCache.open(str(tmp_path / "results.sqlite3"), racy_window_ns=0)
+    judge = Judge(VerifyOptions(trust=fixture_trust), cache=cache)
+    items = walk([str(tree)])
+    got = list(scan(items, judge) if jobs == 1 else parallel_scan(items, judge, jobs))
+    assert [o.status for o in got] == ["valid"]  # what the engine was given, this once
+    cache.flush()
+    assert cache.stored == 0
+    monkeypatch.setattr(engine, "verify_path", real)
+    again = list(scan(walk([str(tree)]), Judge(VerifyOptions(trust=fixture_trust), cache=cache)))
+    assert [o.status for o in again] == ["invalid"]  # judged again, from its own bytes
+    cache.close()

@@ -334,7 +334,10 @@ def dask_scan(
 ) -> Iterator[Outcome]:
     """Like :func:`~.pool.parallel_scan`, on the cluster behind ``client``: the same plan
     (cache and policy in the client), batches of tasks instead of worker processes."""
-    run = _DaskRun(JudgePlan(judge, counter), client, path_map, sizer or BatchSizer())
+    # A client of a LocalCluster (local:N) has it as .cluster: its workers share this machine.
+    remote = getattr(client, "cluster", None) is None
+    plan = JudgePlan(judge, counter, remote=remote)
+    run = _DaskRun(plan, client, path_map, sizer or BatchSizer())
     yield from not_pe_dropped(run.outcomes(items, judge, ordered), counter)
 
 

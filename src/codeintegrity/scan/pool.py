@@ -380,9 +380,12 @@ class JudgePlan(Plan[WalkItem, Target, _JudgeState, Outcome | None, Outcome | No
     used here, in the parent; workers (and Dask tasks) only verify. Outcomes None are files of
     a tree that are not PEs (see :func:`not_pe_dropped`)."""
 
-    def __init__(self, judge: Judge, counter: ScanCounter | None = None) -> None:
+    def __init__(
+        self, judge: Judge, counter: ScanCounter | None = None, *, remote: bool = False
+    ) -> None:
         self.judge = judge
         self.counter = counter
+        self.remote = remote  # workers on other machines (a Dask cluster of its own)
 
     def prepare(self, item: WalkItem) -> Ready[Outcome | None] | Send[Target, _JudgeState]:
         if self.counter is not None:
@@ -398,7 +401,7 @@ class JudgePlan(Plan[WalkItem, Target, _JudgeState, Outcome | None, Outcome | No
 
     def finish(self, result: Outcome | None, state: _JudgeState) -> Outcome | None:
         target, miss = state
-        return self.judge.finish(result, miss, target)
+        return self.judge.finish(result, miss, target, remote=self.remote)
 
     def crashed(self, state: _JudgeState, message: str) -> Outcome | None:
         return Crashed(state[0].path, message)

@@ -23,6 +23,7 @@ from .walk import (
     WalkItem,
     file_identity,
     opened_as,
+    same_file,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +53,15 @@ class NotPE:
 
 
 NOT_PE = NotPE()
+
+
+def _opened(seen: list[os.stat_result], *, shared: bool) -> Opened | None:
+    """What the engine opened (None: nothing, or a replaced engine that did not say). Only a
+    PE may be shared with the file's other names: a file named directly is not sniffed."""
+    if not seen:
+        return None
+    identity, names = opened_as(seen[0])
+    return identity, names if shared else 1
 
 
 def _still(target: Target) -> bool:
@@ -108,32 +118,32 @@ class Judge:
             # Looked up at call time: tests replace the engine's entry point.
             from .. import verify as engine
 
-            # A file with other names: what the engine opened decides whether they may reuse it.
-            seen = {"opened": opened.append} if target.linked is not None else {}
+            # What the engine opened decides whether the cache and the file's other names may
+            # keep the verification: the bytes judged, not what the path named before or after.
             if miss is not None:
                 # Judge the resolved path: what is stored must be what was stat'ed.
-                report = engine.verify_path(miss.real, self.options, **seen)
+                report = engine.verify_path(miss.real, self.options, opened=opened.append)
                 report = replace(report, path=target.path)
             else:
-                report = engine.verify_path(target.path, self.options, **seen)
+                report = engine.verify_path(target.path, self.options, opened=opened.append)
         except OSError as exc:
             return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
             return Crashed(target.path, internal_message(exc))
         seconds = time.perf_counter() - started
-        # Shared with other names only if it is a PE (a file named directly is not sniffed).
-        shared = opened_as(opened[0]) if opened and (target.in_tree or report.image) else None
+        read = _opened(opened, shared=target.in_tree or report.image is not None)
         if not cached:
             # A worker's result: encoded here, in parallel, so the parent only splices it.
             encoded = encode_report(report)
             return Judged(
-                encoded=encoded, path=target.path, seconds=seconds, size=target.size, opened=shared
+                encoded=encoded, path=target.path, seconds=seconds, size=target.size, opened=read
             )
         stored = None
         if miss is not None and self.cache is not None:
-            stored = self.cache.store_result(miss, report)
-        if shared is not None:
-            self._share(target, shared, stored or encode_report(report))
+            identity = read[0] if read is not None else None
+            stored = self.cache.store_result(miss, report, opened=identity)
+        if read is not None and target.linked is not None:
+            self._share(target, read, stored or encode_report(report))
         if stored is not None and self.policy is None:
             # Encoded once, for the cache and the output line alike.
             return Judged(encoded=stored, path=target.path, seconds=seconds, size=target.size)
@@ -165,30 +175,36 @@ class Judge:
             return Judged(encoded=encoded, path=target.path, size=target.size)
         return Judged(self.decide(encoded.decode(target.path)), 0.0, target.size)
 
-    def _share(self, target: Target, opened: Opened, encoded: Encoded) -> None:
+    def _share(
+        self, target: Target, opened: Opened, encoded: Encoded, *, remote: bool = False
+    ) -> None:
         """Keep ``encoded`` for the other names of ``target``'s file, if the file the engine
         opened is the one the walk met (not another, swapped in meanwhile)."""
         identity, names = opened
-        if identity != target.linked:
+        met = target.linked
+        if met is None or not same_file(identity, met, remote=remote):
             return
         try:
-            self.linked.keep(identity, names, encoded)
+            self.linked.keep(met, names, encoded)
         except Exception:  # noqa: BLE001, S110 - a memo only saves work; it never fails a file
             pass
 
     def finish(
-        self, outcome: Outcome | None, miss: Pending | None, target: Target
+        self, outcome: Outcome | None, miss: Pending | None, target: Target, *, remote: bool = False
     ) -> Outcome | None:
         """The parent's part after a worker verified ``target``: store a fresh report in the
-        cache, then apply the policy; outcomes name the path as the walk gave it."""
+        cache, then apply the policy; outcomes name the path as the walk gave it. ``remote``:
+        the worker runs on another machine (see :func:`~.walk.same_file`)."""
         if isinstance(outcome, Judged):
             encoded = outcome.encoded
             if encoded is None:  # a worker that sent the report itself
                 encoded = encode_report(outcome.report)
+            read = outcome.opened
             if miss is not None and self.cache is not None:
-                self.cache.store_encoded(miss, encoded)
-            if outcome.opened is not None:
-                self._share(target, outcome.opened, encoded)
+                identity = read[0] if read is not None else None
+                self.cache.store_encoded(miss, encoded, opened=identity, remote=remote)
+            if read is not None:
+                self._share(target, read, encoded, remote=remote)
             if self.policy is None:
                 return Judged(
                     encoded=encoded, path=target.path, seconds=outcome.seconds, size=target.size

@@ -54,11 +54,20 @@ def file_identity(st: os.stat_result) -> FileIdentity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-Opened = tuple[FileIdentity, int]  # a file as opened for judging: its identity and its names
+# A file as the engine opened it: its identity, and how many names may share its verification
+# (its link count; 1 when it is not to be shared, such as a file named directly that is no PE).
+Opened = tuple[FileIdentity, int]
 
 
 def opened_as(st: os.stat_result) -> Opened:
     return file_identity(st), st.st_nlink
+
+
+def same_file(opened: FileIdentity, met: FileIdentity, *, remote: bool = False) -> bool:
+    """Whether the file the engine opened is the one a stat met by path (not another, swapped
+    in by a link or folder meanwhile). A worker on another machine sees the file on a device
+    number of its own: there the device is not compared."""
+    return opened[1:] == met[1:] if remote else opened == met
 
 
 @dataclass(frozen=True, slots=True)
