@@ -12,6 +12,8 @@ What is never cached:
 - runs with ``options.catalogs`` or ``options.revocation``: catalog folders and CRL sources
   change without any cheap identity to fingerprint, so those runs bypass the cache entirely;
 - a report with a PRIMITIVE_FAILED finding (a primitive that raised may work next time);
+- a file the engine did not open as the file stat'ed by path (a link or folder swapped while
+  it was verified: the ``fstat`` of what was opened is compared when the caller has it);
 - a file whose stat changed while it was verified, or changed less than ``racy_window_ns``
   before the result was stored: within one timestamp tick a same-size rewrite leaves the stat
   identical, so such a result could describe bytes that are no longer there (git's "racy" rule).
