@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedError
 from .report import Report
-from .scan.walk import RACY_WINDOW_NS, FileIdentity, file_identity, same_file
+from .scan.walk import RACY_WINDOW_NS, FileIdentity, file_identity
 from .verdict_keys import chain_boundary, code_identity, options_fingerprint, restamp_text
 
 if TYPE_CHECKING:
@@ -195,18 +195,22 @@ class ResultsCache:
         verdict depends on are unchanged, else from ``verify`` (default ``verify_path``).
 
         Raises what ``verify`` raises (``OSError`` for an unreadable file)."""
-        if verify is None:
-            from .verify import verify_path
-
-            verify = verify_path
         cached, pending = self.lookup(name, options)
         if cached is not None:
             return cached
+        opened: list[os.stat_result] = []
+        if verify is None:
+            from .verify import verify_path
+
+            def verify(path: str, options: VerifyOptions) -> Report:
+                return verify_path(path, options, opened=opened.append)
+
         if pending is None:
             return verify(name, options)
         # Judge the resolved path: what is stored must be what was stat'ed.
         report = dataclasses.replace(verify(pending.real, options), path=name)
-        self.store_result(pending, report)
+        identity = file_identity(opened[0]) if opened else None
+        self.store_result(pending, report, opened=identity)
         self.flush()  # one file at a time: nothing to gather
         return report
 
@@ -293,8 +297,11 @@ class ResultsCache:
         """:meth:`store_result` for a report already encoded (by a worker process).
         ``opened``: the identity of the file the engine opened (its ``fstat``), when known; it
         must be the one stat'ed by path before and after, or the bytes judged were another
-        file's (a link or folder swapped meanwhile). ``remote``: opened on another machine."""
-        if opened is not None and not same_file(opened, pending.key, remote=remote):
+        file's (a link or folder swapped meanwhile). ``remote``: opened on another machine,
+        where the identity cannot be compared."""
+        # A worker on another machine sees the file through its own mount (device, inode and
+        # timestamp precision may all differ): there only the stat by path is compared.
+        if opened is not None and not remote and opened != pending.key:
             return
         try:
             after = os.stat(pending.real)  # noqa: PTH116 - as above

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -293,20 +294,26 @@ def test_a_cached_non_pe_named_directly_is_not_reported_in_a_tree(tmp_path, fixt
     cache.close()
 
 
-def test_cli_reports_every_name_of_a_linked_file(tmp_path):
+def test_cli_gives_every_name_of_a_linked_file_the_report_a_fresh_judgement_gives(tmp_path):
     tree = tmp_path / "tree"
     tree.mkdir()
     paths = _linked_tree(tree, 3)
-    out = subprocess.run(
-        [sys.executable, "-m", "codeintegrity", "verify", "--json", "--no-store", "--no-cache",
-         "--no-default-trust", "--trust", str(PKI / "ca.pem"), "--trust", str(PKI / "tsaca.pem"),
-         "--sorted", str(tree)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    time.sleep(2.1)  # past the racy window (linking set the ctime): later names reuse the first
+
+    def run(*args: str) -> list[dict]:
+        out = subprocess.run(
+            [sys.executable, "-m", "codeintegrity", "verify", "--json", "--no-store",
+             "--no-cache", "--no-default-trust", "--trust", str(PKI / "ca.pem"),
+             "--trust", str(PKI / "tsaca.pem"), *args],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    lines = run("--jobs", "1", "--sorted", str(tree))
+    (fresh,) = run(str(SIGNED))
     assert [d["path"] for d in lines] == paths
-    assert {d["status"] for d in lines} == {"valid"}
+    assert all({**d, "path": ""} == {**fresh, "path": ""} for d in lines)
 
 
 def test_same_file_compares_devices_only_on_this_machine():
@@ -348,4 +355,63 @@ def test_the_results_cache_stores_nothing_for_a_file_swapped_in_while_judged(
     monkeypatch.setattr(engine, "verify_path", real)
     again = list(scan(walk([str(tree)]), Judge(VerifyOptions(trust=fixture_trust), cache=cache)))
     assert [o.status for o in again] == ["invalid"]  # judged again, from its own bytes
+    cache.close()
+
+
+def test_a_cached_file_that_cannot_be_sniffed_any_more_is_unreadable_not_a_crash(
+    tmp_path, monkeypatch, fixture_trust
+):
+    """A malformed hit for a file of a tree is sniffed for MZ in the parent (before any worker
+    sees it): a file gone or unreadable by then is one Unreadable outcome, not an aborted run."""
+    from codeintegrity.results_cache import ResultsCache
+    from codeintegrity.scan import run
+    from codeintegrity.scan.walk import Unreadable
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    broken = tree / "broken.exe"
+    broken.write_bytes(b"MZ" + bytes(30))  # a PE that does not parse: malformed
+    _settled(broken)
+    cache = ResultsCache.open(str(tmp_path / "results.sqlite3"), racy_window_ns=0)
+    options = VerifyOptions(trust=fixture_trust)
+    assert [o.status for o in scan(walk([str(tree)]), Judge(options, cache=cache))] == ["malformed"]
+    cache.flush()
+
+    def vanished(path):
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(run, "starts_with_mz", vanished)
+    for jobs in (1, 2):
+        judge = Judge(options, cache=cache)
+        items = walk([str(tree)])
+        got = list(scan(items, judge) if jobs == 1 else parallel_scan(items, judge, jobs))
+        assert len(got) == 1 and isinstance(got[0], Unreadable), got
+        assert got[0].path == str(broken)
+    cache.close()
+
+
+def test_the_cache_entry_point_stores_nothing_for_a_file_swapped_in_while_judged(
+    tmp_path, monkeypatch, fixture_trust
+):
+    from codeintegrity.results_cache import ResultsCache
+
+    evil = tmp_path / "evil.exe"
+    shutil.copyfile(FIXTURES / "bad_flip_text.exe", evil)
+    decoy = tmp_path / "signed.exe"
+    shutil.copyfile(SIGNED, decoy)
+    real = engine.verify_path
+
+    def swapped(path, options, **kwargs):
+        if str(path).endswith("evil.exe"):
+            return replace(real(str(decoy), options, **kwargs), path=str(path))
+        return real(path, options, **kwargs)
+
+    options = VerifyOptions(trust=fixture_trust)
+    cache = ResultsCache.open(str(tmp_path / "results.sqlite3"), racy_window_ns=0)
+    monkeypatch.setattr(engine, "verify_path", swapped)
+    assert cache.verify(str(evil), options).status == "valid"  # what the engine was given
+    assert cache.stored == 0
+    monkeypatch.setattr(engine, "verify_path", real)
+    assert cache.verify(str(evil), options).status == "invalid"
+    assert cache.stored == 1
     cache.close()

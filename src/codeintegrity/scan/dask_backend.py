@@ -335,7 +335,10 @@ def dask_scan(
     """Like :func:`~.pool.parallel_scan`, on the cluster behind ``client``: the same plan
     (cache and policy in the client), batches of tasks instead of worker processes."""
     # A client of a LocalCluster (local:N) has it as .cluster: its workers share this machine.
-    remote = getattr(client, "cluster", None) is None
+    # Any other cluster (a scheduler address, SSH, Kubernetes, a job queue) may not.
+    from distributed import LocalCluster
+
+    remote = not isinstance(getattr(client, "cluster", None), LocalCluster)
     plan = JudgePlan(judge, counter, remote=remote)
     run = _DaskRun(plan, client, path_map, sizer or BatchSizer())
     yield from not_pe_dropped(run.outcomes(items, judge, ordered), counter)

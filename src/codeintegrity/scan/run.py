@@ -149,7 +149,9 @@ class Judge:
             return Judged(encoded=stored, path=target.path, seconds=seconds, size=target.size)
         return Judged(self.decide(report), seconds, target.size)
 
-    def from_cache(self, target: Target) -> tuple[Judged | NotPE | None, Pending | None]:
+    def from_cache(
+        self, target: Target
+    ) -> tuple[Judged | Unreadable | NotPE | None, Pending | None]:
         """The parent's part before a worker verifies ``target``: the outcome of another name
         of the same file judged earlier in this run, or its cached outcome (the policy applied);
         else the cache miss to store the worker's report under. A hit that turns out not to be
@@ -165,12 +167,16 @@ class Judge:
             return None, miss
         return self._reused(cached, target), None
 
-    def _reused(self, encoded: Encoded, target: Target) -> Judged | NotPE:
+    def _reused(self, encoded: Encoded, target: Target) -> Judged | Unreadable | NotPE:
         """A verification not done in this call (cached, or another name's) for ``target``."""
-        if encoded.status == "malformed" and target.in_tree and not starts_with_mz(target.path):
+        if encoded.status == "malformed" and target.in_tree:
             # Stored when the file was named directly, which is not sniffed: in a tree, a file
             # that does not start with "MZ" is not a PE and is not reported.
-            return NOT_PE
+            try:
+                if not starts_with_mz(target.path):
+                    return NOT_PE
+            except OSError as exc:  # gone or unreadable since the lookup: reported, not raised
+                return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
         if self.policy is None:
             return Judged(encoded=encoded, path=target.path, size=target.size)
         return Judged(self.decide(encoded.decode(target.path)), 0.0, target.size)
