@@ -415,3 +415,23 @@ def test_the_cache_entry_point_stores_nothing_for_a_file_swapped_in_while_judged
     assert cache.verify(str(evil), options).status == "invalid"
     assert cache.stored == 1
     cache.close()
+
+
+def test_names_reused_in_a_run_are_stored_in_the_results_cache_too(
+    tmp_path, monkeypatch, fixture_trust
+):
+    from codeintegrity.results_cache import ResultsCache
+
+    (tmp_path / "tree").mkdir()
+    paths = _linked_tree(tmp_path / "tree", 4)
+    cache = ResultsCache.open(str(tmp_path / "results.sqlite3"), racy_window_ns=0)
+    judged = _counting(monkeypatch)
+    judge = _judge(fixture_trust, cache=cache)
+    first = [o.path for o in scan(walk([str(tmp_path / "tree")]), judge)]
+    assert first == paths and len(judged) == 1 and judge.linked.reused == 3
+    cache.flush()
+    assert cache.stored == 4  # the judged name and the three that reused it
+    again = list(scan(walk([str(tmp_path / "tree")]), _judge(fixture_trust, cache=cache)))
+    assert [o.path for o in again] == paths and len(judged) == 1  # all from the cache
+    assert all(o.status == "valid" for o in again)
+    cache.close()

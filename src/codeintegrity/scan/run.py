@@ -156,16 +156,21 @@ class Judge:
         of the same file judged earlier in this run, or its cached outcome (the policy applied);
         else the cache miss to store the worker's report under. A hit that turns out not to be
         a PE of the tree is :data:`NOT_PE`."""
-        if target.linked is not None and target.linked in self.linked and _still(target):
-            earlier = self.linked.get(target.linked, fixed_time=self.options.at is not None)
+        miss = None
+        if self.cache is not None:
+            cached, miss = self.cache.lookup_encoded(target.path, self.options)
+            if cached is not None:
+                return self._reused(cached, target), None
+        met = target.linked
+        if met is not None and met in self.linked and _still(target):
+            earlier = self.linked.get(met, fixed_time=self.options.at is not None)
             if earlier is not None:
+                if miss is not None and self.cache is not None:
+                    # Stored for this name too (what was opened for the first name had this
+                    # identity, and so has this path): the next run finds every name.
+                    self.cache.store_encoded(miss, earlier, opened=met)
                 return self._reused(earlier, target), None
-        if self.cache is None:
-            return None, None
-        cached, miss = self.cache.lookup_encoded(target.path, self.options)
-        if cached is None:
-            return None, miss
-        return self._reused(cached, target), None
+        return None, miss
 
     def _reused(self, encoded: Encoded, target: Target) -> Judged | Unreadable | NotPE:
         """A verification not done in this call (cached, or another name's) for ``target``."""
