@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedError
 from .report import Report
-from .scan.walk import RACY_WINDOW_NS, FileIdentity, file_identity
+from .scan.walk import RACY_WINDOW_NS, FileIdentity, Opened, file_identity, opened_as
 from .verdict_keys import chain_boundary, code_identity, options_fingerprint, restamp_text
 
 if TYPE_CHECKING:
@@ -198,19 +198,21 @@ class ResultsCache:
         cached, pending = self.lookup(name, options)
         if cached is not None:
             return cached
-        opened: list[os.stat_result] = []
+        opened: list[Opened] = []
         if verify is None:
             from .verify import verify_path
 
             def verify(path: str, options: VerifyOptions) -> Report:
-                return verify_path(path, options, opened=opened.append)
+                def seen(st: os.stat_result) -> None:
+                    opened.append(opened_as(st, time.time_ns()))
+
+                return verify_path(path, options, opened=seen)
 
         if pending is None:
             return verify(name, options)
         # Judge the resolved path: what is stored must be what was stat'ed.
         report = dataclasses.replace(verify(pending.real, options), path=name)
-        identity = file_identity(opened[0]) if opened else None
-        self.store_result(pending, report, opened=identity)
+        self.store_result(pending, report, opened=opened[0] if opened else None)
         self.flush()  # one file at a time: nothing to gather
         return report
 
@@ -274,7 +276,7 @@ class ResultsCache:
         return os.path.join(resolved, base), st  # noqa: PTH118 - as above
 
     def store_result(
-        self, pending: Pending, report: Report, *, opened: FileIdentity | None = None
+        self, pending: Pending, report: Report, *, opened: Opened | None = None
     ) -> Encoded | None:
         """Keep ``report`` (judged from ``pending.real``) if the file did not change meanwhile.
         Returns its encoded form (None for a report with a policy decision: never cached)."""
@@ -291,23 +293,29 @@ class ResultsCache:
         pending: Pending,
         encoded: Encoded,
         *,
-        opened: FileIdentity | None = None,
+        opened: Opened | None = None,
+        identity: FileIdentity | None = None,
         remote: bool = False,
     ) -> None:
         """:meth:`store_result` for a report already encoded (by a worker process).
-        ``opened``: the identity of the file the engine opened (its ``fstat``), when known; it
-        must be the one stat'ed by path before and after, or the bytes judged were another
-        file's (a link or folder swapped meanwhile). ``remote``: opened on another machine,
-        where the identity cannot be compared."""
+        ``opened``: the file as the engine opened it (its ``fstat`` and when), when known; its
+        identity must be the one stat'ed by path before and after, or the bytes judged were
+        another file's (a link or folder swapped meanwhile), and the racy window counts back
+        from when it was opened. ``identity``: the same check when only the identity is known
+        (another name of the file). ``remote``: opened on another machine, where neither can
+        be compared."""
+        since = None
+        if opened is not None and not remote:
+            identity, since = opened.identity, opened.at_ns
         # A worker on another machine sees the file through its own mount (device, inode and
-        # timestamp precision may all differ): there only the stat by path is compared.
-        if opened is not None and not remote and opened != pending.key:
+        # timestamp precision may all differ) and clock: there only the stat by path counts.
+        if identity is not None and not remote and identity != pending.key:
             return
         try:
             after = os.stat(pending.real)  # noqa: PTH116 - as above
         except OSError:
             return
-        if file_identity(after) == pending.key and self._storable(encoded, after):
+        if file_identity(after) == pending.key and self._storable(encoded, after, since):
             self._store(pending.real, pending.fingerprint, pending.key, encoded, pending.options)
 
     # --- keys and expiry -----------------------------------------------------------------
@@ -328,11 +336,14 @@ class ResultsCache:
         limit = self._clock() + self.max_age.total_seconds()
         return limit if boundary is None else min(limit, boundary)
 
-    def _storable(self, encoded: Encoded, after: os.stat_result) -> bool:
+    def _storable(self, encoded: Encoded, after: os.stat_result, since: int | None) -> bool:
         if not encoded.storable:
             return False  # a primitive that raised may work next time
         changed = max(after.st_mtime_ns, after.st_ctime_ns)
-        return changed < time.time_ns() - self.racy_window_ns
+        # Counted back from when the file was opened, if known: a change that close before the
+        # read could be followed by a same-size rewrite that the stat does not show.
+        reference = time.time_ns() if since is None else since
+        return changed < reference - self.racy_window_ns
 
     # --- SQLite --------------------------------------------------------------------------
 

@@ -435,3 +435,32 @@ def test_names_reused_in_a_run_are_stored_in_the_results_cache_too(
     assert [o.path for o in again] == paths and len(judged) == 1  # all from the cache
     assert all(o.status == "valid" for o in again)
     cache.close()
+
+
+def test_the_racy_window_counts_back_from_when_the_file_was_opened(tmp_path, fixture_trust):
+    """A change one second before the file was opened could hide a same-size rewrite after
+    it, however long the verification took: neither the memo nor the cache keeps it. Three
+    seconds before, both do, even though the file was written just now."""
+    from codeintegrity.results_cache import ResultsCache
+    from codeintegrity.scan.walk import Opened
+
+    path = _two_names(tmp_path)
+    st = path.stat()
+    identity = file_identity(st)
+    changed = max(st.st_mtime_ns, st.st_ctime_ns)
+    encoded = _encoded(path, fixture_trust)
+    linked = LinkedFiles(clock_ns=lambda: changed + 60 * 10**9)  # kept a minute later
+    linked.keep(identity, 2, encoded, since=changed + 10**9)
+    assert identity not in linked
+    linked.keep(identity, 2, encoded, since=changed + 3 * 10**9)
+    assert identity in linked
+
+    options = VerifyOptions(trust=fixture_trust)
+    cache = ResultsCache.open(str(tmp_path / "results.sqlite3"))  # the default 2 s window
+    _, pending = cache.lookup_encoded(str(path), options)
+    assert pending is not None
+    cache.store_encoded(pending, encoded, opened=Opened(identity, 2, changed + 10**9))
+    assert cache.stored == 0
+    cache.store_encoded(pending, encoded, opened=Opened(identity, 2, changed + 3 * 10**9))
+    assert cache.stored == 1
+    cache.close()

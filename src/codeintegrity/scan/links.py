@@ -75,12 +75,16 @@ class LinkedFiles:
             self._kept[identity] = (encoded, left - 1)
         return encoded
 
-    def keep(self, identity: FileIdentity, names: int, encoded: Encoded) -> None:
+    def keep(
+        self, identity: FileIdentity, names: int, encoded: Encoded, *, since: int | None = None
+    ) -> None:
         """Keep ``encoded``, judged from a file opened with ``identity`` (its ``fstat``) and
-        ``names`` names, for the names not met yet."""
+        ``names`` names, for the names not met yet. ``since``: when it was opened (ns), the
+        moment the racy window is counted back from (else now)."""
         if not encoded.storable or names < 2 or identity in self._kept:
             return  # a primitive that raised may work next time; a name in flight came back
-        if max(identity[3], identity[4]) >= self._clock_ns() - self._racy_window_ns:
+        reference = self._clock_ns() if since is None else since
+        if max(identity[3], identity[4]) >= reference - self._racy_window_ns:
             return
         self._kept[identity] = (encoded, names - 1)
         self._bytes += len(encoded.text)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -55,13 +55,18 @@ class NotPE:
 NOT_PE = NotPE()
 
 
-def _opened(seen: list[os.stat_result], *, shared: bool) -> Opened | None:
+def _opened(seen: list[tuple[os.stat_result, int]], *, shared: bool) -> Opened | None:
     """What the engine opened (None: nothing, or a replaced engine that did not say). Only a
     PE may be shared with the file's other names: a file named directly is not sniffed."""
     if not seen:
         return None
-    identity, names = opened_as(seen[0])
-    return identity, names if shared else 1
+    opened = opened_as(*seen[0])
+    return opened if shared else opened._replace(names=1)
+
+
+def _when_opened(seen: list[tuple[os.stat_result, int]]) -> Callable[[os.stat_result], None]:
+    """The engine's ``opened`` callback: the file's fstat, and the moment it was opened."""
+    return lambda st: seen.append((st, time.time_ns()))
 
 
 def _still(target: Target) -> bool:
@@ -104,7 +109,7 @@ class Judge:
 
     def _judge(self, target: Target, *, cached: bool) -> Outcome | None:
         started = time.perf_counter()
-        opened: list[os.stat_result] = []
+        opened: list[tuple[os.stat_result, int]] = []
         try:
             if cached:
                 # Only PE files are kept or stored: a hit needs no sniffing (but see _reused).
@@ -122,10 +127,10 @@ class Judge:
             # keep the verification: the bytes judged, not what the path named before or after.
             if miss is not None:
                 # Judge the resolved path: what is stored must be what was stat'ed.
-                report = engine.verify_path(miss.real, self.options, opened=opened.append)
+                report = engine.verify_path(miss.real, self.options, opened=_when_opened(opened))
                 report = replace(report, path=target.path)
             else:
-                report = engine.verify_path(target.path, self.options, opened=opened.append)
+                report = engine.verify_path(target.path, self.options, opened=_when_opened(opened))
         except OSError as exc:
             return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run
@@ -140,8 +145,7 @@ class Judge:
             )
         stored = None
         if miss is not None and self.cache is not None:
-            identity = read[0] if read is not None else None
-            stored = self.cache.store_result(miss, report, opened=identity)
+            stored = self.cache.store_result(miss, report, opened=read)
         if read is not None and target.linked is not None:
             self._share(target, read, stored or encode_report(report))
         if stored is not None and self.policy is None:
@@ -168,7 +172,7 @@ class Judge:
                 if miss is not None and self.cache is not None:
                     # Stored for this name too (what was opened for the first name had this
                     # identity, and so has this path): the next run finds every name.
-                    self.cache.store_encoded(miss, earlier, opened=met)
+                    self.cache.store_encoded(miss, earlier, identity=met)
                 return self._reused(earlier, target), None
         return None, miss
 
@@ -191,12 +195,13 @@ class Judge:
     ) -> None:
         """Keep ``encoded`` for the other names of ``target``'s file, if the file the engine
         opened is the one the walk met (not another, swapped in meanwhile)."""
-        identity, names = opened
         met = target.linked
-        if met is None or not same_file(identity, met, remote=remote):
+        if met is None or not same_file(opened.identity, met, remote=remote):
             return
+        # Another machine's clock is not this one's: there the window counts back from now.
+        since = None if remote else opened.at_ns
         try:
-            self.linked.keep(met, names, encoded)
+            self.linked.keep(met, opened.names, encoded, since=since)
         except Exception:  # noqa: BLE001, S110 - a memo only saves work; it never fails a file
             pass
 
@@ -212,8 +217,7 @@ class Judge:
                 encoded = encode_report(outcome.report)
             read = outcome.opened
             if miss is not None and self.cache is not None:
-                identity = read[0] if read is not None else None
-                self.cache.store_encoded(miss, encoded, opened=identity, remote=remote)
+                self.cache.store_encoded(miss, encoded, opened=read, remote=remote)
             if read is not None:
                 self._share(target, read, encoded, remote=remote)
             if self.policy is None:

@@ -27,6 +27,7 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # The reasons a path is skipped; JSON carries them as "reason".
 DANGLING_LINK = "dangling-link"
@@ -54,13 +55,20 @@ def file_identity(st: os.stat_result) -> FileIdentity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-# A file as the engine opened it: its identity, and how many names may share its verification
-# (its link count; 1 when it is not to be shared, such as a file named directly that is no PE).
-Opened = tuple[FileIdentity, int]
+class Opened(NamedTuple):
+    """A file as the engine opened it (its ``fstat``)."""
+
+    identity: FileIdentity
+    # How many names may share its verification: its link count, or 1 when it is not to be
+    # shared (a file named directly that is not a PE).
+    names: int
+    # When it was opened (ns since the epoch, on the machine that opened it): a change this
+    # close before it may not show in the stat yet (see RACY_WINDOW_NS).
+    at_ns: int
 
 
-def opened_as(st: os.stat_result) -> Opened:
-    return file_identity(st), st.st_nlink
+def opened_as(st: os.stat_result, at_ns: int) -> Opened:
+    return Opened(file_identity(st), st.st_nlink, at_ns)
 
 
 def same_file(opened: FileIdentity, met: FileIdentity, *, remote: bool = False) -> bool:
