@@ -15,7 +15,8 @@ What is never cached:
 - a file the engine did not open as the file stat'ed by path (a link or folder swapped while
   it was verified: the ``fstat`` of what was opened is compared when the caller has it);
 - a file whose stat changed while it was verified, or changed less than ``racy_window_ns``
-  before the result was stored: within one timestamp tick a same-size rewrite leaves the stat
+  before it was opened (before the result was stored, when the opening time is not known:
+  another machine's clock): within one timestamp tick a same-size rewrite leaves the stat
   identical, so such a result could describe bytes that are no longer there (git's "racy" rule).
 
 A stored verdict is reused until ``valid_until``: never by time when ``at`` was given; else the
