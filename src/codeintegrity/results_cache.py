@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedError
 from .report import Report
-from .scan.walk import RACY_WINDOW_NS, FileIdentity, Opened, file_identity, opened_as
+from .scan.walk import RACY_WINDOW_NS, FileIdentity, Opened, file_identity, record_opened
 from .verdict_keys import chain_boundary, code_identity, options_fingerprint, restamp_text
 
 if TYPE_CHECKING:
@@ -204,10 +204,7 @@ class ResultsCache:
             from .verify import verify_path
 
             def verify(path: str, options: VerifyOptions) -> Report:
-                def seen(st: os.stat_result) -> None:
-                    opened.append(opened_as(st, time.time_ns()))
-
-                return verify_path(path, options, opened=seen)
+                return verify_path(path, options, opened=record_opened(opened))
 
         if pending is None:
             return verify(name, options)

@@ -69,6 +69,20 @@ def _counting(monkeypatch) -> list[str]:
     return judged
 
 
+def _swap_in(monkeypatch, name: str, decoy) -> object:
+    """Make the engine open ``decoy`` whenever it is asked for a path ending in ``name`` (a link
+    or folder swapped while that file is judged); returns the real engine entry point."""
+    real = engine.verify_path
+
+    def swapped(path, options, **kwargs):
+        if str(path).endswith(name):
+            return replace(real(str(decoy), options, **kwargs), path=str(path))
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(engine, "verify_path", swapped)
+    return real
+
+
 def _judge(fixture_trust, **kwargs) -> Judge:
     judge = Judge(VerifyOptions(trust=fixture_trust), **kwargs)
     judge.linked = LinkedFiles(racy_window_ns=0)  # the files were just linked: ctime is now
@@ -220,15 +234,8 @@ def test_a_file_swapped_in_while_judged_lends_its_verdict_to_no_one(
     other = tmp_path / "other.exe"
     shutil.copyfile(FIXTURES / "bad_flip_text.exe", other)
     os.link(other, tmp_path / "other-2.exe")  # names to share with, were it shared
-    judged = []
-    real = engine.verify_path
-
-    def swapped(path, options, **kwargs):
-        judged.append(path)
-        target = other if path == paths[0] else path  # the first name opens the other file
-        return replace(real(str(target), options, **kwargs), path=path)
-
-    monkeypatch.setattr(engine, "verify_path", swapped)
+    _swap_in(monkeypatch, os.path.join("d000", "a.exe"), other)  # the first name opens it
+    judged = _counting(monkeypatch)
     judge = _judge(fixture_trust)
     got = {
         o.path: o.status
@@ -337,14 +344,7 @@ def test_the_results_cache_stores_nothing_for_a_file_swapped_in_while_judged(
     shutil.copyfile(FIXTURES / "bad_flip_text.exe", tree / "evil.exe")
     decoy = tmp_path / "signed.exe"
     shutil.copyfile(SIGNED, decoy)
-    real = engine.verify_path
-
-    def swapped(path, options, **kwargs):
-        if str(path).endswith("evil.exe"):
-            return replace(real(str(decoy), options, **kwargs), path=str(path))
-        return real(path, options, **kwargs)
-
-    monkeypatch.setattr(engine, "verify_path", swapped)
+    real = _swap_in(monkeypatch, "evil.exe", decoy)
     cache = ResultsCache.open(str(tmp_path / "results.sqlite3"), racy_window_ns=0)
     judge = Judge(VerifyOptions(trust=fixture_trust), cache=cache)
     items = walk([str(tree)])
@@ -399,16 +399,9 @@ def test_the_cache_entry_point_stores_nothing_for_a_file_swapped_in_while_judged
     shutil.copyfile(FIXTURES / "bad_flip_text.exe", evil)
     decoy = tmp_path / "signed.exe"
     shutil.copyfile(SIGNED, decoy)
-    real = engine.verify_path
-
-    def swapped(path, options, **kwargs):
-        if str(path).endswith("evil.exe"):
-            return replace(real(str(decoy), options, **kwargs), path=str(path))
-        return real(path, options, **kwargs)
-
     options = VerifyOptions(trust=fixture_trust)
     cache = ResultsCache.open(str(tmp_path / "results.sqlite3"), racy_window_ns=0)
-    monkeypatch.setattr(engine, "verify_path", swapped)
+    real = _swap_in(monkeypatch, "evil.exe", decoy)
     assert cache.verify(str(evil), options).status == "valid"  # what the engine was given
     assert cache.stored == 0
     monkeypatch.setattr(engine, "verify_path", real)

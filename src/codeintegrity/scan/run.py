@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from .walk import (
     Unreadable,
     WalkItem,
     file_identity,
-    opened_as,
+    record_opened,
     same_file,
 )
 
@@ -55,18 +55,12 @@ class NotPE:
 NOT_PE = NotPE()
 
 
-def _opened(seen: list[tuple[os.stat_result, int]], *, shared: bool) -> Opened | None:
+def _opened(seen: list[Opened], *, shared: bool) -> Opened | None:
     """What the engine opened (None: nothing, or a replaced engine that did not say). Only a
     PE may be shared with the file's other names: a file named directly is not sniffed."""
     if not seen:
         return None
-    opened = opened_as(*seen[0])
-    return opened if shared else opened._replace(names=1)
-
-
-def _when_opened(seen: list[tuple[os.stat_result, int]]) -> Callable[[os.stat_result], None]:
-    """The engine's ``opened`` callback: the file's fstat, and the moment it was opened."""
-    return lambda st: seen.append((st, time.time_ns()))
+    return seen[0] if shared else seen[0]._replace(names=1)
 
 
 def _still(target: Target) -> bool:
@@ -109,7 +103,7 @@ class Judge:
 
     def _judge(self, target: Target, *, cached: bool) -> Outcome | None:
         started = time.perf_counter()
-        opened: list[tuple[os.stat_result, int]] = []
+        opened: list[Opened] = []
         try:
             if cached:
                 # Only PE files are kept or stored: a hit needs no sniffing (but see _reused).
@@ -127,10 +121,10 @@ class Judge:
             # keep the verification: the bytes judged, not what the path named before or after.
             if miss is not None:
                 # Judge the resolved path: what is stored must be what was stat'ed.
-                report = engine.verify_path(miss.real, self.options, opened=_when_opened(opened))
+                report = engine.verify_path(miss.real, self.options, opened=record_opened(opened))
                 report = replace(report, path=target.path)
             else:
-                report = engine.verify_path(target.path, self.options, opened=_when_opened(opened))
+                report = engine.verify_path(target.path, self.options, opened=record_opened(opened))
         except OSError as exc:
             return Unreadable(target.path, exc.errno, exc.strerror or str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not end a long run

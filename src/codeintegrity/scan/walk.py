@@ -25,7 +25,8 @@ import errno
 import fnmatch
 import os
 import stat
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -67,8 +68,10 @@ class Opened(NamedTuple):
     at_ns: int
 
 
-def opened_as(st: os.stat_result, at_ns: int) -> Opened:
-    return Opened(file_identity(st), st.st_nlink, at_ns)
+def record_opened(into: list[Opened]) -> Callable[[os.stat_result], None]:
+    """An ``opened`` callback for :func:`~codeintegrity.verify.verify_path`: what it opened,
+    and when, appended to ``into``."""
+    return lambda st: into.append(Opened(file_identity(st), st.st_nlink, time.time_ns()))
 
 
 def same_file(opened: FileIdentity, met: FileIdentity, *, remote: bool = False) -> bool:
